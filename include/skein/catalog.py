@@ -1,0 +1,220 @@
+"""The catalog: datasets (from the warehouse) and consumers (from repos and views).
+
+Building it is two steps, like astronomer-cosmos parsing a dbt project before
+rendering anything: ``scan_consumers`` finds consumer texts (cheap, one process),
+``analyze_consumers`` resolves their column lineage (parsing is the cost, so it
+runs in worker processes for large fleets).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import multiprocessing
+import os
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skein.dbt import DbtProject, DbtRenderError, load_dbt_project, substitute_relations
+from skein.errors import DiscoveryError
+from skein.lineage import Lineage, SchemaCache, analyze_sql
+from skein.ownership import Ownership, OwnershipResolver, parse_view_comment
+from skein.spec import Campaign
+from skein.warehouse import Warehouse
+
+# Below this many consumers a process pool costs more than it saves.
+PARALLEL_THRESHOLD = 200
+
+
+@dataclass
+class Consumer:
+    id: str
+    kind: str  # sql | dbt_model | view
+    dialect: str
+    sql: str  # what is analysed: the file, the rendered dbt model, the view's DDL
+    ownership: Ownership
+    repo: str | None = None
+    path: str | None = None  # inside the repo
+    file: Path | None = None
+    produces: str | None = None  # known before analysis (dbt models, views)
+    line_map: list[int] | None = None  # analysed line -> line in the file (dbt)
+    error: str | None = None  # could not even be rendered
+    lineage: Lineage = field(default_factory=Lineage)
+
+    def file_line(self, line: int) -> int:
+        if self.line_map and 0 < line <= len(self.line_map):
+            return self.line_map[line - 1]
+        return line
+
+    @property
+    def output(self) -> str | None:
+        return self.produces or self.lineage.produces
+
+
+@dataclass
+class Catalog:
+    schemas: dict[str, dict[str, str]]
+    consumers: list[Consumer]
+    problems: list[str] = field(default_factory=list)  # non-fatal: unreadable files etc.
+
+    def by_id(self) -> dict[str, Consumer]:
+        return {c.id: c for c in self.consumers}
+
+
+def build_catalog(campaign: Campaign, warehouse: Warehouse, workers: int | None = None) -> Catalog:
+    schemas = warehouse.schemas()
+    consumers, problems = scan_consumers(campaign, warehouse)
+    catalog = Catalog(schemas=schemas, consumers=consumers, problems=problems)
+    analyze_consumers(catalog, warehouse.default_schema, workers)
+    # A warehouse view that a repository file defines is that file's deployment, not a
+    # consumer of its own: the file is where the code changes.
+    repo_outputs = {c.output for c in catalog.consumers if c.kind != "view" and c.output}
+    catalog.consumers = [c for c in catalog.consumers
+                         if not (c.kind == "view" and c.produces in repo_outputs)]
+    return catalog
+
+
+def scan_consumers(campaign: Campaign, warehouse: Warehouse) -> tuple[list[Consumer], list[str]]:
+    consumers: list[Consumer] = []
+    problems: list[str] = []
+    for index, entry in enumerate(campaign.consumers):
+        if entry.warehouse_views:
+            consumers.extend(_view_consumers(warehouse, entry.dialect or campaign.sql_dialect))
+            continue
+        pattern = str(campaign.base_dir / entry.repo)
+        repos = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / ".git").exists())
+        if not repos:
+            raise campaign.error(f"no git repository matches {entry.repo!r} "
+                                 f"(looked for {pattern})", "consumers", index, "repo")
+        default_dialect = entry.dialect or campaign.sql_dialect
+        for repo in repos:
+            consumers.extend(_repo_consumers(repo, default_dialect, entry.exclude, problems))
+    ids = [c.id for c in consumers]
+    if len(ids) != len(set(ids)):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise DiscoveryError(f"consumer ids found twice (overlapping `consumers` entries?): {dupes[:5]}")
+    return sorted(consumers, key=lambda c: c.id), problems
+
+
+def _view_consumers(warehouse: Warehouse, dialect: str) -> list[Consumer]:
+    return [Consumer(id=f"warehouse/{view.name}", kind="view", dialect=dialect, sql=view.sql,
+                     ownership=parse_view_comment(view.comment), produces=view.name)
+            for view in warehouse.views()]
+
+
+def _tracked_files(repo: Path) -> list[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "ls-files", "-z"], check=True,
+                             capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise DiscoveryError(f"cannot list files of git repository {repo}: {exc}") from None
+    return sorted(p for p in out.decode("utf-8", "surrogateescape").split("\0") if p)
+
+
+def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
+                    problems: list[str]) -> list[Consumer]:
+    files = [f for f in _tracked_files(repo) if not any(fnmatch.fnmatch(f, x) for x in exclude)]
+    owners = OwnershipResolver(repo)
+    projects = _dbt_projects(repo, files)
+    consumers = []
+    for rel in files:
+        if not rel.endswith(".sql"):
+            continue
+        path = repo / rel
+        project = _project_of(path, projects)
+        if project is not None and project.is_skipped(path):
+            continue
+        ownership = owners.for_file(path)
+        consumer = Consumer(id=f"{repo.name}/{rel}", kind="sql", repo=repo.name, path=rel, file=path,
+                            dialect=ownership.dialect or default_dialect, sql="", ownership=ownership)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            consumer.error = f"cannot read file: {exc}"
+            consumers.append(consumer)
+            continue
+        consumer.sql = text
+        if project is not None:
+            if project.is_model(path):
+                consumer.kind = "dbt_model"
+                consumer.produces = project.relation(path.stem)
+            try:
+                rendered = project.render(path, text)
+            except DbtRenderError as exc:
+                consumer.error = str(exc)
+                consumer.sql = substitute_relations(project, text)
+            else:
+                consumer.sql, consumer.line_map = rendered.sql, rendered.line_map
+        consumers.append(consumer)
+    problems.extend(owners.problems)
+    return consumers
+
+
+def _dbt_projects(repo: Path, files: list[str]) -> list[DbtProject]:
+    roots = sorted({(repo / f).parent for f in files if Path(f).name == "dbt_project.yml"},
+                   key=lambda p: len(p.parts), reverse=True)  # innermost project first
+    projects = []
+    for root in roots:
+        members = [repo / f for f in files if f.endswith(".sql") and root in (repo / f).parents]
+        projects.append(load_dbt_project(root, members))
+    return projects
+
+
+def _project_of(path: Path, projects: list[DbtProject]) -> DbtProject | None:
+    return next((p for p in projects if p.root in path.resolve().parents), None)
+
+
+# -- analysis ---------------------------------------------------------------
+
+_worker_cache: SchemaCache | None = None
+_worker_default_schema = "main"
+
+
+def _init_worker(schemas: dict[str, dict[str, str]], default_schema: str) -> None:
+    global _worker_cache, _worker_default_schema
+    _worker_cache = SchemaCache(schemas)
+    _worker_default_schema = default_schema
+
+
+def _analyze_batch(batch: list[tuple[str, str]]) -> list[Lineage]:
+    return [analyze_sql(sql, dialect, _worker_cache, _worker_default_schema) for sql, dialect in batch]
+
+
+def analyze_consumers(catalog: Catalog, default_schema: str, workers: int | None = None) -> None:
+    """Fill ``consumer.lineage`` for every consumer, in processes when it pays."""
+    todo = [c for c in catalog.consumers if c.error is None]
+    jobs = [(c.sql, c.dialect) for c in todo]
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers <= 1 or len(jobs) < PARALLEL_THRESHOLD:
+        _init_worker(catalog.schemas, default_schema)
+        results = _analyze_batch(jobs)
+    else:
+        size = max(20, len(jobs) // (workers * 8))  # small batches keep both cores busy to the end
+        batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                              else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(catalog.schemas, default_schema)) as pool:
+            results = [lin for batch in pool.map(_analyze_batch, batches) for lin in batch]
+    for consumer, lineage in zip(todo, results):
+        consumer.lineage = lineage
+    _analyze_unknown_outputs(catalog, default_schema)
+
+
+def _analyze_unknown_outputs(catalog: Catalog, default_schema: str) -> None:
+    """Datasets produced by consumers but absent from the warehouse (a dbt model never
+    run, a view not deployed) get their schema from the producer's output columns;
+    consumers reading them are analysed again, level by level."""
+    for _ in range(len(catalog.consumers)):
+        known = catalog.schemas
+        added = {c.output: dict.fromkeys(c.lineage.outputs, "UNKNOWN") for c in catalog.consumers
+                 if c.output and c.output not in known and c.lineage.error is None and c.lineage.outputs}
+        if not added:
+            return
+        catalog.schemas = {**known, **added}
+        cache = SchemaCache(catalog.schemas)
+        for consumer in catalog.consumers:
+            if consumer.error is None and set(consumer.lineage.reads) & set(added):
+                consumer.lineage = analyze_sql(consumer.sql, consumer.dialect, cache, default_schema)

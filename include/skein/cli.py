@@ -1,0 +1,103 @@
+"""``skein``: the engine from a shell, for local use and consumers' own CI.
+
+Exit codes: 0 done, 2 bad input (campaign file, arguments), 1 unexpected failure.
+User errors are one message each, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from skein.errors import SkeinError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_discover(args) -> int:
+    from skein.discovery import discover, render_text
+    from skein.spec import load_campaign
+
+    report = discover(load_campaign(args.campaign), workers=args.workers)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(render_text(report))
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from skein.discovery import check_against_catalog, connect
+    from skein.spec import load_campaign
+
+    campaign = load_campaign(args.campaign)
+    if not args.offline:
+        check_against_catalog(campaign, connect(campaign).schemas())
+    print(f"{args.campaign}: campaign {campaign.campaign} is valid")
+    return 0
+
+
+def _cmd_schema(args) -> int:
+    from skein.spec import campaign_json_schema
+
+    text = json.dumps(campaign_json_schema(), indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_demo_fleet(args) -> int:
+    from skein.demo.fleet import build_demo_fleet
+
+    campaign = build_demo_fleet(Path(args.out), consumers=args.consumers, seed=args.seed)
+    print(f"demo fleet with {args.consumers} consumers written to {args.out}")
+    print(f"campaign: {campaign}")
+    print(f"try: skein discover {campaign}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skein", description="Dataset migrations as campaigns.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("discover", help="list the consumers a campaign impacts")
+    p.add_argument("campaign", help="campaign YAML file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for parsing (default: one per core)")
+    p.set_defaults(func=_cmd_discover)
+
+    p = sub.add_parser("validate", help="check a campaign file (and the warehouse it names)")
+    p.add_argument("campaign")
+    p.add_argument("--offline", action="store_true", help="do not open the warehouse")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of campaign files")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("demo-fleet", help="build the demo warehouse, repos and campaign")
+    p.add_argument("--out", required=True, help="directory to create")
+    p.add_argument("--consumers", type=int, default=40)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=_cmd_demo_fleet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SkeinError as exc:
+        print(f"skein: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # `skein discover ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The campaign file: one migration, validated with pydantic.
+
+``load_campaign`` checks everything that can be checked from the file alone
+(shape, ids, SQL expressions parse). ``skein.discovery`` checks the rest against
+the warehouse's catalog (the source exists, mapped columns exist). Every problem
+is reported as ``file:line: field: message``.
+
+>>> import tempfile, os
+>>> d = tempfile.mkdtemp()
+>>> p = os.path.join(d, "c.yaml")
+>>> _ = open(p, "w").write('''
+... campaign: plays-v2
+... title: Rename user_id
+... owners: [data-platform]
+... warehouse: duckdb:///wh.duckdb
+... source: analytics.plays
+... target: analytics_v2.plays
+... columns:
+...   user_id: account_id
+... ''')
+>>> c = load_campaign(p)
+>>> c.campaign, c.columns, c.rollout.schedule
+('plays-v2', {'user_id': 'account_id'}, '0 2 * * *')
+>>> _ = open(p, "w").write("campaign: Plays_V2\\n")
+>>> load_campaign(p)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+skein.errors.SpecErrors: ...c.yaml:1: campaign: 'Plays_V2' must be lowercase letters, digits and dashes...
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
+
+from skein.errors import SpecError, SpecErrors
+from skein.yamlspan import YamlDoc, load_yaml_file
+
+CAMPAIGN_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+DATASET_NAME = re.compile(r"^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$")
+CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually"}
+WAREHOUSE_SCHEMES = ("duckdb", "postgresql", "postgres")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_dialect(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from sqlglot.dialects.dialect import Dialect
+
+    try:
+        Dialect.get_or_raise(value)
+    except ValueError:
+        raise ValueError(f"unknown SQL dialect {value!r}") from None
+    return value
+
+
+class ConsumerSource(_Strict):
+    """Where to look for consumers: git repositories, or the warehouse's views."""
+
+    repo: str | None = Field(None, description="Glob of git repositories, relative to the campaign file.")
+    warehouse_views: bool = Field(False, description="Treat views defined in the warehouse as consumers.")
+    dialect: str | None = Field(None, description="SQL dialect of files in these repositories "
+                                "(a catalog-info.yaml `skein/dialect` annotation overrides it).")
+    exclude: list[str] = Field(default_factory=list, description="Globs of paths inside the "
+                               "repositories to skip, e.g. `archive/**`.")
+
+    _dialect = field_validator("dialect")(classmethod(lambda cls, v: _check_dialect(v)))
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if bool(self.repo) == bool(self.warehouse_views):
+            raise ValueError("give exactly one of `repo: <glob>` or `warehouse_views: true`")
+        return self
+
+
+class Wave(_Strict):
+    name: str = Field(description="Wave name, shown in the UI.")
+    share: float = Field(gt=0, le=1, description="Cumulative share of consumers applied once "
+                         "this wave is done (0 < share <= 1).")
+
+
+def _default_waves() -> list[Wave]:
+    return [Wave(name="canary", share=0.1), Wave(name="everyone", share=1.0)]
+
+
+class Rollout(_Strict):
+    schedule: str | None = Field("0 2 * * *", description="Cron expression or preset for "
+                                 "nightly runs; null for manual runs only.")
+    approvers: list[str] = Field(default_factory=list, description="Airflow user ids allowed "
+                                 "to approve the campaign.")
+    error_threshold: float = Field(0.05, ge=0, le=1, description="Failed / applied ratio in a "
+                                   "wave above which everything is rolled back.")
+    waves: list[Wave] = Field(default_factory=_default_waves, min_length=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or value in CRON_PRESETS:
+            return value
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron expression or a preset "
+                             f"({', '.join(sorted(CRON_PRESETS))})")
+        return value
+
+    @field_validator("waves")
+    @classmethod
+    def _waves_grow(cls, waves: list[Wave]) -> list[Wave]:
+        shares = [w.share for w in waves]
+        if shares != sorted(shares) or len(set(shares)) != len(shares):
+            raise ValueError("wave shares must strictly increase")
+        if shares[-1] != 1:
+            raise ValueError("the last wave must have share 1.0 (every consumer)")
+        if len({w.name for w in waves}) != len(waves):
+            raise ValueError("wave names must be unique")
+        return waves
+
+
+class Campaign(_Strict):
+    """One migration: what changes, where consumers are, how it rolls out."""
+
+    campaign: str = Field(description="Campaign id: lowercase letters, digits and dashes.")
+    title: str = Field(min_length=1, description="One line shown in lists.")
+    description: str | None = Field(None, description="Markdown for reviewers (DAG docs).")
+    owners: list[str] = Field(min_length=1, description="Teams owning the campaign.")
+    warehouse: str = Field(description="Where datasets live: `duckdb:///path` (relative to this "
+                           "file) or `postgresql://user@host:port/db`.")
+    dialect: str | None = Field(None, description="SQL dialect of the warehouse and of "
+                                "`columns`/`forward`; defaults from the warehouse scheme.")
+    source: str = Field(description="Dataset consumers read today: `schema.table`.")
+    target: str = Field(description="Dataset consumers must read after the migration.")
+    columns: dict[str, str | None] = Field(default_factory=dict, description="Old column -> SQL "
+                                           "expression over the target's columns; null drops it.")
+    forward: str | None = Field(None, description="SELECT building the target from the source, "
+                                "used to simulate before the target exists.")
+    consumers: list[ConsumerSource] = Field(
+        default_factory=lambda: [ConsumerSource(warehouse_views=True)], min_length=1,
+        description="Where to look for consumers; default: the warehouse's views.")
+    rollout: Rollout = Field(default_factory=Rollout)
+
+    _path: Path | None = PrivateAttr(None)
+    _lines: YamlDoc | None = PrivateAttr(None)
+
+    @field_validator("campaign")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not CAMPAIGN_ID.match(value):
+            raise ValueError(f"{value!r} must be lowercase letters, digits and dashes "
+                             "(at most 64, not starting or ending with a dash)")
+        return value
+
+    @field_validator("warehouse")
+    @classmethod
+    def _warehouse(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in WAREHOUSE_SCHEMES:
+            raise ValueError(f"{value!r}: use duckdb:///path/to/file.duckdb or "
+                             "postgresql://user@host:port/database")
+        return value
+
+    @field_validator("source", "target")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        if not DATASET_NAME.match(value):
+            raise ValueError(f"{value!r} is not a dataset name like schema.table")
+        return value
+
+    _dialect = field_validator("dialect")(classmethod(lambda cls, v: _check_dialect(v)))
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.source.lower() == self.target.lower():
+            raise ValueError("source and target must differ")
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """The file this campaign was loaded from."""
+        return self._path
+
+    @property
+    def sql_dialect(self) -> str:
+        if self.dialect:
+            return self.dialect
+        return "postgres" if self.warehouse.startswith("postgres") else "duckdb"
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    def line_of(self, *path: str | int) -> int | None:
+        return self._lines.line_of(path) if self._lines else None
+
+    def error(self, message: str, *path: str | int) -> SpecError:
+        """A ``SpecError`` pointing at ``path`` inside this campaign's file."""
+        return SpecError(message, file=str(self._path) if self._path else None,
+                         line=self.line_of(*path), field=_dotted(path) or None)
+
+
+def _dotted(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign file; raise ``SpecErrors`` listing every problem."""
+    try:
+        doc = load_yaml_file(path)
+    except SpecError as exc:  # one error type for callers, whatever the phase
+        raise SpecErrors([exc]) from None
+    if not isinstance(doc.data, dict):
+        raise SpecErrors([SpecError("a campaign file must be a YAML mapping", file=doc.file, line=1)])
+    try:
+        campaign = Campaign.model_validate(doc.data)
+    except ValidationError as exc:
+        raise SpecErrors([_to_spec_error(err, doc) for err in exc.errors()]) from None
+    campaign._path = Path(path).resolve()
+    campaign._lines = doc
+    problems = list(_sql_problems(campaign))
+    if problems:
+        raise SpecErrors(problems)
+    return campaign
+
+
+def _to_spec_error(err: dict[str, Any], doc: YamlDoc) -> SpecError:
+    loc = tuple(err["loc"])
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if err["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling; see docs/campaign-spec.md)"
+    elif err["type"] == "missing":
+        message = "required field is missing"
+    return SpecError(message, file=doc.file, line=doc.line_of(loc), field=_dotted(loc) or None)
+
+
+def _sql_problems(campaign: Campaign):
+    """Expressions in ``columns`` and the ``forward`` query must parse."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+
+    dialect = campaign.sql_dialect
+    for old, expression in campaign.columns.items():
+        if expression is None:
+            continue
+        if not isinstance(expression, str) or not expression.strip():
+            yield campaign.error("expression must be SQL text or null (dropped)", "columns", old)
+            continue
+        try:
+            parsed = sqlglot.parse_one(expression, read=dialect)
+        except SqlglotError as exc:
+            yield campaign.error(f"expression {expression!r} does not parse: {_first_line(exc)}",
+                                 "columns", old)
+            continue
+        if isinstance(parsed, (exp.Query, exp.Command)) or parsed.find(exp.Query):
+            yield campaign.error(f"expression {expression!r} must be a column expression, "
+                                 "not a query", "columns", old)
+    if campaign.forward:
+        try:
+            parsed = sqlglot.parse(campaign.forward, read=dialect)
+        except SqlglotError as exc:
+            yield campaign.error(f"does not parse: {_first_line(exc)}", "forward")
+        else:
+            if len(parsed) != 1 or not isinstance(parsed[0], exp.Query):
+                yield campaign.error("must be a single SELECT building the target", "forward")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def campaign_json_schema() -> dict[str, Any]:
+    """JSON Schema of campaign files (``skein schema``)."""
+    schema = Campaign.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Skein campaign"
+    return schema

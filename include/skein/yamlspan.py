@@ -1,0 +1,91 @@
+"""Load YAML and remember the line of every key, so errors can name it.
+
+PyYAML's safe loader drops positions; its composer keeps them on nodes. We build
+plain Python values from the nodes ourselves and record ``path -> line`` on the
+way (PyYAML offers no option for this, ruamel's round-trip types would leak into
+every model).
+
+>>> doc = load_yaml_with_lines("a: 1\\nb:\\n  c: [x, y]\\n", "f.yaml")
+>>> doc.data
+{'a': 1, 'b': {'c': ['x', 'y']}}
+>>> doc.line_of(("b", "c", 1))
+3
+>>> doc.line_of(("b", "missing"))
+2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skein.errors import SpecError
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class YamlDoc:
+    data: Any
+    file: str
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path_) -> int | None:
+        """Line (1-based) of ``path``, or of its nearest ancestor that exists."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def load_yaml_with_lines(text: str, file: str) -> YamlDoc:
+    """Parse one YAML document; syntax errors become ``SpecError`` with a line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"invalid YAML: {problem}", file=file, line=line) from None
+    doc = YamlDoc(data=None, file=file)
+    if node is None:
+        return doc
+    constructor = yaml.SafeLoader("")  # only used to build scalars with YAML's own rules
+    doc.data = _build(node, (), doc.lines, constructor, file)
+    return doc
+
+
+def load_yaml_file(path: str | Path) -> YamlDoc:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read file: {exc.strerror}", file=str(path)) from None
+    return load_yaml_with_lines(text, str(path))
+
+
+def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoader, file: str):
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node, deep=True)
+            if key == "<<":  # merge keys would hide where a value came from
+                raise SpecError("YAML merge keys (<<) are not supported",
+                                file=file, line=key_node.start_mark.line + 1)
+            if key in out:
+                raise SpecError(f"duplicate key {key!r}", file=file,
+                                line=key_node.start_mark.line + 1,
+                                field=".".join(str(p) for p in (*path, key)))
+            out[key] = _build(value_node, (*path, key), lines, constructor, file)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), lines, constructor, file)
+                for i, item in enumerate(node.value)]
+    return constructor.construct_object(node, deep=True)
