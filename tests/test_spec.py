@@ -179,3 +179,26 @@ def test_schema_export(tmp_path, capsys):
     assert schema == campaign_json_schema()
     assert set(schema["required"]) >= {"campaign", "title", "owners", "warehouse", "source", "target"}
     assert "description" in schema["properties"]["columns"]
+
+
+def test_every_schema_field_is_documented():
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "campaign-spec.md").read_text()
+    documented = set(re.findall(r"^\| `([\w.\[\]]+)` \|", doc, re.M))
+    schema = campaign_json_schema()
+
+    def fields(props, prefix, defs):
+        for name, prop in props.items():
+            yield prefix + name
+            ref = prop.get("$ref") or (prop.get("items") or {}).get("$ref")
+            ref = ref or next((a.get("$ref") or (a.get("items") or {}).get("$ref")
+                               for a in prop.get("anyOf", []) if isinstance(a, dict)), None)
+            if ref:
+                sub = defs[ref.split("/")[-1]]
+                suffix = "[]." if prop.get("type") == "array" or "items" in prop else "."
+                yield from fields(sub.get("properties", {}), prefix + name + suffix, defs)
+
+    expected = set(fields(schema["properties"], "", schema["$defs"]))
+    assert expected - documented == set()
