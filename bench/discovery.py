@@ -28,7 +28,7 @@ def main() -> None:
 
     import sqlglot
 
-    from skein.catalog import scan_consumers
+    from skein.catalog import build_catalog
     from skein.demo.fleet import build_demo_fleet
     from skein.discovery import connect, discover
     from skein.spec import load_campaign
@@ -41,7 +41,10 @@ def main() -> None:
     fleet_s = time.perf_counter() - started
 
     campaign = load_campaign(campaign_path)
-    consumers, _ = scan_consumers(campaign, connect(campaign))
+    started = time.perf_counter()
+    catalog = build_catalog(campaign, connect(campaign), workers=os.cpu_count())
+    catalog_s = time.perf_counter() - started
+    consumers = catalog.consumers
     started = time.perf_counter()
     for c in consumers:
         try:
@@ -55,7 +58,8 @@ def main() -> None:
         started = time.perf_counter()
         report = discover(load_campaign(campaign_path), workers=workers)
         runs[workers] = (time.perf_counter() - started, report)
-    files = len(consumers)
+    files = report.scanned
+    assert files == len(consumers)
     serial_s, report = runs[1]
     parallel_s, parallel_report = runs[max(runs)]
     assert parallel_report == report, "parallel and serial discovery disagree"
@@ -67,6 +71,7 @@ def main() -> None:
         "impacted": len(report.consumers),
         "counts": report.counts,
         "fleet_build_s": round(fleet_s, 2),
+        "catalog_build_s": round(catalog_s, 2),
         "bare_parse_s": round(parse_s, 2),
         "bare_parse_files_per_s": round(files / parse_s, 1),
         "discover_1_process_s": round(serial_s, 2),
@@ -76,7 +81,7 @@ def main() -> None:
         "parallel_speedup": round(serial_s / parallel_s, 2),
         "cost_vs_bare_parse": round(parallel_s / parse_s, 2),
         "goal_catalog_s": 60,
-        "goal_met": parallel_s <= 60,
+        "goal_met": catalog_s <= 60,
     }, indent=2))
 
 

@@ -9,6 +9,7 @@ runs in worker processes for large fleets).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from skein.dbt import DbtProject, DbtRenderError, load_dbt_project, substitute_relations
 from skein.errors import DiscoveryError
-from skein.lineage import Lineage, SchemaCache, analyze_sql
+from skein.lineage import Lineage, SchemaCache, analyze_sql, mentioned_datasets
 from skein.ownership import Ownership, OwnershipResolver, parse_view_comment
 from skein.spec import Campaign
 from skein.warehouse import Warehouse
@@ -47,6 +48,11 @@ class Consumer:
         if self.line_map and 0 < line <= len(self.line_map):
             return self.line_map[line - 1]
         return line
+
+    @functools.cached_property
+    def mentions(self) -> frozenset[str]:
+        """Dataset names in the text: what an unparseable consumer may read."""
+        return mentioned_datasets(self.sql)
 
     @property
     def output(self) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import heapq
-import re
 from collections import defaultdict
 
 from pydantic import BaseModel, ConfigDict
@@ -80,7 +79,7 @@ def connect(campaign: Campaign) -> Warehouse:
 def check_against_catalog(campaign: Campaign, schemas: dict[str, dict[str, str]]) -> None:
     """The source exists, mapped columns exist, expressions use target columns."""
     problems: list[SpecError] = []
-    source, target = campaign.source.lower(), campaign.target.lower()
+    source = campaign.source.lower()
     if source not in schemas:
         hint = difflib.get_close_matches(source, schemas, n=1)
         problems.append(campaign.error(
@@ -182,11 +181,7 @@ def _unparseable(consumer: Consumer) -> bool:
 
 
 def _mentions(consumer: Consumer, dataset: str) -> bool:
-    schema, _, table = dataset.rpartition(".")
-    quote = r"[\"`\[\]]?"
-    pattern = rf"\b{re.escape(schema)}{quote}\s*\.\s*{quote}{re.escape(table)}\b" if schema \
-        else rf"\b{re.escape(table)}\b"
-    return re.search(pattern, consumer.sql, re.IGNORECASE) is not None
+    return dataset in consumer.mentions
 
 
 def _reads(consumer: Consumer) -> set[str]:
@@ -253,7 +248,7 @@ def _topological(consumers: list[Consumer], catalog: Catalog, source: str) -> li
 def _datasets_read(consumer: Consumer, known: dict) -> set[str]:
     """Impacted datasets this consumer reads (by lineage, or by mention when unparseable)."""
     if _unparseable(consumer):
-        return {d for d in known if _mentions(consumer, d)}
+        return set(consumer.mentions.intersection(known))
     return {d for d in _reads(consumer) if d in known}
 
 

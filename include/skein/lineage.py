@@ -23,13 +23,14 @@ one output column at a time at ~40 ms each; one walk answers all of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify import qualify
-from sqlglot.optimizer.scope import Scope, ScopeType, build_scope
+from sqlglot.optimizer.scope import Scope, build_scope
 from sqlglot.schema import MappingSchema
 
 ColumnKey = tuple[str, str]  # (dataset, column)
@@ -110,6 +111,23 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
             continue
         _ScopeWalk(qualified, lineage).run()
     return lineage
+
+
+_NAME_CHAIN = re.compile(r"[\w$`\"\[\]-]+(?:\s*\.\s*[\w$`\"\[\]-]+)+")
+
+
+def mentioned_datasets(text: str) -> frozenset[str]:
+    """``schema.table`` names a text mentions, for consumers that cannot be parsed.
+
+    >>> sorted(mentioned_datasets('SELEC x FROM `p.Analytics.Plays` JOIN "a" . "b" WHERE'))
+    ['a.b', 'analytics.plays']
+    """
+    found = set()
+    for chain in _NAME_CHAIN.findall(text):
+        parts = [p.strip("`\"[] ") for p in re.sub(r"\s+", "", chain).replace("`", "").split(".")]
+        if len(parts) >= 2 and all(parts[-2:]):
+            found.add(f"{parts[-2]}.{parts[-1]}".lower())
+    return frozenset(found)
 
 
 def _first_line(exc: Exception) -> str:
