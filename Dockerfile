@@ -1,0 +1,32 @@
+# Skein on Astro Runtime: Airflow 3.3, Python 3.11 (requirements.lock is compiled
+# for 3.11; Runtime 3.x defaults to 3.12, so pick the -python-3.11 variant).
+#
+# We use the `-base` Runtime image, which leaves out the standard image's ONBUILD
+# steps (install packages.txt with apt, `pip install -r requirements.txt`, copy
+# the project), and do those steps here: our requirements.txt is the *input* of
+# the lock, so installing it would re-resolve versions. The image installs
+# requirements.lock, exactly what CI tested, then Skein itself without deps.
+# apache-airflow is pinned in the lock too, so a Runtime whose Airflow differs
+# from the lock's is brought to the lock's version: change both together.
+#
+# Build: docker build -t skein .   (or astro dev start / astro deploy)
+# Campaigns: mount them and point SKEIN_CAMPAIGNS_DIR at them, e.g.
+#   -v $PWD/.skein/demo:/usr/local/airflow/.skein/demo (the default location).
+ARG RUNTIME_IMAGE=astrocrpublic.azurecr.io/runtime:3.3-2-python-3.11-base
+FROM ${RUNTIME_IMAGE}
+
+WORKDIR /usr/local/airflow
+
+# Dependencies first, so editing code does not invalidate this (slow) layer.
+USER root
+COPY --chown=astro:0 requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+
+# The project: dags/, plugins/, include/ (the skein package), pyproject.toml...
+COPY --chown=astro:0 . .
+# Editable, like `make setup`: the code Airflow runs is the code under include/.
+RUN pip install --no-cache-dir --no-deps -e . \
+    && python -c "import skein.spec" \
+    && PYTHONPATH=plugins python -c "import skein_airflow.campaign_dags"
+
+USER astro

@@ -1,0 +1,8 @@
+"""Airflow glue for Skein. The engine (``skein``) never imports Airflow; this package does.
+
+- ``campaign_dags``: builds one DAG per campaign file (used by ``dags/``).
+- ``settings_loader``: loads ``airflow_settings.yaml`` into the metadata DB.
+
+Airflow puts ``plugins/`` on ``sys.path`` in every component, which is how the
+DAG files import this package. It registers no AirflowPlugin yet.
+"""

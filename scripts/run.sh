@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# `make run`: the whole demo from a fresh clone.
+#   setup -> Airflow metadata DB -> airflow_settings.yaml -> demo fleet ->
+#   discovery printed -> `airflow standalone` on http://localhost:$PORT.
+# Ctrl-C stops everything this script started.
+#
+# Knobs (environment):
+#   SKEIN_RUN_NO_AIRFLOW=1   stop after printing discovery (quick check, tests)
+#   SKEIN_DEMO_CONSUMERS, SKEIN_DEMO_SEED   demo fleet size and seed (regenerated when changed)
+#   SKEIN_AIRFLOW_PORT       api-server port (default 8080)
+#   SKEIN_AIRFLOW_HOME, SKEIN_DEMO_DIR      where run state goes (default .airflow, .skein/demo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+make --no-print-directory setup
+export PATH="$ROOT/.venv/bin:$PATH"  # `airflow standalone` spawns `airflow` subprocesses
+
+PORT=${SKEIN_AIRFLOW_PORT:-8080}
+DEMO_DIR=${SKEIN_DEMO_DIR:-$ROOT/.skein/demo}
+CONSUMERS=${SKEIN_DEMO_CONSUMERS:-40}
+SEED=${SKEIN_DEMO_SEED:-7}
+
+# A project-local Airflow: SQLite, LocalExecutor, our dags/ and plugins/.
+export AIRFLOW_HOME=${SKEIN_AIRFLOW_HOME:-$ROOT/.airflow}
+export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$AIRFLOW_HOME/airflow.db
+# The demo DAG starts unpaused, so triggering it is one click.
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
+export AIRFLOW__API__PORT=$PORT
+export AIRFLOW__API__BASE_URL=http://localhost:$PORT  # workers reach the execution API here
+export SKEIN_CAMPAIGNS_DIR=$DEMO_DIR/campaigns
+mkdir -p "$AIRFLOW_HOME"
+
+say "Airflow metadata DB ($AIRFLOW_HOME/airflow.db)"
+airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 \
+    || { tail -n 30 "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
+echo "migrated (log: $AIRFLOW_HOME/db-migrate.log)"
+
+say "Connections, pools and variables (airflow_settings.yaml)"
+PYTHONPATH=$ROOT/plugins python -m skein_airflow.settings_loader airflow_settings.yaml
+
+say "Demo fleet ($DEMO_DIR)"
+params="consumers=$CONSUMERS seed=$SEED"
+if [[ -f $DEMO_DIR/.skein-demo-params && $(<"$DEMO_DIR/.skein-demo-params") == "$params" ]]; then
+    echo "up to date ($params); delete $DEMO_DIR to rebuild"
+else
+    rm -rf "$DEMO_DIR"
+    skein demo-fleet --out "$DEMO_DIR" --consumers "$CONSUMERS" --seed "$SEED"
+    echo "$params" >"$DEMO_DIR/.skein-demo-params"  # written last: a half-built fleet is rebuilt
+fi
+
+CAMPAIGN=$DEMO_DIR/campaigns/plays-v2.yaml
+say "Discovery: skein discover ${CAMPAIGN#"$ROOT"/}"
+skein discover "$CAMPAIGN"
+
+if [[ ${SKEIN_RUN_NO_AIRFLOW:-0} == 1 ]]; then
+    echo
+    echo "SKEIN_RUN_NO_AIRFLOW=1: not starting Airflow."
+    exit 0
+fi
+
+CAMPAIGN_ID=$(python -c 'import sys; from skein.spec import load_campaign; print(load_campaign(sys.argv[1]).campaign)' "$CAMPAIGN")
+DAG_ID=skein__$CAMPAIGN_ID
+URL=http://localhost:$PORT
+
+if curl -s -o /dev/null "$URL"; then
+    echo "error: something already answers on $URL; stop it or set SKEIN_AIRFLOW_PORT." >&2
+    exit 1
+fi
+
+say "Airflow standalone on $URL"
+LOG=$AIRFLOW_HOME/standalone.log
+# setsid: Airflow and every process it spawns form one process group, which the
+# trap below stops as a whole (Ctrl-C reaches only this script).
+setsid airflow standalone >"$LOG" 2>&1 &
+AIRFLOW_PID=$!
+stop() {
+    trap - INT TERM EXIT
+    if kill -0 "$AIRFLOW_PID" 2>/dev/null; then
+        echo
+        echo "stopping Airflow (process group $AIRFLOW_PID)..."
+        kill -TERM -- "-$AIRFLOW_PID" 2>/dev/null || true
+        for _ in $(seq 20); do kill -0 "$AIRFLOW_PID" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL -- "-$AIRFLOW_PID" 2>/dev/null || true
+    fi
+}
+trap 'stop; exit 130' INT TERM
+trap stop EXIT
+echo "starting scheduler, dag-processor, triggerer and api-server (log: $LOG)"
+
+PASSWORD_FILE=$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+healthy=0
+for _ in $(seq 180); do
+    if ! kill -0 "$AIRFLOW_PID" 2>/dev/null; then
+        echo "error: airflow standalone exited; last lines of $LOG:" >&2
+        tail -n 40 "$LOG" >&2
+        exit 1
+    fi
+    # The admin password is written when the api-server starts.
+    if curl -sf "$URL/api/v2/monitor/health" >/dev/null && [[ -f $PASSWORD_FILE ]]; then
+        healthy=1; break
+    fi
+    sleep 1
+done
+((healthy)) || { echo "error: $URL not healthy after 180 s; see $LOG" >&2; exit 1; }
+
+PASSWORD=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' "$PASSWORD_FILE")
+
+# Wait until the dag-processor has registered the demo DAG, via the REST API.
+TOKEN=$(curl -sf -X POST "$URL/auth/token" -H 'Content-Type: application/json' \
+    -d "{\"username\": \"admin\", \"password\": \"$PASSWORD\"}" \
+    | python -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+dag_ready=0
+for _ in $(seq 60); do
+    if curl -sf -H "Authorization: Bearer $TOKEN" "$URL/api/v2/dags/$DAG_ID" >/dev/null; then
+        dag_ready=1; break
+    fi
+    sleep 1
+done
+
+say "Skein is running"
+cat <<EOF
+Open      $URL
+Log in    user admin, password $PASSWORD
+          (from ${PASSWORD_FILE#"$ROOT"/})
+Then      Dags -> $DAG_ID -> Trigger -> Trigger.
+          The 'discover' task's log shows the report above; its XCom holds the
+          counts per status; the JSON report is written to
+          ${AIRFLOW_HOME#"$ROOT"/}/skein/$CAMPAIGN_ID/<run id>/discovery.json
+Logs      ${LOG#"$ROOT"/}
+Stop      Ctrl-C
+EOF
+if ((!dag_ready)); then
+    echo "warning: $DAG_ID is not registered yet; check Dag Import Errors in the UI and $LOG" >&2
+fi
+wait "$AIRFLOW_PID"
