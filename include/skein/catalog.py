@@ -42,6 +42,7 @@ class Consumer:
     produces: str | None = None  # known before analysis (dbt models, views)
     line_map: list[int] | None = None  # analysed line -> line in the file (dbt)
     error: str | None = None  # could not even be rendered
+    dbt_project_root: Path | None = None
     lineage: Lineage = field(default_factory=Lineage)
 
     def file_line(self, line: int) -> int:
@@ -64,6 +65,7 @@ class Catalog:
     schemas: dict[str, dict[str, str]]
     consumers: list[Consumer]
     problems: list[str] = field(default_factory=list)  # non-fatal: unreadable files etc.
+    default_schema: str = "main"
 
     def by_id(self) -> dict[str, Consumer]:
         return {c.id: c for c in self.consumers}
@@ -72,7 +74,8 @@ class Catalog:
 def build_catalog(campaign: Campaign, warehouse: Warehouse, workers: int | None = None) -> Catalog:
     schemas = warehouse.schemas()
     consumers, problems = scan_consumers(campaign, warehouse)
-    catalog = Catalog(schemas=schemas, consumers=consumers, problems=problems)
+    catalog = Catalog(schemas=schemas, consumers=consumers, problems=problems,
+                      default_schema=warehouse.default_schema)
     analyze_consumers(catalog, warehouse.default_schema, workers)
     # A warehouse view that a repository file defines is that file's deployment, not a
     # consumer of its own: the file is where the code changes.
@@ -143,6 +146,7 @@ def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
             continue
         consumer.sql = text
         if project is not None:
+            consumer.dbt_project_root = project.root
             if project.is_model(path):
                 consumer.kind = "dbt_model"
                 consumer.produces = project.relation(path.stem)

@@ -1,6 +1,7 @@
 """``skein``: the engine from a shell, for local use and consumers' own CI.
 
-Exit codes: 0 done, 2 bad input (campaign file, arguments), 1 unexpected failure.
+Exit codes: 0 done, 2 bad input (campaign file, arguments), 3 done but something was
+escalated to a human, 1 unexpected failure.
 User errors are one message each, never a traceback.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from skein.errors import SkeinError
 
 EXIT_USER_ERROR = 2
+EXIT_ESCALATED = 3  # the work is done, but a human must look at something
 
 
 def _cmd_discover(args) -> int:
@@ -37,6 +39,42 @@ def _cmd_validate(args) -> int:
         check_against_catalog(campaign, connect(campaign).schemas())
     print(f"{args.campaign}: campaign {campaign.campaign} is valid")
     return 0
+
+
+def _cmd_rewrite(args) -> int:
+    from skein.agents.base import Patch
+    from skein.agents.requests import request_for_file
+    from skein.agents.rule import rewrite
+    from skein.discovery import connect
+    from skein.spec import load_campaign
+
+    campaign = load_campaign(args.campaign)
+    warehouse = connect(campaign)
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"skein: {path}: no such file", file=sys.stderr)
+        return EXIT_USER_ERROR
+    result = rewrite(request_for_file(campaign, warehouse.schemas(), path, args.dialect,
+                                      warehouse.default_schema))
+    if not isinstance(result, Patch):
+        print(f"skein: {path}: escalated: {result.reason}", file=sys.stderr)
+        return EXIT_ESCALATED
+    sys.stdout.write(result.diff if args.diff else result.text)
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    from skein.plan import build_plan, write_plan
+    from skein.spec import load_campaign
+
+    report, results = build_plan(load_campaign(args.campaign), workers=args.workers)
+    plan = write_plan(Path(args.out), report, results)
+    print(f"plan for {plan.campaign} written to {args.out}: "
+          + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
+    for item in plan.items:
+        if item.status == "escalate":
+            print(f"  escalate {item.id}: {item.reason}")
+    return 0 if plan.counts["escalate"] == 0 else EXIT_ESCALATED
 
 
 def _cmd_schema(args) -> int:
@@ -75,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("campaign")
     p.add_argument("--offline", action="store_true", help="do not open the warehouse")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("rewrite", help="rewrite one consumer file for a campaign")
+    p.add_argument("campaign")
+    p.add_argument("file")
+    p.add_argument("--dialect", help="SQL dialect of the file (default: the campaign's)")
+    p.add_argument("--diff", action="store_true", help="print the unified diff, not the new text")
+    p.set_defaults(func=_cmd_rewrite)
+
+    p = sub.add_parser("plan", help="discovery and a patch (or escalation) per impacted consumer")
+    p.add_argument("campaign")
+    p.add_argument("--out", required=True, help="directory for plan.json, patches/ and patched/")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("schema", help="print the JSON Schema of campaign files")
     p.add_argument("--out", help="write to this file instead of stdout")

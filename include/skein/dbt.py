@@ -104,11 +104,15 @@ class DbtProject:
         sql = self._render(text, this=relation or "this")
         return RenderedModel(sql=sql, relation=relation, line_map=_line_map(text, sql))
 
+    def render_snippet(self, text: str, this: str) -> str:
+        """Render a piece of Jinja (one ``{{ expr }}``) in this project's context."""
+        return self._render(text, this=this)
+
     def _render(self, text: str, this: str, configs: dict | None = None) -> str:
         env = self._environment()
         context = {"this": this, "_configs": configs}
         try:
-            # `this` is a variable in dbt, not a function: bind it per render.
+            # `this` is a variable in dbt, not a function: bound per render.
             return env.from_string(text).render(_skein=context, this=this)
         except jinja2.TemplateError as exc:
             line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""

@@ -1,0 +1,118 @@
+"""The rule agent: deterministic, schema-aware rewrites with minimal diffs.
+
+Resolve every reference to the source (``skein.rewrite.references``), let each rule
+turn references into text edits, splice them into the original file, then run the
+scope check the LLM agent's patches face too. Anything a rule cannot do is an
+``Escalation`` with the reason, never a guess.
+
+>>> from skein.rewrite.testing import example_request
+>>> patch = rewrite(example_request(
+...     "-- listeners\\nSELECT user_id,  COUNT(*) AS n\\nFROM analytics.plays  -- all\\nGROUP BY 1",
+...     {"user_id": "account_id"}))
+>>> print(patch.text)
+-- listeners
+SELECT account_id AS user_id,  COUNT(*) AS n
+FROM analytics_v2.plays  -- all
+GROUP BY 1
+>>> rewrite(example_request("SELECT legacy_flag FROM analytics.plays", {"legacy_flag": None})).reason
+'line 1: uses legacy_flag, which the campaign drops (no replacement expression)'
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import sqlglot
+from sqlglot.errors import SqlglotError
+
+from skein.agents.base import Change, Escalation, Patch, RewriteRequest
+from skein.agents.scope_check import check_scope
+from skein.lineage import SchemaCache
+from skein.rewrite.edits import EditConflict, apply_edits, normalize
+from skein.rewrite.jinja import JinjaMask, mask_jinja
+from skein.rewrite.references import UnsupportedReference, find_references
+from skein.rewrite.rules import RULES
+from skein.rewrite.rules.context import Escalate, RuleContext
+
+AGENT = "rule"
+
+
+def rewrite(request: RewriteRequest) -> Patch | Escalation:
+    """A patch that makes the consumer read the target, or the reason it cannot."""
+    try:
+        return _rewrite(request)
+    except (Escalate, UnsupportedReference, EditConflict) as exc:
+        return Escalation(consumer_id=request.consumer_id, agent=AGENT, reason=str(exc))
+
+
+def _rewrite(request: RewriteRequest) -> Patch:
+    masker = jinja_masker(request)
+    mask: JinjaMask | None = masker.mask(request.text) if masker else None
+    sql = mask.text if mask else request.text
+    try:
+        statements = [s for s in sqlglot.parse(sql, read=request.dialect) if s is not None]
+    except SqlglotError as exc:
+        raise Escalate(f"does not parse as {request.dialect}: {str(exc).splitlines()[0]}") from None
+    schemas, placeholders = dict(request.schemas), {}
+    for placeholder, relation in (mask.tables if mask else {}).items():
+        placeholders[f"{request.default_schema}.{placeholder}"] = relation
+        if relation in request.schemas:
+            schemas[f"{request.default_schema}.{placeholder}"] = request.schemas[relation]
+    cache = SchemaCache(schemas)
+    ctx = RuleContext(text=sql, request=request, jinja_tables=mask.tables if mask else {})
+    edits, reads_source = [], False
+    for statement in statements:
+        refs = find_references(statement, request.source, request.dialect, cache,
+                               request.default_schema, placeholders)
+        reads_source |= bool(refs.tables)
+        for rule in RULES:
+            edits.extend(rule(ctx, refs))
+    if not reads_source:
+        raise Escalate(f"does not read {request.source}: nothing to rewrite")
+    edits = normalize(edits)
+    for edit in edits:
+        if mask and mask.inside_jinja(edit.start, edit.end):
+            raise Escalate(f"line {edit.line(request.text)}: a reference to {request.source} is inside "
+                           "a Jinja expression (macro call); the rules do not edit Jinja")
+    new_text = apply_edits(request.text, edits)
+    verdict = check_scope(request, new_text, masker.for_scope_check if masker else None)
+    if not verdict.ok:
+        raise Escalate("the rule rewrite failed the scope check: " + "; ".join(verdict.problems))
+    return Patch(consumer_id=request.consumer_id, agent=AGENT, original=request.text, text=new_text,
+                 changes=[Change(line=e.line(request.text), before=request.text[e.start:e.end],
+                                 after=e.text, why=e.why) for e in edits])
+
+
+class DbtMasker:
+    """Masks a dbt file's Jinja with the project's own context (relations, macros, vars)."""
+
+    def __init__(self, project, this: str):
+        self.project = project
+        self.this = this
+
+    def render(self, expression: str) -> str:
+        return self.project.render_snippet("{{ " + expression + " }}", this=self.this)
+
+    def mask(self, text: str) -> JinjaMask:
+        return mask_jinja(text, self.render)
+
+    def for_scope_check(self, text: str):
+        mask = self.mask(text)
+        return mask.text, mask.tables, [text[s:e] for s, e in mask.spans]
+
+
+@functools.lru_cache(maxsize=32)
+def _dbt_project(root: str):
+    from skein.dbt import load_dbt_project
+
+    return load_dbt_project(Path(root))
+
+
+def jinja_masker(request: RewriteRequest) -> DbtMasker | None:
+    if not request.dbt_project_root:
+        return None
+    project = _dbt_project(request.dbt_project_root)
+    path = Path(request.consumer_path) if request.consumer_path else None
+    this = project.relation(path.stem) if path is not None and project.is_model(path) else "this"
+    return DbtMasker(project, this)

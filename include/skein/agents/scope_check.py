@@ -1,0 +1,225 @@
+"""The scope check: prove a patch changed nothing but references to the source.
+
+Run on every patch, whoever wrote it. Both versions are resolved with the catalog;
+the new one is then *un-migrated* (target table -> source, each campaign expression
+over target columns -> the old column) and must equal the old one node for node.
+Output column names and order must match, the source must be gone, comments and
+dbt Jinja must be untouched. A mismatch is reported as the first differing nodes.
+
+>>> from skein.rewrite.testing import example_request
+>>> req = example_request("SELECT user_id, COUNT(*) AS n FROM analytics.plays GROUP BY 1",
+...                       {"user_id": "account_id"})
+>>> check_scope(req, "SELECT account_id AS user_id, COUNT(*) AS n FROM analytics_v2.plays GROUP BY 1").ok
+True
+>>> check_scope(req, "SELECT account_id, COUNT(*) AS n FROM analytics_v2.plays GROUP BY 1").problems[0]
+'statement 1: output columns changed: [user_id, n] -> [account_id, n]'
+>>> check_scope(req, "SELECT play_id AS user_id, COUNT(*) AS n FROM analytics_v2.plays GROUP BY 1").ok
+False
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import build_scope
+
+from skein.agents.base import RewriteRequest
+from skein.lineage import SchemaCache, _normalize, _split_statement, dataset_name
+from skein.rewrite.jinja import RELATION_CALL
+
+
+@dataclass(frozen=True)
+class ScopeVerdict:
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def feedback(self) -> str:
+        return "scope check passed" if self.ok else "scope check failed:\n" + "\n".join(
+            f"- {p}" for p in self.problems)
+
+
+def check_scope(request: RewriteRequest, new_text: str, masker=None) -> ScopeVerdict:
+    """``masker(text) -> (sql, placeholder relations, jinja spans text)`` for dbt files."""
+    problems: list[str] = []
+    old_sql, old_tables, old_jinja = masker(request.text) if masker else (request.text, {}, [])
+    new_sql, new_tables, new_jinja = masker(new_text) if masker else (new_text, {}, [])
+    problems += _jinja_problems(request, old_jinja, new_jinja, old_tables, new_tables)
+    problems += _comment_problems(request, old_sql, new_sql)
+    try:
+        old_statements = [s for s in sqlglot.parse(old_sql, read=request.dialect) if s]
+        new_statements = [s for s in sqlglot.parse(new_sql, read=request.dialect) if s]
+    except SqlglotError as exc:
+        return ScopeVerdict(False, problems + [f"does not parse: {str(exc).splitlines()[0]}"])
+    if len(old_statements) != len(new_statements):
+        return ScopeVerdict(False, problems + [
+            f"{len(old_statements)} statement(s) became {len(new_statements)}"])
+    schemas = dict(request.schemas)
+    for placeholder, relation in {**old_tables, **new_tables}.items():
+        if relation in schemas:
+            schemas[f"{request.default_schema}.{placeholder}"] = schemas[relation]
+    cache = SchemaCache(schemas)
+    aliases = {f"{request.default_schema}.{p}": r for p, r in {**old_tables, **new_tables}.items()}
+    for number, (old, new) in enumerate(zip(old_statements, new_statements), 1):
+        problems += [f"statement {number}: {p}" for p in _compare(request, old, new, cache, aliases)]
+    return ScopeVerdict(not problems, problems)
+
+
+def _resolved(statement, request, cache, aliases):
+    tree = statement.copy()
+    _normalize(tree, request.default_schema)
+    for table in tree.find_all(exp.Table):  # masked dbt relations -> the relation they stand for
+        name = dataset_name(table)
+        full = name if "." in name else f"{request.default_schema}.{name}"
+        if full in aliases:
+            db, _, table_name = aliases[full].rpartition(".")
+            table.set("this", exp.to_identifier(table_name))
+            table.set("db", exp.to_identifier(db))
+    query, produces = _split_statement(tree)
+    if query is None:
+        return tree, produces
+    resolved = qualify(query, dialect=request.dialect, schema=cache.for_dialect(request.dialect),
+                       db=request.default_schema, quote_identifiers=False, identify=False,
+                       validate_qualify_columns=True)
+    _normalize(resolved, request.default_schema)  # Snowflake's qualify upper-cases names
+    return resolved, produces
+
+
+def _compare(request: RewriteRequest, old, new, cache, aliases) -> list[str]:
+    try:
+        old_q, old_out = _resolved(old, request, cache, aliases)
+    except (SqlglotError, KeyError, ValueError) as exc:
+        return [f"the original does not resolve: {str(exc).splitlines()[0]}"]
+    try:
+        new_q, new_out = _resolved(new, request, cache, aliases)
+    except (SqlglotError, KeyError, ValueError) as exc:
+        return [f"the new version does not resolve against {request.target}: {str(exc).splitlines()[0]}"]
+    problems = []
+    if old_out != new_out:
+        problems.append(f"it now writes {new_out} instead of {old_out}")
+    old_names = getattr(old_q, "named_selects", [])
+    new_names = getattr(new_q, "named_selects", [])
+    if old_names != new_names:
+        problems.append(f"output columns changed: [{', '.join(old_names)}] -> [{', '.join(new_names)}]")
+    if any(dataset_name(t) == request.source for t in new_q.find_all(exp.Table)):
+        problems.append(f"still reads {request.source}")
+    unmigrated = _unmigrate(new_q, request)
+    old_q = _without_internal_dropped(old_q, request)
+    if _strip(old_q) != _strip(unmigrated):
+        problems.append("changes beyond the migration: " + _describe_difference(_strip(old_q),
+                                                                                _strip(unmigrated)))
+    return problems
+
+
+def _without_internal_dropped(tree: exp.Expression, request: RewriteRequest) -> exp.Expression:
+    """A CTE or derived table may stop selecting a dropped column nobody outside uses
+    (a `*` over the source): compare without it. If something did use it, the new
+    version fails to resolve, which is reported on its own."""
+    dropped = {c.lower() for c, e in request.columns.items() if e is None}
+    if not dropped or not isinstance(tree, exp.Query):
+        return tree
+    tree = tree.copy()
+    root = build_scope(tree)
+    for scope in root.traverse() if root else ():
+        if not (scope.is_cte or scope.is_derived_table) or not isinstance(scope.expression, exp.Select):
+            continue
+        for projection in list(scope.expression.expressions):
+            column = projection.this if isinstance(projection, exp.Alias) else projection
+            if isinstance(column, exp.Column) and column.name in dropped:
+                source = scope.sources.get(column.table)
+                if isinstance(source, exp.Table) and dataset_name(source) == request.source:
+                    projection.pop()
+    return tree
+
+
+def _target_aliases(tree: exp.Expression, target: str) -> set[str]:
+    aliases = set()
+    root = build_scope(tree) if isinstance(tree, exp.Query) else None
+    for scope in root.traverse() if root else ():
+        for name, node in scope.sources.items():
+            if isinstance(node, exp.Table) and dataset_name(node) == target:
+                aliases.add(name)
+    return aliases
+
+
+def _unmigrate(new_q: exp.Expression, request: RewriteRequest) -> exp.Expression:
+    """The new query with the campaign undone: it must then be the old query."""
+    tree = new_q.copy()
+    aliases = _target_aliases(tree, request.target)
+    patterns = []
+    for old, expression in request.columns.items():
+        if expression is None:
+            continue
+        # Round-trip through the consumer's dialect: types and functions are spelled its way.
+        pattern = sqlglot.parse_one(sqlglot.transpile(expression, read=request.columns_dialect,
+                                                      write=request.dialect)[0], read=request.dialect)
+        for column in pattern.find_all(exp.Column):
+            column.set("table", None)
+        _normalize(pattern, request.default_schema)
+        patterns.append((_strip(pattern), old.lower()))
+    # Larger expressions first, so `duration_s * 1000` is not half-undone by a rename.
+    patterns.sort(key=lambda p: -len(list(p[0].walk())))
+
+    def undo(node):
+        if not isinstance(node, (exp.Column, exp.Expression)) or isinstance(node, exp.Paren):
+            return node
+        qualifiers = {c.table for c in node.find_all(exp.Column)}
+        if len(qualifiers) != 1 or not qualifiers <= aliases:
+            return node
+        bare = _strip(node.copy())
+        for column in bare.find_all(exp.Column):
+            column.set("table", None)
+        for pattern, old in patterns:
+            if bare == pattern:
+                return exp.column(old, table=qualifiers.pop())
+        return node
+
+    tree = tree.transform(undo)
+    source_db, _, source_table = request.source.rpartition(".")
+    for table in tree.find_all(exp.Table):
+        if dataset_name(table) == request.target:
+            table.set("db", exp.to_identifier(source_db))
+            table.set("this", exp.to_identifier(source_table))
+    return tree
+
+
+def _strip(tree: exp.Expression) -> exp.Expression:
+    """Parentheses and comments carry no meaning for the comparison."""
+    tree = tree.copy()
+    for node in list(tree.walk()):
+        node.comments = None
+    return tree.transform(lambda n: n.this if isinstance(n, exp.Paren) else n)
+
+
+def _describe_difference(old: exp.Expression, new: exp.Expression) -> str:
+    old_sql, new_sql = old.sql(), new.sql()
+    i = 0
+    while i < min(len(old_sql), len(new_sql)) and old_sql[i] == new_sql[i]:
+        i += 1
+    start = max(0, i - 40)
+    return f"expected ...{old_sql[start:i + 60]}... but found ...{new_sql[start:i + 60]}..."
+
+
+def _comment_problems(request, old_sql: str, new_sql: str) -> list[str]:
+    def comments(sql):
+        try:
+            return Counter(c.strip() for tok in sqlglot.tokenize(sql, read=request.dialect)
+                           for c in tok.comments)
+        except SqlglotError:
+            return Counter()
+    lost = comments(old_sql) - comments(new_sql)
+    return [f"comments changed or removed: {sorted(lost)}"] if lost else []
+
+
+def _jinja_problems(request, old_jinja: list[str], new_jinja: list[str], old_tables, new_tables):
+    """Only ``ref()``/``source()`` calls may change; every other Jinja span stays as written."""
+    def kept(spans):
+        return [s for s in spans if not RELATION_CALL.match(s[2:-2].strip())]
+    if kept(old_jinja) != kept(new_jinja):
+        return ["dbt Jinja other than ref()/source() calls changed"]
+    return []

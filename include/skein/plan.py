@@ -1,0 +1,95 @@
+"""``skein plan``: discovery, then an agent per impacted consumer; frozen results on disk.
+
+The plan is data (SQLMesh style): what each consumer gets (a patch, an escalation, or
+nothing because only its upstream changes), in migration order. Simulation adds its
+evidence to the same directory in a later stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from skein.agents.base import Escalation, Patch
+from skein.agents.requests import request_for
+from skein.agents.rule import rewrite
+from skein.catalog import build_catalog
+from skein.discovery import DiscoveryReport, assess_impact, check_against_catalog, connect
+from skein.spec import Campaign
+
+
+class PlanItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    order: int
+    impact: str
+    status: str  # patched | escalate | unchanged
+    agent: str | None
+    reason: str | None
+    patch_file: str | None
+    changes: int
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    campaign: str
+    items: list[PlanItem]
+    counts: dict[str, int]
+
+
+def build_plan(campaign: Campaign, workers: int | None = None
+               ) -> tuple[DiscoveryReport, dict[str, Patch | Escalation]]:
+    warehouse = connect(campaign)
+    check_against_catalog(campaign, warehouse.schemas())
+    catalog = build_catalog(campaign, warehouse, workers)
+    report = assess_impact(campaign, catalog)
+    by_id = catalog.by_id()
+    results: dict[str, Patch | Escalation] = {}
+    for item in report.consumers:
+        if item.status == "rewrite":
+            results[item.id] = rewrite(request_for(campaign, catalog, by_id[item.id]))
+    return report, results
+
+
+def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation]) -> Plan:
+    items = []
+    for c in report.consumers:
+        result = results.get(c.id)
+        if isinstance(result, Patch):
+            items.append(PlanItem(id=c.id, order=c.order, impact=c.impact, status="patched",
+                                  agent=result.agent, reason=None, changes=len(result.changes),
+                                  patch_file=f"patches/{_file_name(c.id)}.diff"))
+        elif isinstance(result, Escalation) or c.status == "escalate":
+            reason = result.reason if isinstance(result, Escalation) else c.reason
+            items.append(PlanItem(id=c.id, order=c.order, impact=c.impact, status="escalate",
+                                  agent=result.agent if result else None, reason=reason,
+                                  patch_file=None, changes=0))
+        else:
+            items.append(PlanItem(id=c.id, order=c.order, impact=c.impact, status="unchanged",
+                                  agent=None, patch_file=None, changes=0,
+                                  reason="its upstream keeps its output columns; verified, not patched"))
+    counts = {s: sum(1 for i in items if i.status == s) for s in ("patched", "escalate", "unchanged")}
+    return Plan(campaign=report.campaign, items=items, counts=counts)
+
+
+def write_plan(out: Path, report: DiscoveryReport, results: dict[str, Patch | Escalation]) -> Plan:
+    plan = plan_items(report, results)
+    (out / "patches").mkdir(parents=True, exist_ok=True)
+    (out / "patched").mkdir(parents=True, exist_ok=True)
+    for cid, result in results.items():
+        if isinstance(result, Patch):
+            name = _file_name(cid)
+            (out / "patches" / f"{name}.diff").write_text(result.diff, encoding="utf-8")
+            (out / "patched" / name).write_text(result.text, encoding="utf-8")
+    (out / "discovery.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (out / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    patches = {cid: json.loads(r.model_dump_json()) for cid, r in results.items()}
+    (out / "agents.json").write_text(json.dumps(patches, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return plan
+
+
+def _file_name(consumer_id: str) -> str:
+    """A flat, readable file name for a consumer id (``repo/models/x.sql`` -> ``repo__models__x.sql``)."""
+    return consumer_id.replace("/", "__")

@@ -1,0 +1,81 @@
+"""Hide dbt Jinja behind same-length SQL so offsets in the parsed tree are file offsets.
+
+``{% ... %}`` and ``{# ... #}`` become spaces (newlines kept): both branches of an
+``{% if %}`` stay in the SQL, which is what a rewrite must cover anyway.
+``{{ ref() }}``/``{{ source() }}``/``{{ this }}`` become a placeholder table name
+registered as that relation; other ``{{ ... }}`` are rendered on their own and padded
+when the result fits, else replaced by a placeholder (a rule touching it escalates).
+
+>>> m = mask_jinja("select a from {{ source('s', 't') }} {% if x %}where b{% endif %}",
+...                lambda expr: {"source('s', 't')": "s.t"}[expr])
+>>> m.text
+'select a from _j0                              where b           '
+>>> m.tables
+{'_j0': 's.t'}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+RELATION_CALL = re.compile(r"^\s*(ref|source)\s*\(.*\)\s*$|^\s*this\s*$", re.S)
+
+
+@dataclass
+class JinjaMask:
+    text: str
+    tables: dict[str, str] = field(default_factory=dict)  # placeholder -> relation
+    calls: dict[str, str] = field(default_factory=dict)  # placeholder -> the Jinja expression
+    spans: list[tuple[int, int]] = field(default_factory=list)  # every Jinja span (start, end)
+
+    def inside_jinja(self, start: int, end: int) -> bool:
+        """The range overlaps Jinja without being exactly one placeholder span."""
+        for s, e in self.spans:
+            if start < e and end > s and not (start == s and end == e):
+                return True
+        return False
+
+
+def _blank(text: str) -> str:
+    return "".join("\n" if ch == "\n" else " " for ch in text)
+
+
+def mask_jinja(text: str, render: Callable[[str], str]) -> JinjaMask:
+    """``render(expr)`` renders one ``{{ expr }}`` with the project's context."""
+    mask = JinjaMask(text="")
+    out = []
+    position = 0
+    for number, match in enumerate(_JINJA.finditer(text)):
+        start, end = match.span()
+        raw = match.group(0)
+        out.append(text[position:start])
+        position = end
+        mask.spans.append((start, end))
+        if raw.startswith("{{"):
+            out.append(_mask_expression(raw, number, render, mask))
+        else:
+            out.append(_blank(raw))
+    out.append(text[position:])
+    mask.text = "".join(out)
+    return mask
+
+
+def _mask_expression(raw: str, number: int, render, mask: JinjaMask) -> str:
+    expression = raw[2:-2].strip()
+    placeholder = f"_j{number}"
+    if RELATION_CALL.match(expression):
+        relation = render(expression)
+        if len(placeholder) <= len(raw):
+            mask.tables[placeholder] = relation.lower()
+            mask.calls[placeholder] = expression
+            return placeholder.ljust(len(raw))
+    try:
+        rendered = render(expression)
+    except Exception:  # noqa: BLE001 - any render problem: keep a placeholder, rules escalate
+        rendered = None
+    if rendered is not None and "\n" not in rendered and len(rendered) <= len(raw):
+        return str(rendered).ljust(len(raw))
+    return placeholder.ljust(len(raw)) if len(placeholder) <= len(raw) else _blank(raw)
