@@ -60,7 +60,8 @@ def _rewrite(request: RewriteRequest) -> Patch:
         if relation in request.schemas:
             schemas[f"{request.default_schema}.{placeholder}"] = request.schemas[relation]
     cache = SchemaCache(schemas)
-    ctx = RuleContext(text=sql, request=request, jinja_tables=mask.tables if mask else {})
+    ctx = RuleContext(text=sql, request=request, jinja_tables=mask.tables if mask else {},
+                      jinja_spans=mask.placeholder_spans if mask else {})
     edits, reads_source = [], False
     for statement in statements:
         refs = find_references(statement, request.source, request.dialect, cache,

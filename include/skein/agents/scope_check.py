@@ -59,14 +59,12 @@ def check_scope(request: RewriteRequest, new_text: str, masker=None) -> ScopeVer
     if len(old_statements) != len(new_statements):
         return ScopeVerdict(False, problems + [
             f"{len(old_statements)} statement(s) became {len(new_statements)}"])
-    schemas = dict(request.schemas)
-    for placeholder, relation in {**old_tables, **new_tables}.items():
-        if relation in schemas:
-            schemas[f"{request.default_schema}.{placeholder}"] = schemas[relation]
-    cache = SchemaCache(schemas)
-    aliases = {f"{request.default_schema}.{p}": r for p, r in {**old_tables, **new_tables}.items()}
+    cache = SchemaCache(request.schemas)
+    old_aliases = {f"{request.default_schema}.{p}": r for p, r in old_tables.items()}
+    new_aliases = {f"{request.default_schema}.{p}": r for p, r in new_tables.items()}
     for number, (old, new) in enumerate(zip(old_statements, new_statements), 1):
-        problems += [f"statement {number}: {p}" for p in _compare(request, old, new, cache, aliases)]
+        problems += [f"statement {number}: {p}"
+                     for p in _compare(request, old, new, cache, old_aliases, new_aliases)]
     return ScopeVerdict(not problems, problems)
 
 
@@ -90,13 +88,13 @@ def _resolved(statement, request, cache, aliases):
     return resolved, produces
 
 
-def _compare(request: RewriteRequest, old, new, cache, aliases) -> list[str]:
+def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases) -> list[str]:
     try:
-        old_q, old_out = _resolved(old, request, cache, aliases)
+        old_q, old_out = _resolved(old, request, cache, old_aliases)
     except (SqlglotError, KeyError, ValueError) as exc:
         return [f"the original does not resolve: {str(exc).splitlines()[0]}"]
     try:
-        new_q, new_out = _resolved(new, request, cache, aliases)
+        new_q, new_out = _resolved(new, request, cache, new_aliases)
     except (SqlglotError, KeyError, ValueError) as exc:
         return [f"the new version does not resolve against {request.target}: {str(exc).splitlines()[0]}"]
     problems = []

@@ -29,6 +29,7 @@ class JinjaMask:
     text: str
     tables: dict[str, str] = field(default_factory=dict)  # placeholder -> relation
     calls: dict[str, str] = field(default_factory=dict)  # placeholder -> the Jinja expression
+    placeholder_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
     spans: list[tuple[int, int]] = field(default_factory=list)  # every Jinja span (start, end)
 
     def inside_jinja(self, start: int, end: int) -> bool:
@@ -56,6 +57,8 @@ def mask_jinja(text: str, render: Callable[[str], str]) -> JinjaMask:
         mask.spans.append((start, end))
         if raw.startswith("{{"):
             out.append(_mask_expression(raw, number, render, mask))
+            if f"_j{number}" in mask.tables:
+                mask.placeholder_spans[f"_j{number}"] = (start, end)
         else:
             out.append(_blank(raw))
     out.append(text[position:])

@@ -188,7 +188,8 @@ def _collect_stars(query: exp.Expression, is_source, schemas, default_schema: st
                     expansion = None
                     break
                 from_source = isinstance(node, exp.Table) and is_source(_dataset(node, default_schema))
-                expansion.extend((name, c, from_source) for c in columns)
+                excluded = star_excluded(star)
+                expansion.extend((name, c, from_source) for c in columns if c not in excluded)
             if expansion and any(s for _, _, s in expansion):
                 refs.stars.append(StarRef(node=projection, expansion=expansion,
                                           qualify_all=len(names) > 1,
@@ -196,13 +197,17 @@ def _collect_stars(query: exp.Expression, is_source, schemas, default_schema: st
 
 
 def _star_of(projection: exp.Expression) -> exp.Star | None:
-    if isinstance(projection, exp.Star):
-        return projection
-    if isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star):
-        if projection.this.args.get("except") or projection.this.args.get("replace"):
-            return None
-        return projection.this
-    return None
+    star = projection.this if isinstance(projection, exp.Column) else projection
+    if not isinstance(star, exp.Star):
+        return None
+    if star.args.get("replace") or star.args.get("rename"):
+        raise UnsupportedReference(f"`{projection.sql()}`: star REPLACE/RENAME is not rewritten by rules")
+    return star
+
+
+def star_excluded(star: exp.Star) -> set[str]:
+    """Columns a ``* EXCEPT (...)`` / ``* EXCLUDE (...)`` leaves out."""
+    return {c.name.lower() for c in star.args.get("except_") or star.args.get("except") or []}
 
 
 def _dataset(table: exp.Table, default_schema: str) -> str:

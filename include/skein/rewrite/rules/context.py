@@ -18,6 +18,7 @@ class RuleContext:
     text: str  # the text positions refer to (masked for dbt: same offsets as the file)
     request: RewriteRequest
     jinja_tables: dict[str, str] = field(default_factory=dict)  # placeholder -> relation
+    jinja_spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # placeholder -> span
 
     @property
     def dialect(self) -> str:

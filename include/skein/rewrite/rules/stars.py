@@ -13,7 +13,9 @@ them, and then ``map_columns`` escalates).
 from __future__ import annotations
 
 from skein.rewrite.edits import Edit
-from skein.rewrite.references import SourceRefs, StarRef
+from sqlglot import exp
+
+from skein.rewrite.references import SourceRefs, StarRef, star_excluded
 from skein.rewrite.render import Style, mapped_expression
 from skein.rewrite.rules.context import Escalate, RuleContext
 
@@ -24,6 +26,8 @@ def expand_stars(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
         if not _changes(ctx, star):
             continue
         start, end = ctx.span(star.node)
+        if star_excluded(star.node.this if isinstance(star.node, exp.Column) else star.node):
+            end = ctx.text.index(")", end) + 1  # the EXCEPT (...) list goes with the star
         edits.append(Edit(start, end, _expansion(ctx, star, refs),
                           f"{ctx.request.source} columns change: list the old columns explicitly"))
     return edits

@@ -33,7 +33,7 @@ def _retarget(ctx: RuleContext, ref: TableRef, target_db: str, target_table: str
     why = f"read {ctx.request.target} instead of {ctx.request.source}"
     placeholder = table.name
     if placeholder in ctx.jinja_tables:
-        start, end = ctx.span(table.this)
+        start, end = ctx.jinja_spans[placeholder]  # the whole {{ source(...) }} call
         return [Edit(start, end, _dbt_call(ctx), why)]
     parts = [p for p in (table.args.get("catalog"), table.args.get("db"), table.this) if p is not None]
     starts = {p.meta.get("start") for p in parts}
