@@ -107,7 +107,9 @@ def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases)
     if any(dataset_name(t) == request.source for t in new_q.find_all(exp.Table)):
         problems.append(f"still reads {request.source}")
     unmigrated = _unmigrate(new_q, request)
-    old_q = _without_internal_dropped(old_q, request)
+    using = {i.name.lower() for j in old.find_all(exp.Join) for i in j.args.get("using") or []}
+    old_q = _collapse_using(_without_internal_dropped(old_q, request), using)
+    unmigrated = _collapse_using(unmigrated, using)
     if _strip(old_q) != _strip(unmigrated):
         problems.append("changes beyond the migration: " + _describe_difference(_strip(old_q),
                                                                                 _strip(unmigrated)))
@@ -133,6 +135,24 @@ def _without_internal_dropped(tree: exp.Expression, request: RewriteRequest) -> 
                 if isinstance(source, exp.Table) and dataset_name(source) == request.source:
                     projection.pop()
     return tree
+
+
+def _collapse_using(tree: exp.Expression, using: set[str]) -> exp.Expression:
+    """qualify spells a USING column as COALESCE(left.c, right.c); in a query without
+    RIGHT or FULL joins that is left.c, which is how an ON join spells it. Only for the
+    columns the original joined with USING."""
+    if not using or any((j.side or "").upper() in ("RIGHT", "FULL") for j in tree.find_all(exp.Join)):
+        return tree
+
+    def collapse(node):
+        if isinstance(node, exp.Coalesce) and not node.args.get("is_nvl"):
+            args = [node.this, *node.expressions]
+            if len(args) == 2 and all(isinstance(a, exp.Column) for a in args) and \
+                    args[0].name == args[1].name and args[0].table != args[1].table and \
+                    args[0].name in using:
+                return args[0].copy()
+        return node
+    return tree.transform(collapse)
 
 
 def _target_aliases(tree: exp.Expression, target: str) -> set[str]:

@@ -61,6 +61,7 @@ class SourceRefs:
     columns: list[ColumnRef] = field(default_factory=list)
     stars: list[StarRef] = field(default_factory=list)
     using_columns: list[str] = field(default_factory=list)  # USING (...) columns in the query
+    using_joins: list[exp.Join] = field(default_factory=list)  # in the original tree
 
 
 def find_references(statement: exp.Expression, source: str, dialect: str, cache: SchemaCache,
@@ -241,6 +242,8 @@ def _check_using(query: exp.Expression, refs: SourceRefs) -> None:
     if not refs.tables:
         return
     for join in query.find_all(exp.Join):
+        if join.args.get("using"):
+            refs.using_joins.append(join)
         for ident in join.args.get("using") or []:
             refs.using_columns.append(ident.name.lower())
 

@@ -30,12 +30,6 @@ STANDALONE_PARENTS = (exp.Alias, exp.Paren, exp.Func, exp.Ordered, exp.Group, ex
 
 
 def map_columns(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
-    for column in refs.using_columns:
-        mapped = ctx.request.mapping_for(column)
-        if column in ctx.request.source_columns and (mapped or "").strip().lower() != column:
-            raise Escalate(f"{column} is joined with USING and becomes {mapped or 'dropped'} in "
-                           f"{ctx.request.target}; the rules do not rewrite USING joins on changed "
-                           "columns")
     edits = []
     for ref in refs.columns:
         edit = _map_one(ctx, ref, refs)
