@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -66,3 +67,86 @@ def test_rewrite_cli_escalation_exit_code(fleet, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "escalated: line 1: uses legacy_flag, which the campaign drops" in err
     assert main(["rewrite", str(campaign), str(tmp_path / "missing.sql")]) == 2
+
+
+def _refusing_model():
+    from pydantic_ai.messages import ModelResponse, ToolCallPart
+    from pydantic_ai.models.function import FunctionModel
+
+    prompts = []
+
+    def answer(messages, info):
+        prompts.append(messages[-1].parts[-1].content)
+        args = {"text": "", "explanation": "-", "refusal": "cannot do this faithfully"}
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, args)])
+    return FunctionModel(answer), prompts
+
+
+def test_plan_sends_rule_escalations_to_the_llm_agent(fleet, tmp_path):
+    from skein.agents.base import Escalation
+    from skein.plan import build_plan, write_plan
+    from skein.spec import load_campaign
+
+    _, campaign_path = fleet
+    campaign_file = campaign_path.parent / "with-llm.yaml"
+    campaign_file.write_text(campaign_path.read_text().replace("campaign: plays-v2", "campaign: plays-v2-llm")
+                             + "agents:\n  llm: {enabled: true, attempts: 2}\n")
+    try:
+        model, prompts = _refusing_model()
+        report, results, evidence = build_plan(load_campaign(campaign_file), llm_model=model)
+    finally:
+        campaign_file.unlink()
+    rule_escalated = {cid for cid, r in results.items() if isinstance(r, Escalation)}
+    assert rule_escalated and set(evidence) == rule_escalated
+    assert all(results[cid].agent == "llm" for cid in evidence)
+    assert len(prompts) == len(evidence)  # a refusal ends the loop at once
+    for cid in evidence:
+        assert any(f"<<<BEGIN {cid}>>>" in p and "Why the rule-based agent could not do it" in p
+                   for p in prompts)
+    write_plan(tmp_path, report, results, evidence)
+    assert sorted(p.name for p in (tmp_path / "llm").iterdir()) == sorted(
+        cid.replace("/", "__") + ".json" for cid in evidence)
+
+
+def test_llm_agent_fixes_a_macro_call_the_rules_escalate(fleet):
+    """The stand-in model answers what a good model would: the rules' rewrite plus the macro
+    argument; the shared gate (scope check on the rendered dbt SQL) accepts it."""
+    from pydantic_ai.messages import ModelResponse, ToolCallPart
+    from pydantic_ai.models.function import FunctionModel
+
+    from skein.agents.base import Escalation, Patch
+    from skein.agents.gate import default_gate
+    from skein.agents.llm import LLMAgent
+    from skein.agents.requests import request_for
+    from skein.agents.rule import rewrite
+    from skein.catalog import build_catalog
+    from skein.discovery import connect
+    from skein.spec import load_campaign
+
+    _, campaign_path = fleet
+    campaign = load_campaign(campaign_path)
+    catalog = build_catalog(campaign, connect(campaign), workers=1)
+    consumer = next(c for c in catalog.consumers
+                    if c.kind == "dbt_model" and "ms_to_seconds('ms_played')" in c.file.read_text())
+    request = request_for(campaign, catalog, consumer)
+    escalation = rewrite(request)
+    assert isinstance(escalation, Escalation) and "inside a Jinja expression" in escalation.reason
+
+    macro, expanded = "{{ ms_to_seconds('ms_played') }}", "(ms_played / 1000.0)"
+    plain = rewrite(request.model_copy(update={"text": request.text.replace(macro, expanded)}))
+    assert isinstance(plain, Patch), plain.reason
+    good = plain.text.replace("(CAST(duration_s * 1000 AS BIGINT) / 1000.0)",
+                              "{{ ms_to_seconds('CAST(duration_s * 1000 AS BIGINT)') }}")
+    answers = iter([{"text": request.text.replace(macro, "{{ ms_to_seconds('duration_s') }}"),
+                     "explanation": "seconds already"},  # wrong: the gate must reject it
+                    {"text": good, "explanation": "macro argument and source moved"}])
+
+    def answer(messages, info):
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, next(answers))])
+
+    result, attempts = LLMAgent(FunctionModel(answer), gate=default_gate(), attempts=3).rewrite(
+        request, hint=escalation.reason)
+    assert isinstance(result, Patch), [a.verdict.feedback for a in attempts if a.verdict]
+    assert result.agent == "llm" and result.text == good
+    assert len(attempts) == 2 and not attempts[0].verdict.passed
+    assert "scope" in attempts[0].verdict.failed

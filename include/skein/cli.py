@@ -67,8 +67,8 @@ def _cmd_plan(args) -> int:
     from skein.plan import build_plan, write_plan
     from skein.spec import load_campaign
 
-    report, results = build_plan(load_campaign(args.campaign), workers=args.workers)
-    plan = write_plan(Path(args.out), report, results)
+    report, results, evidence = build_plan(load_campaign(args.campaign), workers=args.workers)
+    plan = write_plan(Path(args.out), report, results, evidence)
     print(f"plan for {plan.campaign} written to {args.out}: "
           + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
     for item in plan.items:

@@ -39,18 +39,44 @@ class Plan(BaseModel):
     counts: dict[str, int]
 
 
-def build_plan(campaign: Campaign, workers: int | None = None
-               ) -> tuple[DiscoveryReport, dict[str, Patch | Escalation]]:
+def build_plan(campaign: Campaign, workers: int | None = None, llm_model=None
+               ) -> tuple[DiscoveryReport, dict[str, Patch | Escalation], dict[str, str]]:
+    """``llm_model`` (a pydantic-ai model or name) overrides ``agents.llm.model``; the LLM
+    agent only runs when the campaign enables it."""
     warehouse = connect(campaign)
     check_against_catalog(campaign, warehouse.schemas())
     catalog = build_catalog(campaign, warehouse, workers)
     report = assess_impact(campaign, catalog)
     by_id = catalog.by_id()
     results: dict[str, Patch | Escalation] = {}
+    evidence: dict[str, str] = {}  # consumer id -> the LLM agent's evidence (JSON)
+    llm = _llm_agent(campaign, llm_model)
     for item in report.consumers:
-        if item.status == "rewrite":
-            results[item.id] = rewrite(request_for(campaign, catalog, by_id[item.id]))
-    return report, results
+        if item.status != "rewrite":
+            continue
+        request = request_for(campaign, catalog, by_id[item.id])
+        result = rewrite(request)
+        if isinstance(result, Escalation) and llm is not None:
+            hint = result.reason
+            result, attempts = llm.rewrite(request, hint=hint)
+            evidence[item.id] = llm.evidence(result, attempts, hint=hint).to_json()
+        results[item.id] = result
+    return report, results, evidence
+
+
+def _llm_agent(campaign: Campaign, model):
+    settings = campaign.agents.llm
+    if not settings.enabled:
+        return None
+    model = model if model is not None else settings.model
+    if model is None:
+        raise campaign.error("the LLM agent is enabled but no model is configured "
+                             "(set agents.llm.model, or run in Airflow with a pydanticai connection)",
+                             "agents", "llm", "model")
+    from skein.agents.gate import default_gate
+    from skein.agents.llm import LLMAgent
+
+    return LLMAgent(model, gate=default_gate(), attempts=settings.attempts)
 
 
 def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation]) -> Plan:
@@ -74,8 +100,12 @@ def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation]) 
     return Plan(campaign=report.campaign, items=items, counts=counts)
 
 
-def write_plan(out: Path, report: DiscoveryReport, results: dict[str, Patch | Escalation]) -> Plan:
+def write_plan(out: Path, report: DiscoveryReport, results: dict[str, Patch | Escalation],
+               evidence: dict[str, str] | None = None) -> Plan:
     plan = plan_items(report, results)
+    for cid, record in (evidence or {}).items():
+        (out / "llm").mkdir(parents=True, exist_ok=True)
+        (out / "llm" / f"{_file_name(cid)}.json").write_text(record + "\n", encoding="utf-8")
     (out / "patches").mkdir(parents=True, exist_ok=True)
     (out / "patched").mkdir(parents=True, exist_ok=True)
     for cid, result in results.items():

@@ -123,6 +123,19 @@ class Rollout(_Strict):
         return waves
 
 
+class LLMAgentSettings(_Strict):
+    enabled: bool = Field(False, description="Send what the rule agent escalates to an LLM agent.")
+    model: str | None = Field(None, description="pydantic-ai model name, e.g. `openai:gpt-4.1` "
+                              "(outside Airflow; the key comes from the provider's environment "
+                              "variable). In Airflow the `conn_id` connection gives the model.")
+    conn_id: str = Field("pydanticai_default", description="Airflow `pydanticai` connection.")
+    attempts: int = Field(3, ge=1, le=10, description="Model answers tried per consumer.")
+
+
+class Agents(_Strict):
+    llm: LLMAgentSettings = Field(default_factory=LLMAgentSettings)
+
+
 class Campaign(_Strict):
     """One migration: what changes, where consumers are, how it rolls out."""
 
@@ -144,6 +157,7 @@ class Campaign(_Strict):
         default_factory=lambda: [ConsumerSource(warehouse_views=True)], min_length=1,
         description="Where to look for consumers; default: the warehouse's views.")
     rollout: Rollout = Field(default_factory=Rollout)
+    agents: Agents = Field(default_factory=Agents, description="Which agents rewrite consumers.")
 
     _path: Path | None = PrivateAttr(None)
     _lines: YamlDoc | None = PrivateAttr(None)

@@ -99,7 +99,7 @@ class DbtMasker:
         return mask_jinja(text, self.render)
 
     def for_scope_check(self, text: str):
-        mask = self.mask(text)
+        mask = mask_jinja(text, self.render, keep_offsets=False)
         return mask.text, mask.tables, [text[s:e] for s, e in mask.spans]
 
 

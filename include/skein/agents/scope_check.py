@@ -30,7 +30,6 @@ from sqlglot.optimizer.scope import build_scope
 
 from skein.agents.base import RewriteRequest
 from skein.lineage import SchemaCache, _normalize, _split_statement, dataset_name
-from skein.rewrite.jinja import RELATION_CALL
 
 
 @dataclass(frozen=True)
@@ -235,9 +234,13 @@ def _comment_problems(request, old_sql: str, new_sql: str) -> list[str]:
 
 
 def _jinja_problems(request, old_jinja: list[str], new_jinja: list[str], old_tables, new_tables):
-    """Only ``ref()``/``source()`` calls may change; every other Jinja span stays as written."""
+    """Block tags and Jinja comments stay as written. ``{{ ... }}`` expressions may change
+    (a macro argument naming a migrated column): their rendered SQL is what the
+    comparison checks."""
     def kept(spans):
-        return [s for s in spans if not RELATION_CALL.match(s[2:-2].strip())]
+        return [s for s in spans if not s.startswith("{{")]
     if kept(old_jinja) != kept(new_jinja):
-        return ["dbt Jinja other than ref()/source() calls changed"]
+        return ["dbt Jinja block tags or comments changed ({% ... %}, {# ... #})"]
+    if len(old_jinja) != len(new_jinja):
+        return ["dbt Jinja expressions were added or removed"]
     return []

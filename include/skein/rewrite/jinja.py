@@ -44,8 +44,12 @@ def _blank(text: str) -> str:
     return "".join("\n" if ch == "\n" else " " for ch in text)
 
 
-def mask_jinja(text: str, render: Callable[[str], str]) -> JinjaMask:
-    """``render(expr)`` renders one ``{{ expr }}`` with the project's context."""
+def mask_jinja(text: str, render: Callable[[str], str], keep_offsets: bool = True) -> JinjaMask:
+    """``render(expr)`` renders one ``{{ expr }}`` with the project's context.
+
+    ``keep_offsets=False`` (for checking, not editing) inserts every rendered expression
+    whole, even when it is longer than its Jinja text.
+    """
     mask = JinjaMask(text="")
     out = []
     position = 0
@@ -56,7 +60,7 @@ def mask_jinja(text: str, render: Callable[[str], str]) -> JinjaMask:
         position = end
         mask.spans.append((start, end))
         if raw.startswith("{{"):
-            out.append(_mask_expression(raw, number, render, mask))
+            out.append(_mask_expression(raw, number, render, mask, keep_offsets))
             if f"_j{number}" in mask.tables:
                 mask.placeholder_spans[f"_j{number}"] = (start, end)
         else:
@@ -66,7 +70,7 @@ def mask_jinja(text: str, render: Callable[[str], str]) -> JinjaMask:
     return mask
 
 
-def _mask_expression(raw: str, number: int, render, mask: JinjaMask) -> str:
+def _mask_expression(raw: str, number: int, render, mask: JinjaMask, keep_offsets: bool) -> str:
     expression = raw[2:-2].strip()
     placeholder = f"_j{number}"
     if RELATION_CALL.match(expression):
@@ -79,6 +83,8 @@ def _mask_expression(raw: str, number: int, render, mask: JinjaMask) -> str:
         rendered = render(expression)
     except Exception:  # noqa: BLE001 - any render problem: keep a placeholder, rules escalate
         rendered = None
+    if rendered is not None and not keep_offsets:
+        return str(rendered)
     if rendered is not None and "\n" not in rendered and len(rendered) <= len(raw):
         return str(rendered).ljust(len(raw))
     return placeholder.ljust(len(raw)) if len(placeholder) <= len(raw) else _blank(raw)
