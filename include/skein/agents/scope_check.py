@@ -80,9 +80,10 @@ def _resolved(statement, request, cache, aliases):
     query, produces = _split_statement(tree)
     if query is None:
         return tree, produces
+    # Canonical aliases (_0, _1, ...): a table renamed by the migration keeps its place.
     resolved = qualify(query, dialect=request.dialect, schema=cache.for_dialect(request.dialect),
                        db=request.default_schema, quote_identifiers=False, identify=False,
-                       validate_qualify_columns=True)
+                       validate_qualify_columns=True, canonicalize_table_aliases=True)
     _normalize(resolved, request.default_schema)  # Snowflake's qualify upper-cases names
     return resolved, produces
 
@@ -101,14 +102,18 @@ def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases)
         problems.append(f"it now writes {new_out} instead of {old_out}")
     old_names = getattr(old_q, "named_selects", [])
     new_names = getattr(new_q, "named_selects", [])
+    _adopt_generated_names(old_q, new_q)
+    new_names = [o if _generated(o) and len(old_names) == len(new_names) else n
+                 for o, n in zip(old_names, new_names)] if len(old_names) == len(new_names) else new_names
     if old_names != new_names:
         problems.append(f"output columns changed: [{', '.join(old_names)}] -> [{', '.join(new_names)}]")
     if any(dataset_name(t) == request.source for t in new_q.find_all(exp.Table)):
         problems.append(f"still reads {request.source}")
     unmigrated = _unmigrate(new_q, request)
     using = {i.name.lower() for j in old.find_all(exp.Join) for i in j.args.get("using") or []}
-    old_q = _collapse_using(_without_internal_dropped(old_q, request), using)
-    unmigrated = _collapse_using(unmigrated, using)
+    old_q = _order_by_aliases(_blank_exists(_collapse_using(
+        _without_internal_dropped(old_q, request), using)))
+    unmigrated = _order_by_aliases(_blank_exists(_collapse_using(unmigrated, using)))
     if _strip(old_q) != _strip(unmigrated):
         problems.append("changes beyond the migration: " + _describe_difference(_strip(old_q),
                                                                                 _strip(unmigrated)))
@@ -133,6 +138,51 @@ def _without_internal_dropped(tree: exp.Expression, request: RewriteRequest) -> 
                 source = scope.sources.get(column.table)
                 if isinstance(source, exp.Table) and dataset_name(source) == request.source:
                     projection.pop()
+    return tree
+
+
+def _generated(name: str) -> bool:
+    """A name qualify invented for an unaliased expression: the engine names it."""
+    return name.startswith("_col_") and name[5:].isdigit()
+
+
+def _adopt_generated_names(old_q: exp.Expression, new_q: exp.Expression) -> None:
+    """Where the old output had no name of its own, the new one may pin the engine's name."""
+    if not (isinstance(old_q, exp.Select) and isinstance(new_q, exp.Select)):
+        return
+    renamed = {}
+    for old, new in zip(old_q.expressions, new_q.expressions):
+        if isinstance(old, exp.Alias) and isinstance(new, exp.Alias) and _generated(old.alias):
+            renamed[new.alias] = old.alias
+            new.set("alias", exp.to_identifier(old.alias))
+    order = new_q.args.get("order")
+    for column in order.find_all(exp.Column) if order and renamed else ():
+        if not column.table and column.name in renamed:  # ORDER BY <that name>
+            column.set("this", exp.to_identifier(renamed[column.name]))
+
+
+def _order_by_aliases(tree: exp.Expression) -> exp.Expression:
+    """``ORDER BY sum(x)`` and ``ORDER BY <alias of sum(x)>`` sort alike; qualify writes one
+    or the other depending on whether the projection had a name."""
+    for select in tree.find_all(exp.Select):
+        order = select.args.get("order")
+        if not order:
+            continue
+        projections = [(p.alias, _strip(p.this)) for p in select.expressions if isinstance(p, exp.Alias)]
+        for ordered in order.expressions:
+            target = _strip(ordered.this)
+            alias = next((a for a, e in projections if e == target), None)
+            if alias is not None:
+                ordered.set("this", exp.column(alias))
+    return tree
+
+
+def _blank_exists(tree: exp.Expression) -> exp.Expression:
+    """What EXISTS (SELECT ...) selects is never read: qualify expands its `*` into each
+    version's own columns, so compare it as SELECT 1."""
+    for select in list(tree.find_all(exp.Select)):
+        if isinstance(select.parent, exp.Exists):
+            select.set("expressions", [exp.Literal.number(1)])
     return tree
 
 

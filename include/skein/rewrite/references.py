@@ -91,7 +91,8 @@ def find_references(statement: exp.Expression, source: str, dialect: str, cache:
     except (SqlglotError, KeyError, ValueError) as exc:
         raise UnsupportedReference(f"cannot resolve columns: {str(exc).splitlines()[0]}") from None
     by_start = _index_original(original_query)
-    _collect_tables_and_columns(qualified, is_source, by_start, refs)
+    seen = _collect_tables_and_columns(qualified, is_source, by_start, refs)
+    _collect_unmatched_columns(original_query, is_source, cache.schemas, default_schema, refs, seen)
     _collect_stars(original_query, is_source, cache.schemas, default_schema, refs)
     _check_using(original_query, refs)
     return refs
@@ -124,11 +125,15 @@ def _resolve(scope: Scope, alias: str):
     return None, hops
 
 
-def _collect_tables_and_columns(qualified: exp.Expression, is_source, by_start, refs: SourceRefs):
+def _collect_tables_and_columns(qualified: exp.Expression, is_source, by_start,
+                                refs: SourceRefs) -> set[int]:
+    """Fills ``refs``; returns the offsets of every column qualify kept in the tree."""
     root = build_scope(qualified)
     if root is None:
-        return
+        return set()
     seen_tables: dict[int, TableRef] = {}
+    seen_starts = {_start(c.this) for c in qualified.find_all(exp.Column)
+                   if isinstance(c.this, exp.Identifier) and _start(c.this) is not None}
     for scope in root.traverse():
         for name, node in scope.sources.items():
             if isinstance(node, exp.Table) and is_source(dataset_name(node)):
@@ -156,6 +161,40 @@ def _collect_tables_and_columns(qualified: exp.Expression, is_source, by_start, 
                 node=original, column=column.name.lower(), source_alias=column.table,
                 needs_qualifier=not original.table and multi,
                 bare_projection=_is_bare_projection(original)))
+    return seen_starts
+
+
+def _collect_unmatched_columns(query, is_source, schemas, default_schema: str, refs: SourceRefs,
+                               seen_starts: set[int]):
+    """Columns qualify rewrote out of the tree (``ORDER BY sum(x)`` becomes ``ORDER BY
+    alias``) are resolved on the original tree instead, with the same rules."""
+    root = build_scope(query)
+    for scope in root.traverse() if root else ():
+        aliases = {p.alias.lower() for p in getattr(scope.expression, "expressions", [])
+                   if isinstance(p, exp.Alias)}
+        for column in scope.columns:
+            if "start" not in column.this.meta or column.this.meta["start"] in seen_starts:
+                continue
+            name = column.name.lower()
+            if column.table:
+                node, hops = _resolve(scope, column.table)
+                candidates = [(column.table, node)] if isinstance(node, exp.Table) else []
+            else:
+                if name in aliases or name in refs.using_columns:
+                    continue  # an output alias, or USING's merged column: not the source's
+                candidates = [(alias, scope.sources.get(alias)) for alias in scope.selected_sources
+                              if name in (_columns_of(scope.sources.get(alias), schemas,
+                                                      default_schema) or [])]
+                hops = 0
+            if len(candidates) != 1:
+                continue
+            alias, node = candidates[0]
+            if not (isinstance(node, exp.Table) and is_source(_dataset(node, default_schema))):
+                continue
+            refs.columns.append(ColumnRef(
+                node=column, column=name, source_alias=alias.lower(),
+                needs_qualifier=not column.table and (len(scope.selected_sources) > 1 or hops > 0),
+                bare_projection=_is_bare_projection(column)))
 
 
 def _is_bare_projection(column: exp.Column) -> bool:
@@ -170,8 +209,8 @@ def _collect_stars(query: exp.Expression, is_source, schemas, default_schema: st
         return
     for scope in root.traverse():
         select = scope.expression
-        if not isinstance(select, exp.Select):
-            continue
+        if not isinstance(select, exp.Select) or isinstance(select.parent, exp.Exists):
+            continue  # EXISTS (SELECT * ...) outputs nothing anyone reads
         for projection in select.expressions:
             star = _star_of(projection)
             if star is None:

@@ -1,0 +1,109 @@
+"""Rule: an unnamed output expression keeps the name the engine gave it.
+
+``SELECT sum(l_quantity)`` is a column named ``sum(l_quantity)`` in DuckDB; once the
+column inside is rewritten, the engine would name it after the new text. The old name
+is pinned with an alias. DuckDB derives the name from its own rendering of the
+expression, which ``json_serialize_sql``/``json_deserialize_sql`` reproduce exactly.
+Other engines name such columns differently (BigQuery ``f0_``, Postgres ``sum``) and are
+left as they are.
+
+>>> from skein.rewrite.testing import run_rule
+>>> run_rule(keep_output_names, "SELECT SUM(ms_played) FROM analytics.plays",
+...          {"ms_played": "CAST(duration_s * 1000 AS BIGINT)"})
+'SELECT SUM(ms_played) AS "sum(ms_played)" FROM analytics.plays'
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.tokens import TokenType
+
+from skein.rewrite.edits import Edit
+from skein.rewrite.references import SourceRefs
+from skein.rewrite.rules.context import RuleContext
+
+ENDS_PROJECTION = {TokenType.COMMA, TokenType.FROM, TokenType.WHERE, TokenType.GROUP_BY,
+                   TokenType.ORDER_BY, TokenType.LIMIT, TokenType.HAVING, TokenType.QUALIFY,
+                   TokenType.WINDOW, TokenType.UNION, TokenType.INTERSECT, TokenType.EXCEPT,
+                   TokenType.SEMICOLON, TokenType.INTO}
+
+
+def keep_output_names(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
+    if ctx.dialect != "duckdb" or not refs.columns:
+        return []
+    changing = [r for r in refs.columns
+                if (ctx.request.mapping_for(r.column) or "").strip().lower() != r.column]
+    edits = []
+    for projection in _root_projections(changing[0].node) if changing else []:
+        if isinstance(projection, (exp.Alias, exp.Column, exp.Star)):
+            continue
+        inside = [r for r in changing if _contains(projection, r.node)]
+        if not inside:
+            continue
+        end = _projection_end(ctx.text, inside[0].node.this.meta["start"])
+        if end is None:
+            continue
+        name = duckdb_column_name(projection.sql(dialect="duckdb"))
+        edits.append(Edit(end, end, f" AS {exp.to_identifier(name, quoted=True).sql('duckdb')}",
+                          "the output column keeps the name DuckDB gave it"))
+    return edits
+
+
+def _contains(ancestor: exp.Expression, node: exp.Expression) -> bool:
+    while node is not None:
+        if node is ancestor:
+            return True
+        node = node.parent
+    return False
+
+
+def _root_projections(node: exp.Expression) -> list[exp.Expression]:
+    root = node.root()
+    query = root.expression if isinstance(root, (exp.Create, exp.Insert)) else root
+    return list(query.expressions) if isinstance(query, exp.Select) else []
+
+
+def _projection_end(text: str, offset: int) -> int | None:
+    """Offset right after the projection containing ``offset`` (in the outermost SELECT)."""
+    try:
+        tokens = sqlglot.tokenize(text, read="duckdb")
+    except sqlglot.errors.TokenError:
+        return None
+    depth = 0
+    previous_end = None
+    started = False
+    for token in tokens:
+        if token.start >= offset:
+            started = True
+        if started and depth == 0 and token.token_type in ENDS_PROJECTION:
+            return previous_end
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+            if started and depth < 0:
+                return previous_end
+        if started:
+            previous_end = token.end + 1
+    return previous_end if started else None
+
+
+@functools.lru_cache(maxsize=4096)
+def duckdb_column_name(expression: str) -> str:
+    """The name DuckDB gives an unaliased output column.
+
+    >>> duckdb_column_name("SUM( x )"), duckdb_column_name("a + 1")
+    ('sum(x)', '(a + 1)')
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        sql = con.execute("SELECT json_deserialize_sql(json_serialize_sql(?))",
+                          [f"SELECT {expression}"]).fetchone()[0]
+    finally:
+        con.close()
+    return sql[len("SELECT "):]
