@@ -63,6 +63,19 @@ class SchemaCache:
         self.schemas = schemas
         self._by_dialect: dict[str, MappingSchema] = {}
 
+    _shared: dict[tuple, "SchemaCache"] = {}
+
+    @classmethod
+    def shared(cls, schemas: dict[str, dict[str, str]]) -> "SchemaCache":
+        """One cache per distinct catalog: the requests of a campaign share their schemas."""
+        key = tuple((name, tuple(columns)) for name, columns in sorted(schemas.items()))
+        cache = cls._shared.get(key)
+        if cache is None:
+            if len(cls._shared) >= 256:
+                cls._shared.clear()
+            cache = cls._shared[key] = cls(schemas)
+        return cache
+
     def for_dialect(self, dialect: str) -> MappingSchema:
         if dialect not in self._by_dialect:
             nested: dict[str, dict[str, dict[str, str]]] = {}

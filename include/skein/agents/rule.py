@@ -59,7 +59,7 @@ def _rewrite(request: RewriteRequest) -> Patch:
         placeholders[f"{request.default_schema}.{placeholder}"] = relation
         if relation in request.schemas:
             schemas[f"{request.default_schema}.{placeholder}"] = request.schemas[relation]
-    cache = SchemaCache(schemas)
+    cache = SchemaCache.shared(schemas)
     ctx = RuleContext(text=sql, request=request, jinja_tables=mask.tables if mask else {},
                       jinja_spans=mask.placeholder_spans if mask else {})
     edits, reads_source = [], False

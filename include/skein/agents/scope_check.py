@@ -19,6 +19,7 @@ False
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -58,7 +59,7 @@ def check_scope(request: RewriteRequest, new_text: str, masker=None) -> ScopeVer
     if len(old_statements) != len(new_statements):
         return ScopeVerdict(False, problems + [
             f"{len(old_statements)} statement(s) became {len(new_statements)}"])
-    cache = SchemaCache(request.schemas)
+    cache = SchemaCache.shared(request.schemas)
     old_aliases = {f"{request.default_schema}.{p}": r for p, r in old_tables.items()}
     new_aliases = {f"{request.default_schema}.{p}": r for p, r in new_tables.items()}
     for number, (old, new) in enumerate(zip(old_statements, new_statements), 1):
@@ -68,7 +69,7 @@ def check_scope(request: RewriteRequest, new_text: str, masker=None) -> ScopeVer
 
 
 def _resolved(statement, request, cache, aliases):
-    tree = statement.copy()
+    tree = statement  # freshly parsed by check_scope: ours to change
     _normalize(tree, request.default_schema)
     for table in tree.find_all(exp.Table):  # masked dbt relations -> the relation they stand for
         name = dataset_name(table)
@@ -89,6 +90,8 @@ def _resolved(statement, request, cache, aliases):
 
 
 def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases) -> list[str]:
+    # Before resolving: qualify turns USING into ON in place.
+    using = {i.name.lower() for j in old.find_all(exp.Join) for i in j.args.get("using") or []}
     try:
         old_q, old_out = _resolved(old, request, cache, old_aliases)
     except (SqlglotError, KeyError, ValueError) as exc:
@@ -110,13 +113,12 @@ def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases)
     if any(dataset_name(t) == request.source for t in new_q.find_all(exp.Table)):
         problems.append(f"still reads {request.source}")
     unmigrated = _unmigrate(new_q, request)
-    using = {i.name.lower() for j in old.find_all(exp.Join) for i in j.args.get("using") or []}
     old_q = _order_by_aliases(_blank_exists(_collapse_using(
         _without_internal_dropped(old_q, request), using)))
     unmigrated = _order_by_aliases(_blank_exists(_collapse_using(unmigrated, using)))
-    if _strip(old_q) != _strip(unmigrated):
-        problems.append("changes beyond the migration: " + _describe_difference(_strip(old_q),
-                                                                                _strip(unmigrated)))
+    old_bare, new_bare = _strip(old_q, copy=False), _strip(unmigrated, copy=False)
+    if old_bare != new_bare:
+        problems.append("changes beyond the migration: " + _describe_difference(old_bare, new_bare))
     return problems
 
 
@@ -127,7 +129,6 @@ def _without_internal_dropped(tree: exp.Expression, request: RewriteRequest) -> 
     dropped = {c.lower() for c, e in request.columns.items() if e is None}
     if not dropped or not isinstance(tree, exp.Query):
         return tree
-    tree = tree.copy()
     root = build_scope(tree)
     for scope in root.traverse() if root else ():
         if not (scope.is_cte or scope.is_derived_table) or not isinstance(scope.expression, exp.Select):
@@ -201,7 +202,7 @@ def _collapse_using(tree: exp.Expression, using: set[str]) -> exp.Expression:
                     args[0].name in using:
                 return args[0].copy()
         return node
-    return tree.transform(collapse)
+    return tree.transform(collapse, copy=False)
 
 
 def _target_aliases(tree: exp.Expression, target: str) -> set[str]:
@@ -214,31 +215,44 @@ def _target_aliases(tree: exp.Expression, target: str) -> set[str]:
     return aliases
 
 
+@functools.lru_cache(maxsize=1024)
+def _pattern(expression: str, read: str, write: str, default_schema: str) -> exp.Expression:
+    """A campaign expression as the consumer's dialect spells it, unqualified, bare."""
+    pattern = sqlglot.parse_one(sqlglot.transpile(expression, read=read, write=write)[0], read=write)
+    for column in pattern.find_all(exp.Column):
+        column.set("table", None)
+    _normalize(pattern, default_schema)
+    return _strip(pattern)
+
+
+def _shape(node: exp.Expression) -> tuple:
+    """Cheap prefilter: root type (parentheses aside) and the column names used."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return type(node), frozenset(c.name for c in node.find_all(exp.Column))
+
+
 def _unmigrate(new_q: exp.Expression, request: RewriteRequest) -> exp.Expression:
-    """The new query with the campaign undone: it must then be the old query."""
-    tree = new_q.copy()
+    """The new query with the campaign undone: it must then be the old query.
+
+    ``new_q`` is the check's own resolved copy and is changed in place."""
+    tree = new_q
     aliases = _target_aliases(tree, request.target)
-    patterns = []
-    for old, expression in request.columns.items():
-        if expression is None:
-            continue
-        # Round-trip through the consumer's dialect: types and functions are spelled its way.
-        pattern = sqlglot.parse_one(sqlglot.transpile(expression, read=request.columns_dialect,
-                                                      write=request.dialect)[0], read=request.dialect)
-        for column in pattern.find_all(exp.Column):
-            column.set("table", None)
-        _normalize(pattern, request.default_schema)
-        patterns.append((_strip(pattern), old.lower()))
+    patterns = [(_pattern(expression, request.columns_dialect, request.dialect,
+                          request.default_schema), old.lower())
+                for old, expression in request.columns.items() if expression is not None]
     # Larger expressions first, so `duration_s * 1000` is not half-undone by a rename.
     patterns.sort(key=lambda p: -len(list(p[0].walk())))
+    shapes = {_shape(p): None for p, _ in patterns}
 
     def undo(node):
-        if not isinstance(node, (exp.Column, exp.Expression)) or isinstance(node, exp.Paren):
+        if not isinstance(node, exp.Expression) or isinstance(node, exp.Paren) or \
+                _shape(node) not in shapes:
             return node
         qualifiers = {c.table for c in node.find_all(exp.Column)}
         if len(qualifiers) != 1 or not qualifiers <= aliases:
             return node
-        bare = _strip(node.copy())
+        bare = _strip(node)
         for column in bare.find_all(exp.Column):
             column.set("table", None)
         for pattern, old in patterns:
@@ -246,7 +260,7 @@ def _unmigrate(new_q: exp.Expression, request: RewriteRequest) -> exp.Expression
                 return exp.column(old, table=qualifiers.pop())
         return node
 
-    tree = tree.transform(undo)
+    tree = tree.transform(undo, copy=False)
     source_db, _, source_table = request.source.rpartition(".")
     for table in tree.find_all(exp.Table):
         if dataset_name(table) == request.target:
@@ -255,12 +269,12 @@ def _unmigrate(new_q: exp.Expression, request: RewriteRequest) -> exp.Expression
     return tree
 
 
-def _strip(tree: exp.Expression) -> exp.Expression:
+def _strip(tree: exp.Expression, copy: bool = True) -> exp.Expression:
     """Parentheses and comments carry no meaning for the comparison."""
-    tree = tree.copy()
-    for node in list(tree.walk()):
+    tree = tree.copy() if copy else tree
+    for node in tree.walk():
         node.comments = None
-    return tree.transform(lambda n: n.this if isinstance(n, exp.Paren) else n)
+    return tree.transform(lambda n: n.this if isinstance(n, exp.Paren) else n, copy=False)
 
 
 def _describe_difference(old: exp.Expression, new: exp.Expression) -> str:

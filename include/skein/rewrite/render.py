@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sqlglot
@@ -37,6 +38,7 @@ def style_of(text: str, dialect: str) -> Style:
     return Style(dialect=dialect, upper=bare.isupper() and not quoted, quoted=quoted)
 
 
+@functools.lru_cache(maxsize=4096)
 def mapped_expression(expression: str, read: str, qualifier: str | None, style: Style) -> str:
     """The campaign's expression for one reference, qualified and styled for the consumer.
 
@@ -70,6 +72,7 @@ def written_identifier(text: str) -> exp.Identifier:
     return exp.to_identifier(text.strip('"`[]'), quoted=quoted or None)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_atomic(expression: str, read: str) -> bool:
     """Needs no parentheses wherever a column could stand.
 
@@ -79,6 +82,7 @@ def is_atomic(expression: str, read: str) -> bool:
     return isinstance(sqlglot.parse_one(expression, read=read), ATOMIC)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_plain_column(expression: str | None, read: str) -> str | None:
     """The column name when the expression is a bare column (a rename), else None."""
     if expression is None:
