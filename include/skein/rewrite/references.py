@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sqlglot
+import sqlglot  # noqa: F401 - the doctest above uses it
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify import qualify
@@ -288,4 +288,4 @@ def _check_using(query: exp.Expression, refs: SourceRefs) -> None:
 
 
 __all__ = ["find_references", "SourceRefs", "TableRef", "ColumnRef", "StarRef",
-           "UnsupportedReference", "sqlglot"]
+           "UnsupportedReference"]

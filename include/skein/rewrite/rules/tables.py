@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-from sqlglot import exp
-
 from skein.rewrite.edits import Edit
 from skein.rewrite.references import SourceRefs, TableRef
 from skein.rewrite.render import style_of
@@ -83,4 +81,3 @@ def _dbt_call(ctx: RuleContext) -> str:
                    "sources YAML, then rerun")
 
 
-__all__ = ["retarget_tables", "exp"]
