@@ -175,11 +175,9 @@ def scope_check(request: RewriteRequest, new_text: str) -> CheckResult:
     if consumer_kind(request) != "sql":
         return CheckResult(name="scope", passed=True, skipped=True,
                            feedback="not SQL: locality_check applies instead")
-    from skein.agents.rule import jinja_masker  # lazily: the rule agent's modules
-    from skein.agents.scope_check import check_scope
+    from skein.agents.scope_check import check_patch
 
-    masker = jinja_masker(request)  # dbt files: Jinja masked with the project's own context
-    verdict = check_scope(request, new_text, masker.for_scope_check if masker else None)
+    verdict = check_patch(request, new_text)  # dbt files: Jinja masked in the project's context
     return CheckResult(name="scope", passed=verdict.ok, feedback="\n".join(verdict.problems))
 
 

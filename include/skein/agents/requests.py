@@ -43,9 +43,9 @@ def request_for(campaign: Campaign, catalog: Catalog, consumer: Consumer) -> Rew
 def _dbt_relations(consumer: Consumer) -> dict[str, str]:
     if consumer.dbt_project_root is None:
         return {}
-    from skein.agents.rule import _dbt_project
+    from skein.rewrite.dbt_mask import dbt_project
 
-    project = _dbt_project(str(consumer.dbt_project_root))
+    project = dbt_project(str(consumer.dbt_project_root))
     return {f"source('{s}', '{t}')": relation for (s, t), relation in project.sources.items()}
 
 
@@ -63,11 +63,11 @@ def request_for_file(campaign: Campaign, schemas: dict[str, dict[str, str]], pat
     consumer = Consumer(id=path.name, kind="sql", dialect=dialect or campaign.sql_dialect, sql=text,
                         ownership=None, file=path, dbt_project_root=root)
     if root is not None:
-        from skein.agents.rule import _dbt_project
+        from skein.rewrite.dbt_mask import dbt_project
         from skein.dbt import DbtRenderError
 
         try:
-            sql = _dbt_project(str(root)).render(path, text).sql
+            sql = dbt_project(str(root)).render(path, text).sql
         except DbtRenderError:
             sql = text
     consumer.lineage = analyze_sql(sql, consumer.dialect, schemas, default_schema)

@@ -20,17 +20,15 @@ GROUP BY 1
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import sqlglot
 from sqlglot.errors import SqlglotError
 
 from skein.agents.base import Change, Escalation, Patch, RewriteRequest
-from skein.agents.scope_check import check_scope
+from skein.agents.scope_check import check_patch
 from skein.lineage import SchemaCache
 from skein.rewrite.edits import EditConflict, apply_edits, normalize
-from skein.rewrite.jinja import JinjaMask, mask_jinja
+from skein.rewrite.dbt_mask import jinja_masker
+from skein.rewrite.jinja import JinjaMask
 from skein.rewrite.references import UnsupportedReference, find_references
 from skein.rewrite.rules import RULES
 from skein.rewrite.rules.context import Escalate, RuleContext
@@ -77,43 +75,9 @@ def _rewrite(request: RewriteRequest) -> Patch:
             raise Escalate(f"line {edit.line(request.text)}: a reference to {request.source} is inside "
                            "a Jinja expression (macro call); the rules do not edit Jinja")
     new_text = apply_edits(request.text, edits)
-    verdict = check_scope(request, new_text, masker.for_scope_check if masker else None)
+    verdict = check_patch(request, new_text)
     if not verdict.ok:
         raise Escalate("the rule rewrite failed the scope check: " + "; ".join(verdict.problems))
     return Patch(consumer_id=request.consumer_id, agent=AGENT, original=request.text, text=new_text,
                  changes=[Change(line=e.line(request.text), before=request.text[e.start:e.end],
                                  after=e.text, why=e.why) for e in edits])
-
-
-class DbtMasker:
-    """Masks a dbt file's Jinja with the project's own context (relations, macros, vars)."""
-
-    def __init__(self, project, this: str):
-        self.project = project
-        self.this = this
-
-    def render(self, expression: str) -> str:
-        return self.project.render_snippet("{{ " + expression + " }}", this=self.this)
-
-    def mask(self, text: str) -> JinjaMask:
-        return mask_jinja(text, self.render)
-
-    def for_scope_check(self, text: str):
-        mask = mask_jinja(text, self.render, keep_offsets=False)
-        return mask.text, mask.tables, [text[s:e] for s, e in mask.spans]
-
-
-@functools.lru_cache(maxsize=32)
-def _dbt_project(root: str):
-    from skein.dbt import load_dbt_project
-
-    return load_dbt_project(Path(root))
-
-
-def jinja_masker(request: RewriteRequest) -> DbtMasker | None:
-    if not request.dbt_project_root:
-        return None
-    project = _dbt_project(request.dbt_project_root)
-    path = Path(request.consumer_path) if request.consumer_path else None
-    this = project.relation(path.stem) if path is not None and project.is_model(path) else "this"
-    return DbtMasker(project, this)

@@ -44,6 +44,14 @@ class ScopeVerdict:
             f"- {p}" for p in self.problems)
 
 
+def check_patch(request: RewriteRequest, new_text: str) -> ScopeVerdict:
+    """``check_scope`` with dbt Jinja masked in the consumer's own project context."""
+    from skein.rewrite.dbt_mask import jinja_masker
+
+    masker = jinja_masker(request)
+    return check_scope(request, new_text, masker.for_scope_check if masker else None)
+
+
 def check_scope(request: RewriteRequest, new_text: str, masker=None) -> ScopeVerdict:
     """``masker(text) -> (sql, placeholder relations, jinja spans text)`` for dbt files."""
     problems: list[str] = []

@@ -1,0 +1,47 @@
+"""dbt files for the agents: the project (cached) and a Jinja masker bound to one model.
+
+Both the rule agent (to edit) and the scope check (to judge) mask a model's Jinja
+with the project's own relations, macros and vars.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from skein.agents.base import RewriteRequest
+from skein.rewrite.jinja import JinjaMask, mask_jinja
+
+
+class DbtMasker:
+    """Masks a dbt file's Jinja with the project's own context (relations, macros, vars)."""
+
+    def __init__(self, project, this: str):
+        self.project = project
+        self.this = this
+
+    def render(self, expression: str) -> str:
+        return self.project.render_snippet("{{ " + expression + " }}", this=self.this)
+
+    def mask(self, text: str) -> JinjaMask:
+        return mask_jinja(text, self.render)
+
+    def for_scope_check(self, text: str):
+        mask = mask_jinja(text, self.render, keep_offsets=False)
+        return mask.text, mask.tables, [text[s:e] for s, e in mask.spans]
+
+
+@functools.lru_cache(maxsize=32)
+def dbt_project(root: str):
+    from skein.dbt import load_dbt_project
+
+    return load_dbt_project(Path(root))
+
+
+def jinja_masker(request: RewriteRequest) -> DbtMasker | None:
+    if not request.dbt_project_root:
+        return None
+    project = dbt_project(request.dbt_project_root)
+    path = Path(request.consumer_path) if request.consumer_path else None
+    this = project.relation(path.stem) if path is not None and project.is_model(path) else "this"
+    return DbtMasker(project, this)
