@@ -59,6 +59,13 @@ CAMPAIGN=$DEMO_DIR/campaigns/plays-v2.yaml
 say "Discovery: skein discover ${CAMPAIGN#"$ROOT"/}"
 skein discover "$CAMPAIGN"
 
+PLAN_DIR=$DEMO_DIR/plan
+say "Plan: skein plan ${CAMPAIGN#"$ROOT"/} --out ${PLAN_DIR#"$ROOT"/}"
+# Exit 3 means "complete, but some consumers need a human": expected for the demo.
+rc=0; skein plan "$CAMPAIGN" --out "$PLAN_DIR" || rc=$?
+if (( rc != 0 && rc != 3 )); then exit "$rc"; fi
+echo "Patches: ${PLAN_DIR#"$ROOT"/}/patches/*.diff (one per rewritten consumer), plan.json"
+
 if [[ ${SKEIN_RUN_NO_AIRFLOW:-0} == 1 ]]; then
     echo
     echo "SKEIN_RUN_NO_AIRFLOW=1: not starting Airflow."

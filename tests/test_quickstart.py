@@ -59,6 +59,8 @@ def test_first_run_builds_the_demo_and_prints_discovery(state):
     out = proc.stdout
     assert "airflow_settings.yaml loaded: 2 connections, 2 pools, 1 variables" in out
     assert "campaign plays-v2: analytics.plays -> analytics_v2.plays" in out
+    assert "plan for plays-v2 written to" in out
+    assert any((tmp / "demo" / "plan" / "patches").glob("*.diff"))
     assert "SKEIN_RUN_NO_AIRFLOW=1: not starting Airflow." in out
     assert (tmp / "demo" / "campaigns" / "plays-v2.yaml").is_file()
     assert (tmp / "airflow" / "airflow.db").is_file()
