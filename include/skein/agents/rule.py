@@ -25,6 +25,7 @@ from sqlglot.errors import SqlglotError
 
 from skein.agents.base import Change, Escalation, Patch, RewriteRequest
 from skein.agents.scope_check import check_patch
+from skein.dbt import DbtRenderError
 from skein.lineage import SchemaCache
 from skein.rewrite.edits import EditConflict, apply_edits, normalize
 from skein.rewrite.dbt_mask import jinja_masker
@@ -40,7 +41,7 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation:
     """A patch that makes the consumer read the target, or the reason it cannot."""
     try:
         return _rewrite(request)
-    except (Escalate, UnsupportedReference, EditConflict) as exc:
+    except (Escalate, UnsupportedReference, EditConflict, DbtRenderError) as exc:
         return Escalation(consumer_id=request.consumer_id, agent=AGENT, reason=str(exc))
 
 

@@ -20,6 +20,7 @@ False
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from sqlglot.optimizer.scope import build_scope
 
 from skein.agents.base import RewriteRequest
 from skein.lineage import SchemaCache, _normalize, _split_statement, dataset_name
+from skein.rewrite.jinja import RELATION_CALL
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,14 @@ class ScopeVerdict:
 
 def check_patch(request: RewriteRequest, new_text: str) -> ScopeVerdict:
     """``check_scope`` with dbt Jinja masked in the consumer's own project context."""
+    from skein.dbt import DbtRenderError
     from skein.rewrite.dbt_mask import jinja_masker
 
     masker = jinja_masker(request)
-    return check_scope(request, new_text, masker.for_scope_check if masker else None)
+    try:
+        return check_scope(request, new_text, masker.for_scope_check if masker else None)
+    except DbtRenderError as exc:
+        return ScopeVerdict(False, [f"dbt Jinja does not render: {exc}"])
 
 
 def check_scope(request: RewriteRequest, new_text: str, masker=None) -> ScopeVerdict:
@@ -76,7 +82,12 @@ def check_scope(request: RewriteRequest, new_text: str, masker=None) -> ScopeVer
     return ScopeVerdict(not problems, problems)
 
 
+class _Unverifiable(Exception):
+    """A statement the check cannot prove anything about: the patch is rejected."""
+
+
 def _resolved(statement, request, cache, aliases):
+    """The whole statement with its query resolved in place (CREATE/INSERT kept around it)."""
     tree = statement  # freshly parsed by check_scope: ours to change
     _normalize(tree, request.default_schema)
     for table in tree.find_all(exp.Table):  # masked dbt relations -> the relation they stand for
@@ -86,45 +97,67 @@ def _resolved(statement, request, cache, aliases):
             db, _, table_name = aliases[full].rpartition(".")
             table.set("this", exp.to_identifier(table_name))
             table.set("db", exp.to_identifier(db))
-    query, produces = _split_statement(tree)
+    query, _ = _split_statement(tree)
+    migrated = {request.source, request.target}
     if query is None:
-        return tree, produces
+        if any(dataset_name(t) in migrated for t in tree.find_all(exp.Table)):
+            raise _Unverifiable(f"a {tree.key.upper()} statement reading {request.source} or "
+                                f"{request.target} cannot be verified")
+        return tree, None
+    if any(isinstance(n, (exp.Pivot, exp.Columns)) for n in query.walk()):
+        raise _Unverifiable("PIVOT and COLUMNS(...) hide which columns are read: not verifiable")
     # Canonical aliases (_0, _1, ...): a table renamed by the migration keeps its place.
     resolved = qualify(query, dialect=request.dialect, schema=cache.for_dialect(request.dialect),
                        db=request.default_schema, quote_identifiers=False, identify=False,
                        validate_qualify_columns=True, canonicalize_table_aliases=True)
     _normalize(resolved, request.default_schema)  # Snowflake's qualify upper-cases names
-    return resolved, produces
+    if resolved is not query:
+        if query is tree:
+            tree = resolved
+        else:
+            query.replace(resolved)
+    return tree, resolved
 
 
 def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases) -> list[str]:
     # Before resolving: qualify turns USING into ON in place.
     using = {i.name.lower() for j in old.find_all(exp.Join) for i in j.args.get("using") or []}
+    written_coalesce = old.find(exp.Coalesce) is not None
+    old_query, _ = _split_statement(old)
+    # As written, before resolution: DuckDB names unnamed outputs after this text.
+    written = [p.sql(dialect="duckdb") for p in getattr(old_query, "expressions", [])] \
+        if isinstance(old_query, exp.Select) else []
     try:
-        old_q, old_out = _resolved(old, request, cache, old_aliases)
+        old_tree, old_q = _resolved(old, request, cache, old_aliases)
+    except _Unverifiable as exc:
+        return [str(exc)]
     except (SqlglotError, KeyError, ValueError) as exc:
         return [f"the original does not resolve: {str(exc).splitlines()[0]}"]
     try:
-        new_q, new_out = _resolved(new, request, cache, new_aliases)
+        new_tree, new_q = _resolved(new, request, cache, new_aliases)
+    except _Unverifiable as exc:
+        return [str(exc)]
     except (SqlglotError, KeyError, ValueError) as exc:
         return [f"the new version does not resolve against {request.target}: {str(exc).splitlines()[0]}"]
+    if old_q is None or new_q is None:
+        return [] if old_tree == new_tree else ["the statement changed"]
     problems = []
-    if old_out != new_out:
-        problems.append(f"it now writes {new_out} instead of {old_out}")
-    old_names = getattr(old_q, "named_selects", [])
-    new_names = getattr(new_q, "named_selects", [])
-    _adopt_generated_names(old_q, new_q)
-    new_names = [o if _generated(o) and len(old_names) == len(new_names) else n
-                 for o, n in zip(old_names, new_names)] if len(old_names) == len(new_names) else new_names
+    old_names = list(getattr(old_q, "named_selects", []))
+    new_names = list(getattr(new_q, "named_selects", []))
+    if len(old_names) == len(new_names):
+        adopted = _adopt_generated_names(old_q, new_q, request.dialect, written)
+        new_names = [o if i in adopted else n for i, (o, n) in enumerate(zip(old_names, new_names))]
     if old_names != new_names:
         problems.append(f"output columns changed: [{', '.join(old_names)}] -> [{', '.join(new_names)}]")
     if any(dataset_name(t) == request.source for t in new_q.find_all(exp.Table)):
         problems.append(f"still reads {request.source}")
-    unmigrated = _unmigrate(new_q, request)
-    old_q = _order_by_aliases(_blank_exists(_collapse_using(
-        _without_internal_dropped(old_q, request), using)))
-    unmigrated = _order_by_aliases(_blank_exists(_collapse_using(unmigrated, using)))
-    old_bare, new_bare = _strip(old_q, copy=False), _strip(unmigrated, copy=False)
+    _unmigrate(new_q, request)
+    _without_internal_dropped(old_q, request)
+    for tree in (old_tree, new_tree):
+        if using and not written_coalesce:
+            _collapse_using(tree, using)
+        _order_by_aliases(_blank_exists(tree))
+    old_bare, new_bare = _strip(old_tree, copy=False), _strip(new_tree, copy=False)
     if old_bare != new_bare:
         problems.append("changes beyond the migration: " + _describe_difference(old_bare, new_bare))
     return problems
@@ -141,6 +174,8 @@ def _without_internal_dropped(tree: exp.Expression, request: RewriteRequest) -> 
     for scope in root.traverse() if root else ():
         if not (scope.is_cte or scope.is_derived_table) or not isinstance(scope.expression, exp.Select):
             continue
+        if not rows_ignore_projections(scope.expression):
+            continue
         for projection in list(scope.expression.expressions):
             column = projection.this if isinstance(projection, exp.Alias) else projection
             if isinstance(column, exp.Column) and column.name in dropped:
@@ -150,24 +185,42 @@ def _without_internal_dropped(tree: exp.Expression, request: RewriteRequest) -> 
     return tree
 
 
+def rows_ignore_projections(select: exp.Select) -> bool:
+    """Leaving a column out of this SELECT's list cannot change its rows (no DISTINCT,
+    GROUP BY or set operation, where every listed column counts)."""
+    return not (select.args.get("distinct") or select.args.get("group")
+                or isinstance(select.parent, exp.SetOperation))
+
+
 def _generated(name: str) -> bool:
     """A name qualify invented for an unaliased expression: the engine names it."""
     return name.startswith("_col_") and name[5:].isdigit()
 
 
-def _adopt_generated_names(old_q: exp.Expression, new_q: exp.Expression) -> None:
-    """Where the old output had no name of its own, the new one may pin the engine's name."""
+def _adopt_generated_names(old_q: exp.Expression, new_q: exp.Expression, dialect: str,
+                           written: list[str]) -> set[int]:
+    """Where the old output had no name of its own, the new one may pin the engine's name
+    (DuckDB: ``skein.rewrite.rules.output_names``), or also have none; nothing else."""
+    from skein.rewrite.rules.output_names import duckdb_column_name
+
     if not (isinstance(old_q, exp.Select) and isinstance(new_q, exp.Select)):
-        return
-    renamed = {}
-    for old, new in zip(old_q.expressions, new_q.expressions):
-        if isinstance(old, exp.Alias) and isinstance(new, exp.Alias) and _generated(old.alias):
+        return set()
+    renamed, adopted = {}, set()
+    for index, (old, new) in enumerate(zip(old_q.expressions, new_q.expressions)):
+        if not (isinstance(old, exp.Alias) and isinstance(new, exp.Alias) and _generated(old.alias)):
+            continue
+        allowed = _generated(new.alias) or (
+            dialect == "duckdb" and index < len(written)
+            and new.alias.lower() == duckdb_column_name(written[index]).lower())
+        if allowed:
             renamed[new.alias] = old.alias
             new.set("alias", exp.to_identifier(old.alias))
+            adopted.add(index)
     order = new_q.args.get("order")
     for column in order.find_all(exp.Column) if order and renamed else ():
         if not column.table and column.name in renamed:  # ORDER BY <that name>
             column.set("this", exp.to_identifier(renamed[column.name]))
+    return adopted
 
 
 def _order_by_aliases(tree: exp.Expression) -> exp.Expression:
@@ -190,7 +243,9 @@ def _blank_exists(tree: exp.Expression) -> exp.Expression:
     """What EXISTS (SELECT ...) selects is never read: qualify expands its `*` into each
     version's own columns, so compare it as SELECT 1."""
     for select in list(tree.find_all(exp.Select)):
-        if isinstance(select.parent, exp.Exists):
+        # An aggregate makes EXISTS always true: then what it selects matters.
+        if isinstance(select.parent, exp.Exists) and not any(
+                p.find(exp.AggFunc) for p in select.expressions):
             select.set("expressions", [exp.Literal.number(1)])
     return tree
 
@@ -305,14 +360,30 @@ def _comment_problems(request, old_sql: str, new_sql: str) -> list[str]:
     return [f"comments changed or removed: {sorted(lost)}"] if lost else []
 
 
-def _jinja_problems(request, old_jinja: list[str], new_jinja: list[str], old_tables, new_tables):
-    """Block tags and Jinja comments stay as written. ``{{ ... }}`` expressions may change
-    (a macro argument naming a migrated column): their rendered SQL is what the
-    comparison checks."""
-    def kept(spans):
-        return [s for s in spans if not s.startswith("{{")]
-    if kept(old_jinja) != kept(new_jinja):
-        return ["dbt Jinja block tags or comments changed ({% ... %}, {# ... #})"]
+def _jinja_problems(request, old_jinja, new_jinja, old_tables, new_tables) -> list[str]:
+    """dbt Jinja (``(text, line)`` per span) may change only where the migration is:
+
+    - ``ref()``/``source()``/``this`` calls (the relation read);
+    - a ``{{ ... }}`` whose old text names a source column the campaign changes (a macro
+      argument); its rendered SQL is what the comparison then checks;
+    - nothing else: other expressions (``config``, ``var``) stay byte-identical, and block
+      tags (``{% if %}``) and comments stay as written on their lines, so SQL cannot move
+      in or out of a conditional block unseen.
+    """
     if len(old_jinja) != len(new_jinja):
-        return ["dbt Jinja expressions were added or removed"]
-    return []
+        return ["dbt Jinja expressions or tags were added or removed"]
+    changing = {c.lower() for c, e in request.columns.items()
+                if e is None or e.strip().lower() != c.lower()}
+    problems = []
+    for (old, old_line), (new, new_line) in zip(old_jinja, new_jinja):
+        if not old.startswith("{{"):
+            if (old, old_line) != (new, new_line):
+                problems.append(f"dbt tag {old.strip()!r} (line {old_line}) changed or moved")
+            continue
+        if old == new or RELATION_CALL.match(old[2:-2].strip()):
+            continue
+        words = {w.lower() for w in re.findall(r"[A-Za-z_]\w*", old)}
+        if not words & changing:
+            problems.append(f"dbt expression {old.strip()!r} (line {old_line}) changed: only "
+                            "ref()/source() calls and arguments naming migrated columns may")
+    return problems

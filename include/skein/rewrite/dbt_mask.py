@@ -28,7 +28,8 @@ class DbtMasker:
 
     def for_scope_check(self, text: str):
         mask = mask_jinja(text, self.render, keep_offsets=False)
-        return mask.text, mask.tables, [text[s:e] for s, e in mask.spans]
+        return mask.text, mask.tables, [(text[s:e], text.count("\n", 0, s) + 1)
+                                        for s, e in mask.spans]
 
 
 @functools.lru_cache(maxsize=32)

@@ -85,6 +85,10 @@ def find_references(statement: exp.Expression, source: str, dialect: str, cache:
         if any(is_source(dataset_name(t)) for t in analysis.find_all(exp.Table)):
             raise UnsupportedReference(f"{statement.key.upper()} statements are not rewritten by rules")
         return refs
+    if any(isinstance(n, (exp.Pivot, exp.Columns)) for n in query.walk()) and \
+            any(is_source(dataset_name(t)) for t in query.find_all(exp.Table)):
+        raise UnsupportedReference("PIVOT or COLUMNS(...) over the source: which columns it reads "
+                                   "depends on the data or a pattern; not rewritten by rules")
     try:
         qualified = qualify(query, dialect=dialect, schema=cache.for_dialect(dialect), db=default_schema,
                             quote_identifiers=False, identify=False, validate_qualify_columns=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from skein.rewrite.edits import Edit
 from sqlglot import exp
 
+from skein.agents.scope_check import rows_ignore_projections
 from skein.rewrite.references import SourceRefs, StarRef, star_excluded
 from skein.rewrite.render import Style, mapped_expression
 from skein.rewrite.rules.context import Escalate, RuleContext
@@ -27,7 +28,10 @@ def expand_stars(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
             continue
         start, end = ctx.span(star.node)
         if star_excluded(star.node.this if isinstance(star.node, exp.Column) else star.node):
-            end = ctx.text.index(")", end) + 1  # the EXCEPT (...) list goes with the star
+            # The EXCEPT/EXCLUDE list goes with the star, with its closing parenthesis if any.
+            rest = ctx.text[end:]
+            if rest.lstrip().startswith(")"):
+                end += len(rest) - len(rest.lstrip()) + 1
         edits.append(Edit(start, end, _expansion(ctx, star, refs),
                           f"{ctx.request.source} columns change: list the old columns explicitly"))
     return edits
@@ -58,7 +62,7 @@ def _expansion(ctx: RuleContext, star: StarRef, refs: SourceRefs) -> str:
             continue
         mapped = request.mapping_for(column)
         if mapped is None:
-            if star.internal:
+            if star.internal and rows_ignore_projections(star.node.parent_select):
                 continue
             start, _ = ctx.span(star.node)
             raise Escalate(f"line {ctx.line(start)}: `*` outputs {column}, which the campaign drops")

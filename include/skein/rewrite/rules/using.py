@@ -44,8 +44,11 @@ def rewrite_using(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
             if mapped is None:
                 raise Escalate(f"joins on {column} with USING, which the campaign drops")
             style = style_of(column, ctx.dialect)
-            left = mapped_expression(mapped, ctx.request.columns_dialect, source_q, style)
-            conditions.append(f"{left} = {other_q}.{column}")
+            source_side = mapped_expression(mapped, ctx.request.columns_dialect, source_q, style)
+            # The left table's side first, as USING (and the scope check) reads it.
+            pair = (source_side, f"{other_q}.{column}") if source_is_left else \
+                (f"{other_q}.{column}", source_side)
+            conditions.append(" = ".join(pair))
         edits.append(_using_edit(ctx, join, "ON " + " AND ".join(conditions)))
         # Inner and left joins: the merged column is the left side's value.
         edits.extend(_merged_references(ctx, join, columns, source_q if source_is_left else None,
@@ -59,7 +62,10 @@ def _changes(ctx: RuleContext, column: str) -> bool:
 
 
 def _written(table: exp.Expression) -> str:
-    return table.alias_or_name if isinstance(table, exp.Table) else ""
+    name = table.alias_or_name if isinstance(table, (exp.Table, exp.Subquery)) else ""
+    if not name:
+        raise Escalate(f"USING join with `{table.sql()}`, which has no name to qualify columns with")
+    return name
 
 
 def _sides(ctx: RuleContext, join: exp.Join, refs: SourceRefs) -> tuple[str, str, bool] | None:
@@ -88,7 +94,10 @@ def _using_edit(ctx: RuleContext, join: exp.Join, text: str) -> Edit:
     if not match:
         raise Escalate("cannot locate the USING clause in the text")
     start = match[-1].start()
-    end = ctx.text.index(")", max(i.meta["end"] for i in idents)) + 1
+    end = ctx.text.find(")", max(i.meta["end"] for i in idents))
+    if end < 0:
+        raise Escalate("cannot locate the end of the USING clause in the text")
+    end += 1
     return Edit(start, end, text, "USING cannot name a renamed column on one side only")
 
 
