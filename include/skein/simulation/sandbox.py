@@ -1,0 +1,92 @@
+"""A DuckDB session where consumer SQL runs with no file or network access.
+
+Inputs are loaded first, then the configuration is locked: external access off (no
+``read_csv('/etc/passwd')``, no ``COPY ... TO``), memory and threads capped, and every
+query interrupted at its time limit. Only queries run (a consumer's ``CREATE VIEW`` is
+run as its ``SELECT``), so consumer SQL cannot change the inputs.
+
+>>> import pyarrow as pa
+>>> with Sandbox(timeout_s=5) as box:
+...     box.load("analytics.plays", pa.table({"user_id": [1, 2, 2]}))
+...     box.lock()
+...     box.run("SELECT user_id, COUNT(*) AS n FROM analytics.plays GROUP BY 1 ORDER BY 1", "out")
+...     box.connection.sql("SELECT * FROM out").fetchall()
+[(1, 1), (2, 2)]
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+from skein.errors import SkeinError
+from skein.lineage import _split_statement
+
+
+class SandboxError(SkeinError):
+    """Consumer SQL failed, was refused, or ran out of time or memory."""
+
+
+class Sandbox:
+    def __init__(self, *, memory_limit: str = "1GB", threads: int = 1, timeout_s: float = 60.0):
+        self.timeout_s = timeout_s
+        self.connection = duckdb.connect(":memory:", config={"threads": threads,
+                                                             "memory_limit": memory_limit})
+        self._locked = False
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.connection.close()
+
+    def load(self, name: str, data) -> None:
+        """Create ``schema.table`` from an Arrow table or pandas frame (before ``lock``)."""
+        if self._locked:
+            raise SandboxError("inputs are loaded before the sandbox is locked")
+        schema, _, table = name.rpartition(".")
+        target = exp.to_table(name).sql(dialect="duckdb")  # quoted where needed, never pasted raw
+        if schema:
+            self.connection.execute(f"CREATE SCHEMA IF NOT EXISTS {exp.to_identifier(schema).sql('duckdb')}")
+        self.connection.register("_skein_input", data)
+        try:
+            self.connection.execute(f"CREATE TABLE {target} AS SELECT * FROM _skein_input")
+        finally:
+            self.connection.unregister("_skein_input")
+
+    def lock(self) -> None:
+        for setting in ("SET enable_external_access = false", "SET autoinstall_known_extensions = false",
+                        "SET autoload_known_extensions = false", "SET lock_configuration = true"):
+            self.connection.execute(setting)
+        self._locked = True
+
+    def run(self, sql: str, into: str, dialect: str = "duckdb") -> None:
+        """Run one consumer's query and keep its rows in table ``into``."""
+        if not self._locked:
+            raise SandboxError("lock() the sandbox before running consumer SQL")
+        try:
+            statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        except sqlglot.errors.SqlglotError as exc:
+            raise SandboxError(f"does not parse: {str(exc).splitlines()[0]}") from None
+        if len(statements) != 1:
+            raise SandboxError(f"expected one statement, found {len(statements)}")
+        query, _ = _split_statement(statements[0])
+        if query is None:
+            raise SandboxError(f"only queries run in the sandbox, not {statements[0].key.upper()}")
+        target = exp.to_identifier(into).sql(dialect="duckdb")
+        self._execute(f"CREATE OR REPLACE TEMP TABLE {target} AS {query.sql(dialect='duckdb')}")
+
+    def _execute(self, sql: str) -> None:
+        timer = threading.Timer(self.timeout_s, self.connection.interrupt)
+        timer.start()
+        try:
+            self.connection.execute(sql)
+        except duckdb.InterruptException:
+            raise SandboxError(f"stopped at its time limit ({self.timeout_s:g} s)") from None
+        except duckdb.Error as exc:
+            raise SandboxError(f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        finally:
+            timer.cancel()
