@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -28,7 +27,17 @@ def test_plan_writes_patches_and_escalations(fleet, tmp_path, capsys):
     by_status = {}
     for item in plan["items"]:
         by_status.setdefault(item["status"], []).append(item)
-    assert plan["counts"] == {s: len(by_status.get(s, [])) for s in ("patched", "escalate", "unchanged")}
+    assert plan["counts"] == {s: len(by_status.get(s, []))
+                              for s in ("patched", "escalate", "unchanged", "failed")}
+    assert plan["counts"]["failed"] == 0  # every patch returns the original rows on the data
+    for item in by_status["unchanged"]:  # downstream of an escalated producer: nothing to run
+        assert item["simulation"] == "pass" or item["simulation_reason"].startswith("upstream")
+    for item in by_status["patched"] + [i for i in by_status["unchanged"] if i["simulation"] == "pass"]:
+        assert item["simulation"] == "pass", item
+        evidence = json.loads((tmp_path / "simulation" / (item["id"].replace("/", "__") + ".json")).read_text())
+        assert evidence["status"] == "pass" and evidence["old_rows"] == evidence["new_rows"]
+    for item in by_status["escalate"]:
+        assert item["simulation"] == "skipped"
     assert plan["counts"]["patched"] >= 15
     # Every consumer discovery escalated stays escalated; transitive ones are unchanged.
     for c in discovery["consumers"]:
@@ -93,7 +102,7 @@ def test_plan_sends_rule_escalations_to_the_llm_agent(fleet, tmp_path):
                              + "agents:\n  llm: {enabled: true, attempts: 2}\n")
     try:
         model, prompts = _refusing_model()
-        report, results, evidence = build_plan(load_campaign(campaign_file), llm_model=model)
+        report, results, evidence, _ = build_plan(load_campaign(campaign_file), llm_model=model)
     finally:
         campaign_file.unlink()
     rule_escalated = {cid for cid, r in results.items() if isinstance(r, Escalation)}
@@ -150,3 +159,28 @@ def test_llm_agent_fixes_a_macro_call_the_rules_escalate(fleet):
     assert result.agent == "llm" and result.text == good
     assert len(attempts) == 2 and not attempts[0].verdict.passed
     assert "scope" in attempts[0].verdict.failed
+
+
+def test_simulation_refutes_a_wrong_patch(fleet, tmp_path):
+    """A patch that passes no data check (here: a join on the wrong key, written by hand)
+    is caught by the dry run with the differing rows, and never counts as patched."""
+    from skein.agents.base import Patch
+    from skein.plan import build_plan, simulate_plan, write_plan
+    from skein.spec import load_campaign
+
+    _, campaign_path = fleet
+    campaign = load_campaign(campaign_path)
+    built = build_plan(campaign, workers=1)
+    victim, patch = next((cid, r) for cid, r in built.results.items()
+                         if isinstance(r, Patch) and "GROUP BY" in r.text.upper()
+                         and "account_id" in r.text and "JOIN" not in r.text.upper())
+    wrong = patch.text.replace("account_id", "track_id", 1)  # a plausible, wrong mapping
+    assert wrong != patch.text
+    built.results[victim] = patch.model_copy(update={"text": wrong})
+    simulations = simulate_plan(campaign, built)
+    assert simulations[victim].status == "fail", simulations[victim]
+    assert simulations[victim].samples
+    plan = write_plan(tmp_path, built.report, built.results, built.evidence, simulations)
+    item = next(i for i in plan.items if i.id == victim)
+    assert item.status == "failed" and item.reason.startswith("simulation fail")
+    assert plan.counts["failed"] == 1

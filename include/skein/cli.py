@@ -1,7 +1,7 @@
 """``skein``: the engine from a shell, for local use and consumers' own CI.
 
 Exit codes: 0 done, 2 bad input (campaign file, arguments), 3 done but something was
-escalated to a human, 1 unexpected failure.
+escalated to a human, 4 a simulation refuted a patch, 1 unexpected failure.
 User errors are one message each, never a traceback.
 """
 
@@ -16,6 +16,7 @@ from skein.errors import SkeinError
 
 EXIT_USER_ERROR = 2
 EXIT_ESCALATED = 3  # the work is done, but a human must look at something
+EXIT_SIMULATION_FAILED = 4  # a patch changed results on data: it must not be applied
 
 
 def _cmd_discover(args) -> int:
@@ -64,16 +65,20 @@ def _cmd_rewrite(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from skein.plan import build_plan, write_plan
+    from skein.plan import build_plan, simulate_plan, write_plan
     from skein.spec import load_campaign
 
-    report, results, evidence = build_plan(load_campaign(args.campaign), workers=args.workers)
-    plan = write_plan(Path(args.out), report, results, evidence)
+    campaign = load_campaign(args.campaign)
+    built = build_plan(campaign, workers=args.workers)
+    simulations = None if args.no_simulate else simulate_plan(campaign, built)
+    plan = write_plan(Path(args.out), built.report, built.results, built.evidence, simulations)
     print(f"plan for {plan.campaign} written to {args.out}: "
           + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
     for item in plan.items:
-        if item.status == "escalate":
-            print(f"  escalate {item.id}: {item.reason}")
+        if item.status in ("escalate", "failed"):
+            print(f"  {item.status} {item.id}: {item.reason}")
+    if plan.counts["failed"]:
+        return EXIT_SIMULATION_FAILED
     return 0 if plan.counts["escalate"] == 0 else EXIT_ESCALATED
 
 
@@ -125,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("campaign")
     p.add_argument("--out", required=True, help="directory for plan.json, patches/ and patched/")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--no-simulate", action="store_true",
+                   help="skip the dry run of every patch on the warehouse's data")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("schema", help="print the JSON Schema of campaign files")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
 from skein.agents.base import Escalation, Patch
 from skein.agents.requests import request_for
 from skein.agents.rule import rewrite
-from skein.catalog import build_catalog
+from skein.catalog import Catalog, build_catalog
 from skein.discovery import DiscoveryReport, assess_impact, check_against_catalog, connect
 from skein.spec import Campaign
 
@@ -25,11 +26,13 @@ class PlanItem(BaseModel):
     id: str
     order: int
     impact: str
-    status: str  # patched | escalate | unchanged
+    status: str  # patched | escalate | unchanged | failed (the simulation refuted the patch)
     agent: str | None
     reason: str | None
     patch_file: str | None
     changes: int
+    simulation: str | None = None  # pass | fail | error | skipped
+    simulation_reason: str | None = None
 
 
 class Plan(BaseModel):
@@ -39,10 +42,16 @@ class Plan(BaseModel):
     counts: dict[str, int]
 
 
-def build_plan(campaign: Campaign, workers: int | None = None, llm_model=None
-               ) -> tuple[DiscoveryReport, dict[str, Patch | Escalation], dict[str, str]]:
+class Built(NamedTuple):
+    report: DiscoveryReport
+    results: dict[str, Patch | Escalation]
+    evidence: dict[str, str]  # consumer id -> the LLM agent's evidence (JSON)
+    catalog: Catalog
+
+
+def build_plan(campaign: Campaign, workers: int | None = None, llm_model=None) -> Built:
     """``llm_model`` (a pydantic-ai model or name) overrides ``agents.llm.model``; the LLM
-    agent only runs when the campaign enables it."""
+    agent only runs when the campaign enables it. ``simulate_plan`` dry-runs the result."""
     warehouse = connect(campaign)
     check_against_catalog(campaign, warehouse.schemas())
     catalog = build_catalog(campaign, warehouse, workers)
@@ -61,7 +70,14 @@ def build_plan(campaign: Campaign, workers: int | None = None, llm_model=None
             result, attempts = llm.rewrite(request, hint=hint)
             evidence[item.id] = llm.evidence(result, attempts, hint=hint).to_json()
         results[item.id] = result
-    return report, results, evidence
+    return Built(report, results, evidence, catalog)
+
+
+def simulate_plan(campaign: Campaign, built: Built) -> dict:
+    """Dry-run every patch (and its downstream) on the warehouse's data."""
+    from skein.simulation.simulate import simulate
+
+    return simulate(campaign, built.catalog, built.report, built.results)
 
 
 def _llm_agent(campaign: Campaign, model):
@@ -79,7 +95,26 @@ def _llm_agent(campaign: Campaign, model):
     return LLMAgent(model, gate=default_gate(), attempts=settings.attempts)
 
 
-def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation]) -> Plan:
+def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation],
+               simulations: dict | None = None) -> Plan:
+    items = [_with_simulation(item, (simulations or {}).get(item.id))
+             for item in _agent_items(report, results)]
+    counts = {s: sum(1 for i in items if i.status == s)
+              for s in ("patched", "escalate", "unchanged", "failed")}
+    return Plan(campaign=report.campaign, items=items, counts=counts)
+
+
+def _with_simulation(item: PlanItem, simulation) -> PlanItem:
+    if simulation is None:
+        return item
+    update = {"simulation": simulation.status, "simulation_reason": simulation.reason}
+    if simulation.status in ("fail", "error") and item.status in ("patched", "unchanged"):
+        # Never applied: back to the LLM agent or a human, with the evidence.
+        update.update(status="failed", reason=f"simulation {simulation.status}: {simulation.reason}")
+    return item.model_copy(update=update)
+
+
+def _agent_items(report: DiscoveryReport, results: dict[str, Patch | Escalation]) -> list[PlanItem]:
     items = []
     for c in report.consumers:
         result = results.get(c.id)
@@ -96,13 +131,17 @@ def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation]) 
             items.append(PlanItem(id=c.id, order=c.order, impact=c.impact, status="unchanged",
                                   agent=None, patch_file=None, changes=0,
                                   reason="its upstream keeps its output columns; verified, not patched"))
-    counts = {s: sum(1 for i in items if i.status == s) for s in ("patched", "escalate", "unchanged")}
-    return Plan(campaign=report.campaign, items=items, counts=counts)
+    return items
 
 
 def write_plan(out: Path, report: DiscoveryReport, results: dict[str, Patch | Escalation],
-               evidence: dict[str, str] | None = None) -> Plan:
-    plan = plan_items(report, results)
+               evidence: dict[str, str] | None = None, simulations: dict | None = None) -> Plan:
+    plan = plan_items(report, results, simulations)
+    if simulations:
+        (out / "simulation").mkdir(parents=True, exist_ok=True)
+        for cid, simulation in simulations.items():
+            (out / "simulation" / f"{_file_name(cid)}.json").write_text(
+                simulation.model_dump_json(indent=2) + "\n", encoding="utf-8")
     for cid, record in (evidence or {}).items():
         (out / "llm").mkdir(parents=True, exist_ok=True)
         (out / "llm" / f"{_file_name(cid)}.json").write_text(record + "\n", encoding="utf-8")

@@ -47,13 +47,42 @@ class Sandbox:
         """Create ``schema.table`` from an Arrow table or pandas frame (before ``lock``)."""
         if self._locked:
             raise SandboxError("inputs are loaded before the sandbox is locked")
+        self._create(name, data)
+
+    def load_result(self, name: str, data) -> None:
+        """Bring another sandbox's output in, to compare both here (data only, no SQL)."""
+        self._create(name, data)
+
+    def table(self, name: str):
+        """A result as an Arrow table."""
+        return self.connection.sql(f"SELECT * FROM {exp.to_table(name).sql(dialect='duckdb')}").to_arrow_table()
+
+    def cast_columns(self, name: str, types: list[tuple[str, str]]) -> None:
+        """Rename and retype a loaded table's columns to ``types`` (name, DuckDB type)."""
+        from sqlglot import exp as _exp
+
+        current = [row[0] for row in self.connection.sql(
+            f"DESCRIBE SELECT * FROM {_exp.to_table(name).sql(dialect='duckdb')}").fetchall()]
+        items = ", ".join(
+            f"CAST({_exp.to_identifier(old, quoted=True).sql('duckdb')} AS {dtype}) AS "
+            f"{_exp.to_identifier(new, quoted=True).sql('duckdb')}"
+            for old, (new, dtype) in zip(current, types))
+        table = _exp.to_table(name).sql(dialect="duckdb")
+        self.connection.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT {items} FROM {table}")
+
+    def keep(self, result: str, dataset: str) -> None:
+        """Make a consumer's output the dataset it produces, for consumers downstream."""
+        self._create(dataset, self.table(result), replace=True)
+
+    def _create(self, name: str, data, replace: bool = False) -> None:
         schema, _, table = name.rpartition(".")
         target = exp.to_table(name).sql(dialect="duckdb")  # quoted where needed, never pasted raw
         if schema:
             self.connection.execute(f"CREATE SCHEMA IF NOT EXISTS {exp.to_identifier(schema).sql('duckdb')}")
         self.connection.register("_skein_input", data)
+        create = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE"
         try:
-            self.connection.execute(f"CREATE TABLE {target} AS SELECT * FROM _skein_input")
+            self.connection.execute(f"{create} {target} AS SELECT * FROM _skein_input")
         finally:
             self.connection.unregister("_skein_input")
 
@@ -74,6 +103,8 @@ class Sandbox:
         if len(statements) != 1:
             raise SandboxError(f"expected one statement, found {len(statements)}")
         query, _ = _split_statement(statements[0])
+        for table in query.find_all(exp.Table) if query is not None else ():
+            table.set("catalog", None)  # `project.dataset.table`: Skein ignores the catalog part
         if query is None:
             raise SandboxError(f"only queries run in the sandbox, not {statements[0].key.upper()}")
         target = exp.to_identifier(into).sql(dialect="duckdb")
