@@ -110,3 +110,19 @@ def test_nulls_equal_nulls(con):
     con.execute("CREATE TABLE b AS SELECT k, CASE WHEN k % 2 = 0 THEN NULL ELSE f * (1 + 1e-12) END AS f FROM old")
     assert compare_tables(con, "a", "b", key=["k"]).status == "pass"
     assert compare_tables(con, "a", "b").status == "pass"
+
+
+def test_sampling_keeps_join_partners_together():
+    """Rows of two datasets sampled on the same key values survive together."""
+    import duckdb
+
+    from skein.simulation.simulate import sample_query
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA a; CREATE TABLE a.plays AS SELECT range AS play_id, range % 500 AS user_id "
+                "FROM range(20000); CREATE TABLE a.users AS SELECT range AS user_id FROM range(500)")
+    plays = con.sql(sample_query("a.plays", 20000, 2000, ["user_id"])).fetchall()
+    users = {r[0] for r in con.sql(sample_query("a.users", 500, 50, ["user_id"])).fetchall()}
+    assert 0 < len(plays) < 20000
+    assert {r[1] for r in plays} == users  # every sampled play still finds its user
+    assert sample_query("a.plays", 10, 2000, ["user_id"]) == "SELECT * FROM a.plays"

@@ -132,6 +132,30 @@ class LLMAgentSettings(_Strict):
     attempts: int = Field(3, ge=1, le=10, description="Model answers tried per consumer.")
 
 
+class Expectation(_Strict):
+    """One Great Expectations expectation, by its GX class name and arguments."""
+
+    type: str = Field(description="GX expectation class, e.g. `ExpectColumnValuesToNotBeNull`.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Its arguments, e.g. "
+                                   "`{column: user_id}`.")
+    consumer: str | None = Field(None, description="Only for this consumer id (default: every "
+                                 "consumer whose output has the columns named).")
+
+
+class Simulation(_Strict):
+    sample_rows: int = Field(100_000, ge=1, description="Datasets larger than this are sampled "
+                             "(consistently, by a hash of `sample_keys`) before the dry run.")
+    sample_keys: dict[str, list[str]] = Field(default_factory=dict, description="dataset -> "
+                                              "columns to sample on, so joins keep their partners "
+                                              "(e.g. every dataset on its user id).")
+    rel_tol: float = Field(1e-9, ge=0, lt=1, description="Relative tolerance for floating point "
+                           "values in the parity check.")
+    timeout_s: float = Field(60, gt=0, description="Time limit per consumer query.")
+    memory_limit: str = Field("1GB", description="DuckDB memory limit of each sandbox.")
+    expectations: list[Expectation] = Field(default_factory=list, description="Extra expectations "
+                                            "every new output must meet.")
+
+
 class Agents(_Strict):
     llm: LLMAgentSettings = Field(default_factory=LLMAgentSettings)
 
@@ -158,6 +182,8 @@ class Campaign(_Strict):
         description="Where to look for consumers; default: the warehouse's views.")
     rollout: Rollout = Field(default_factory=Rollout)
     agents: Agents = Field(default_factory=Agents, description="Which agents rewrite consumers.")
+    simulation: Simulation = Field(default_factory=Simulation, description="How patches are "
+                                   "dry-run on data before anything is applied.")
 
     _path: Path | None = PrivateAttr(None)
     _lines: YamlDoc | None = PrivateAttr(None)

@@ -39,8 +39,8 @@ class Simulation(BaseModel):
 
 
 def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
-             results: dict[str, Patch | Escalation], *, timeout_s: float = 60.0,
-             rel_tol: float = 1e-9) -> dict[str, Simulation]:
+             results: dict[str, Patch | Escalation]) -> dict[str, Simulation]:
+    settings = campaign.simulation
     warehouse = open_warehouse(campaign.warehouse, campaign.base_dir)
     if not isinstance(warehouse, DuckDBWarehouse):
         raise SandboxError("simulation reads DuckDB warehouses so far")
@@ -50,7 +50,8 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
     produced = {c.output for c in impacted if c.output}
     inputs = sorted({d for c in impacted for d in c.lineage.reads if d not in produced} | {source})
     out: dict[str, Simulation] = {}
-    with Sandbox(timeout_s=timeout_s) as old_world, Sandbox(timeout_s=timeout_s) as new_world:
+    limits = {"timeout_s": settings.timeout_s, "memory_limit": settings.memory_limit}
+    with Sandbox(**limits) as old_world, Sandbox(**limits) as new_world:
         _load_worlds(campaign, warehouse, inputs, source, target, old_world, new_world)
         broken: set[str] = set()  # datasets the new world cannot have (their producer escalated)
         statuses = {c.id: c.status for c in report.consumers}
@@ -59,23 +60,54 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
             if statuses[consumer.id] == "escalate" and result is None:
                 result = Escalation(consumer_id=consumer.id, agent="discovery", reason="escalated")
             out[consumer.id] = _simulate_one(consumer, number, result, old_world,
-                                             new_world, broken, rel_tol)
+                                             new_world, broken, settings.rel_tol)
     return out
+
+
+def sample_query(name: str, rows: int, limit: int, keys: list[str] | None) -> str:
+    """All rows below ``limit``; above it, the rows whose key hashes into the same bucket
+    range in every dataset (joins keep their partners), else a plain hash of the row.
+
+    >>> sample_query("analytics.plays", 10, 100, ["user_id"])
+    'SELECT * FROM analytics.plays'
+    >>> sample_query("analytics.plays", 1000, 100, ["user_id"])
+    'SELECT * FROM analytics.plays AS t WHERE hash(t."user_id") % 10 = 0'
+    """
+    table = _quoted(name)
+    if rows <= limit:
+        return f"SELECT * FROM {table}"
+    buckets = -(-rows // limit)  # ceil: about `limit` rows survive
+    from sqlglot import exp
+
+    key = ", ".join(f"t.{exp.to_identifier(k, quoted=True).sql('duckdb')}" for k in keys) if keys else "t"
+    return f"SELECT * FROM {table} AS t WHERE hash({key}) % {buckets} = 0"
 
 
 def _load_worlds(campaign, warehouse, inputs, source, target, old_world, new_world) -> None:
     schemas = warehouse.schemas()
+    settings = campaign.simulation
     con = duckdb.connect(str(warehouse.file), read_only=True)
+
+    def read(name: str):
+        rows = con.sql(f"SELECT count(*) FROM {_quoted(name)}").fetchall()[0][0]
+        keys = settings.sample_keys.get(name)
+        if keys is None and name == target:  # the source's keys, renamed as the campaign says
+            from skein.rewrite.render import is_plain_column
+
+            keys = [is_plain_column(campaign.columns.get(k, k), campaign.sql_dialect) or k
+                    for k in settings.sample_keys.get(source, [])] or None
+        return con.sql(sample_query(name, rows, settings.sample_rows, keys)).to_arrow_table()
+
     try:
         for name in inputs:
             if name not in schemas:
                 continue  # a table the catalog does not know: consumers reading it will fail
-            data = con.sql(f"SELECT * FROM {_quoted(name)}").to_arrow_table()
+            data = read(name)
             old_world.load(name, data)
             if name != source:
                 new_world.load(name, data)
         if target in schemas:
-            new_world.load(target, con.sql(f"SELECT * FROM {_quoted(target)}").to_arrow_table())
+            new_world.load(target, read(target))
         elif campaign.forward:
             # The campaign's own SQL, trusted like the campaign file: built before locking.
             built = old_world.connection.sql(campaign.forward).to_arrow_table()
