@@ -121,8 +121,9 @@ def test_sampling_keeps_join_partners_together():
     con = duckdb.connect()
     con.execute("CREATE SCHEMA a; CREATE TABLE a.plays AS SELECT range AS play_id, range % 500 AS user_id "
                 "FROM range(20000); CREATE TABLE a.users AS SELECT range AS user_id FROM range(500)")
-    plays = con.sql(sample_query("a.plays", 20000, 2000, ["user_id"])).fetchall()
-    users = {r[0] for r in con.sql(sample_query("a.users", 500, 50, ["user_id"])).fetchall()}
+    # One bucket count for the run (from the largest dataset), a different size limit each.
+    plays = con.sql(sample_query("a.plays", 20000, 2000, ["user_id"], 10)).fetchall()
+    users = {r[0] for r in con.sql(sample_query("a.users", 500, 50, ["user_id"], 10)).fetchall()}
     assert 0 < len(plays) < 20000
     assert {r[1] for r in plays} == users  # every sampled play still finds its user
-    assert sample_query("a.plays", 10, 2000, ["user_id"]) == "SELECT * FROM a.plays"
+    assert sample_query("a.plays", 10, 2000, ["user_id"], 10) == "SELECT * FROM a.plays"

@@ -64,19 +64,19 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
     return out
 
 
-def sample_query(name: str, rows: int, limit: int, keys: list[str] | None) -> str:
-    """All rows below ``limit``; above it, the rows whose key hashes into the same bucket
-    range in every dataset (joins keep their partners), else a plain hash of the row.
+def sample_query(name: str, rows: int, limit: int, keys: list[str] | None, buckets: int) -> str:
+    """All rows up to ``limit``; above it, the rows whose key hashes into bucket 0 of
+    ``buckets``. One bucket count per run, so a key kept in one dataset is kept in all of
+    them and joins keep their partners; without a key, a hash of the whole row.
 
-    >>> sample_query("analytics.plays", 10, 100, ["user_id"])
+    >>> sample_query("analytics.plays", 10, 100, ["user_id"], 10)
     'SELECT * FROM analytics.plays'
-    >>> sample_query("analytics.plays", 1000, 100, ["user_id"])
+    >>> sample_query("analytics.plays", 1000, 100, ["user_id"], 10)
     'SELECT * FROM analytics.plays AS t WHERE hash(t."user_id") % 10 = 0'
     """
     table = _quoted(name)
     if rows <= limit:
         return f"SELECT * FROM {table}"
-    buckets = -(-rows // limit)  # ceil: about `limit` rows survive
     from sqlglot import exp
 
     key = ", ".join(f"t.{exp.to_identifier(k, quoted=True).sql('duckdb')}" for k in keys) if keys else "t"
@@ -88,15 +88,19 @@ def _load_worlds(campaign, warehouse, inputs, source, target, old_world, new_wor
     settings = campaign.simulation
     con = duckdb.connect(str(warehouse.file), read_only=True)
 
+    sizes = {name: con.sql(f"SELECT count(*) FROM {_quoted(name)}").fetchall()[0][0]
+             for name in [*inputs, target] if name in schemas}
+    buckets = max(1, -(-max(sizes.values(), default=0) // settings.sample_rows))
+
     def read(name: str):
-        rows = con.sql(f"SELECT count(*) FROM {_quoted(name)}").fetchall()[0][0]
+        rows = sizes[name]
         keys = settings.sample_keys.get(name)
         if keys is None and name == target:  # the source's keys, renamed as the campaign says
             from skein.rewrite.render import is_plain_column
 
             keys = [is_plain_column(campaign.columns.get(k, k), campaign.sql_dialect) or k
                     for k in settings.sample_keys.get(source, [])] or None
-        return con.sql(sample_query(name, rows, settings.sample_rows, keys)).to_arrow_table()
+        return con.sql(sample_query(name, rows, settings.sample_rows, keys, buckets)).to_arrow_table()
 
     try:
         for name in inputs:
