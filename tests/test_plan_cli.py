@@ -38,6 +38,13 @@ def test_plan_writes_patches_and_escalations(fleet, tmp_path, capsys):
         assert evidence["status"] == "pass" and evidence["old_rows"] == evidence["new_rows"]
     for item in by_status["escalate"]:
         assert item["simulation"] == "skipped"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["by_status"] == {k: v for k, v in plan["counts"].items() if v}
+    assert sum(sum(c.values()) for c in summary["by_owner"].values()) == len(plan["items"])
+    first = by_status["patched"][0]["id"].replace("/", "__")
+    markdown = (tmp_path / "evidence" / f"{first}.md").read_text()
+    assert "## Patch (rule agent)" in markdown and "```diff" in markdown and "**pass**" in markdown
+    assert "<table>" in (tmp_path / "summary.html").read_text()
     assert plan["counts"]["patched"] >= 15
     # Every consumer discovery escalated stays escalated; transitive ones are unchanged.
     for c in discovery["consumers"]:

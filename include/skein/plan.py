@@ -18,6 +18,7 @@ from skein.agents.requests import request_for
 from skein.agents.rule import rewrite
 from skein.catalog import Catalog, build_catalog
 from skein.discovery import DiscoveryReport, assess_impact, check_against_catalog, connect
+from skein.evidence import write_evidence
 from skein.spec import Campaign
 
 
@@ -156,6 +157,7 @@ def write_plan(out: Path, report: DiscoveryReport, results: dict[str, Patch | Es
     (out / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n", encoding="utf-8")
     patches = {cid: json.loads(r.model_dump_json()) for cid, r in results.items()}
     (out / "agents.json").write_text(json.dumps(patches, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_evidence(out, plan, report, results, simulations)
     return plan
 
 

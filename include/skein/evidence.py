@@ -1,0 +1,140 @@
+"""Evidence an approver can judge in a minute: per consumer and for the whole campaign.
+
+One JSON record per consumer (discovery facts, the patch and its diff, the agent's
+rationale, the dry run's parity and expectations, timings, engine versions) rendered
+as Markdown and HTML; a campaign summary counts by status and by owner.
+
+>>> from skein.evidence import summary_counts
+>>> summary_counts([{"status": "patched", "owner": "a"}, {"status": "failed", "owner": "a"}])
+{'by_status': {'failed': 1, 'patched': 1}, 'by_owner': {'a': {'failed': 1, 'patched': 1}}}
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+
+import skein
+
+
+def engine_versions() -> dict[str, str]:
+    import duckdb
+    import sqlglot
+
+    return {"skein": skein.__version__, "sqlglot": sqlglot.__version__, "duckdb": duckdb.__version__,
+            "python": platform.python_version()}
+
+
+def consumer_record(item, impacted, patch, simulation) -> dict:
+    """Everything known about one consumer, as plain JSON."""
+    record = {"id": item.id, "status": item.status, "reason": item.reason, "order": item.order,
+              "impact": item.impact, "owner": impacted.owner, "tier": impacted.tier,
+              "kind": impacted.kind, "dialect": impacted.dialect, "columns": impacted.columns,
+              "references": [r.model_dump() for r in impacted.references],
+              "produces": impacted.produces, "versions": engine_versions()}
+    if patch is not None and hasattr(patch, "text"):
+        record["patch"] = {"agent": patch.agent, "diff": patch.diff,
+                           "changes": [c.model_dump() for c in patch.changes]}
+    if simulation is not None:
+        record["simulation"] = simulation.model_dump(mode="json")
+    return record
+
+
+def consumer_markdown(record: dict) -> str:
+    lines = [f"# {record['id']}", "",
+             f"**{record['status']}** — {record['impact']} consumer, owner `{record['owner']}`, "
+             f"tier {record['tier'] if record['tier'] is not None else '-'}, {record['kind']} "
+             f"({record['dialect']})", ""]
+    if record.get("reason"):
+        lines += [f"> {record['reason']}", ""]
+    lines += [f"Columns touched: {', '.join(record['columns']) or 'none'}"]
+    for ref in record["references"]:
+        lines.append(f"- reads `{ref['dataset']}` at line(s) {', '.join(map(str, ref['lines'])) or '-'}")
+    patch = record.get("patch")
+    if patch:
+        lines += ["", f"## Patch ({patch['agent']} agent)", ""]
+        lines += [f"- line {c['line']}: `{c['before']}` → `{c['after']}` — {c['why']}"
+                  for c in patch["changes"]]
+        lines += ["", "```diff", patch["diff"].rstrip("\n"), "```"]
+    simulation = record.get("simulation")
+    if simulation:
+        lines += ["", "## Dry run", "", f"**{simulation['status']}**: {simulation['reason']}"]
+        if simulation.get("old_rows") is not None:
+            lines.append(f"- rows: {simulation['old_rows']} before, {simulation['new_rows']} after; "
+                         f"{simulation.get('only_old', 0)} only before, {simulation.get('only_new', 0)} only after")
+        if simulation.get("differing_columns"):
+            lines.append(f"- differing columns: {', '.join(simulation['differing_columns'])}")
+        samples = simulation.get("samples") or []
+        if samples:
+            header = list(samples[0])
+            lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(str(row.get(h)) for h in header) + " |" for row in samples]
+        for check in simulation.get("expectations") or []:
+            mark = "pass" if check.get("success") else "FAIL"
+            lines.append(f"- expectation {check.get('type')} {json.dumps(check.get('kwargs', {}))}: {mark}")
+    lines += ["", f"_engines: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}_"]
+    return "\n".join(lines) + "\n"
+
+
+def summary_counts(records: list[dict]) -> dict:
+    by_owner: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        by_owner[record["owner"]][record["status"]] += 1
+    return {"by_status": dict(sorted(Counter(r["status"] for r in records).items())),
+            "by_owner": {o: dict(sorted(c.items())) for o, c in sorted(by_owner.items())}}
+
+
+def summary_markdown(campaign: str, records: list[dict]) -> str:
+    counts = summary_counts(records)
+    lines = [f"# Campaign {campaign}", "", "| status | consumers |", "|---|---|"]
+    lines += [f"| {s} | {n} |" for s, n in counts["by_status"].items()]
+    statuses = sorted(counts["by_status"])
+    lines += ["", "| owner | " + " | ".join(statuses) + " |", "|---|" + "---|" * len(statuses)]
+    lines += [f"| {owner} | " + " | ".join(str(c.get(s, 0)) for s in statuses) + " |"
+              for owner, c in counts["by_owner"].items()]
+    lines += ["", "| # | consumer | status | owner | why |", "|---|---|---|---|---|"]
+    lines += [f"| {r['order']} | [{r['id']}](evidence/{_file(r['id'])}.md) | {r['status']} | "
+              f"{r['owner']} | {(r.get('reason') or '').replace('|', '/')} |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def _file(consumer_id: str) -> str:
+    return consumer_id.replace("/", "__")
+
+
+def _html(title: str, markdown: str) -> str:
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
+            "pre{background:#f6f6f6;padding:.5em;overflow:auto}</style></head><body>"
+            f"{body}</body></html>\n")
+
+
+def write_evidence(out: Path, plan, report, results: dict, simulations: dict | None) -> list[dict]:
+    """``out/evidence/<id>.{json,md,html}`` and ``out/summary.{json,md,html}``."""
+    folder = out / "evidence"
+    folder.mkdir(parents=True, exist_ok=True)
+    impacted = {c.id: c for c in report.consumers}
+    records = []
+    for item in plan.items:
+        record = consumer_record(item, impacted[item.id], results.get(item.id),
+                                 (simulations or {}).get(item.id))
+        records.append(record)
+        name = _file(item.id)
+        markdown = consumer_markdown(record)
+        (folder / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n",
+                                             encoding="utf-8")
+        (folder / f"{name}.md").write_text(markdown, encoding="utf-8")
+        (folder / f"{name}.html").write_text(_html(item.id, markdown), encoding="utf-8")
+    summary = summary_markdown(plan.campaign, records)
+    (out / "summary.md").write_text(summary, encoding="utf-8")
+    (out / "summary.html").write_text(_html(plan.campaign, summary.replace(".md)", ".html)")),
+                                      encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps({"campaign": plan.campaign, **summary_counts(records)},
+                                                 indent=2) + "\n", encoding="utf-8")
+    return records
