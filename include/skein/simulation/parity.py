@@ -82,24 +82,34 @@ def _equal(column: str, floats: set[str], rel_tol: float, a: str = "o", b: str =
 
 
 def _by_key(con, old, new, columns, key, floats, rel_tol, samples, old_n, new_n) -> ParityResult:
+    """One FULL JOIN on the key; only the differing rows are kept (usually few)."""
     on = " AND ".join(f"o.{_q(k)} IS NOT DISTINCT FROM n.{_q(k)}" for k in key)
     values = [c for c in columns if c not in key]
-    missing = f"o.{_q(key[0])} IS NULL AND n.{_q(key[0])} IS NOT NULL"
-    extra = f"n.{_q(key[0])} IS NULL AND o.{_q(key[0])} IS NOT NULL"
-    differs = " OR ".join(f"NOT {_equal(c, floats, rel_tol)}" for c in values) or "false"
-    per_column = ", ".join(f"count(*) FILTER (WHERE NOT {_equal(c, floats, rel_tol)})" for c in values)
-    joined = f"FROM {_table(old)} o FULL JOIN {_table(new)} n ON {on}"
-    row = con.sql(f"SELECT count(*) FILTER (WHERE {extra}), count(*) FILTER (WHERE {missing}), "
-                  f"count(*) FILTER (WHERE NOT ({extra}) AND NOT ({missing}) AND ({differs}))"
-                  + (f", {per_column}" if per_column else "") + f" {joined}").fetchall()[0]
-    only_old, only_new, changed = row[0], row[1], row[2]
-    differing = [c for c, n in zip(values, row[3:]) if n]
-    if not (only_old or only_new or changed):
-        return ParityResult("pass", "equal by key within tolerance", old_n, new_n)
-    shown = ", ".join([f"o.{_q(c)} AS {_q('old.' + c)}, n.{_q(c)} AS {_q('new.' + c)}" for c in columns])
-    rows = con.sql(f"SELECT {shown} {joined} WHERE ({extra}) OR ({missing}) OR ({differs}) "
-                   f"LIMIT {int(samples)}")
-    sample = [dict(zip(rows.columns, r)) for r in rows.fetchall()]
+    missing = f"(o.{_q(key[0])} IS NULL AND n.{_q(key[0])} IS NOT NULL)"
+    extra = f"(n.{_q(key[0])} IS NULL AND o.{_q(key[0])} IS NOT NULL)"
+    flags = [f"NOT {_equal(c, floats, rel_tol)} AS {_q('differs.' + c)}" for c in values]
+    shown = [f"o.{_q(c)} AS {_q('old.' + c)}, n.{_q(c)} AS {_q('new.' + c)}" for c in columns]
+    table = _q(f"__skein_diff_{id(con)}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {extra} AS _only_old, {missing} AS _only_new, "
+        + ", ".join(flags + shown)
+        + f" FROM {_table(old)} o FULL JOIN {_table(new)} n ON {on} WHERE {extra} OR {missing}"
+        + "".join(f" OR NOT {_equal(c, floats, rel_tol)}" for c in values))
+    try:
+        counts = ", ".join(["count(*) FILTER (WHERE _only_old)", "count(*) FILTER (WHERE _only_new)",
+                            "count(*) FILTER (WHERE NOT _only_old AND NOT _only_new)"]
+                           + [f"count(*) FILTER (WHERE NOT _only_old AND NOT _only_new AND "
+                              f"{_q('differs.' + c)})" for c in values])
+        row = con.sql(f"SELECT {counts} FROM {table}").fetchall()[0]
+        only_old, only_new, changed = row[0], row[1], row[2]
+        if not (only_old or only_new or changed):
+            return ParityResult("pass", "equal by key within tolerance", old_n, new_n)
+        differing = [c for c, n in zip(values, row[3:]) if n]
+        picked = ", ".join(f"{_q('old.' + c)}, {_q('new.' + c)}" for c in columns)
+        rel = con.sql(f"SELECT {picked} FROM {table} LIMIT {int(samples)}")
+        sample = [dict(zip(rel.columns, r)) for r in rel.fetchall()]
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
     return ParityResult("fail", f"{changed} row(s) differ, {only_old} only in old, {only_new} only in new",
                         old_n, new_n, only_old + changed, only_new + changed, differing, sample)
 
