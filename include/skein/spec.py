@@ -138,8 +138,9 @@ class Expectation(_Strict):
     type: str = Field(description="GX expectation class, e.g. `ExpectColumnValuesToNotBeNull`.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Its arguments, e.g. "
                                    "`{column: user_id}`.")
-    consumer: str | None = Field(None, description="Only for this consumer id (default: every "
-                                 "consumer whose output has the columns named).")
+    consumer: str | None = Field(None, description="Only for this consumer id or the dataset a "
+                                 "consumer produces (default: every consumer whose output has the "
+                                 "columns named).")
 
 
 class Simulation(_Strict):

@@ -1,8 +1,10 @@
-"""Read what the warehouse knows: dataset schemas and view definitions.
+"""Read what the warehouse knows: dataset schemas, view definitions and data.
 
-One small interface so that DuckDB (the embedded default) and PostgreSQL can sit
-behind it. Dataset names are ``schema.table``, lowercased: Skein compares names
-case-insensitively across dialects (see docs/discovery.md).
+One small interface so that DuckDB (the embedded default) and PostgreSQL sit behind
+it: discovery reads ``schemas()`` and ``views()``, the simulation reads samples with
+``row_count()`` and ``read()`` (an Arrow table, whatever the engine). Dataset names are
+``schema.table``, lowercased: Skein compares names case-insensitively across dialects
+(see docs/discovery.md). Every call opens its own read-only connection.
 
 >>> import duckdb, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "w.duckdb")
@@ -15,15 +17,21 @@ case-insensitively across dialects (see docs/discovery.md).
 {'x': 'INTEGER', 'y': 'VARCHAR'}
 >>> [(v.name, v.comment) for v in wh.views()]
 [('a.v', 'owner=me tier=1')]
+>>> wh.row_count("a.t"), wh.read("SELECT * FROM a.t").num_rows
+(0, 0)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from skein.errors import WarehouseError
+
+if TYPE_CHECKING:
+    import pyarrow
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,12 @@ class Warehouse(Protocol):
     def views(self) -> list[WarehouseView]:
         """User-defined views, sorted by name."""
 
+    def row_count(self, name: str) -> int:
+        """Rows in dataset ``schema.table``."""
+
+    def read(self, sql: str) -> "pyarrow.Table":
+        """The rows of one query, in the warehouse's dialect, as an Arrow table."""
+
 
 def open_warehouse(url: str, base_dir: Path | None = None) -> Warehouse:
     """The warehouse behind ``url``; relative DuckDB paths are relative to ``base_dir``."""
@@ -54,7 +68,37 @@ def open_warehouse(url: str, base_dir: Path | None = None) -> Warehouse:
         if not file.is_absolute():
             file = (base_dir or Path.cwd()) / file
         return DuckDBWarehouse(url, file)
-    raise WarehouseError(f"warehouse {url!r}: only duckdb:/// warehouses can be read so far")
+    if scheme in ("postgresql", "postgres"):
+        return PostgresWarehouse(url)
+    raise WarehouseError(f"warehouse {redact_url(url)!r}: use duckdb:/// or postgresql:// URLs")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages.
+
+    >>> redact_url("postgresql://me:secret@db:5432/wh")
+    'postgresql://me@db:5432/wh'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def quoted_table(name: str, dialect: str) -> str:
+    """``schema.table`` as SQL for ``dialect``, every part quoted, never pasted raw.
+
+    >>> quoted_table('analytics.plays', 'postgres')
+    '"analytics"."plays"'
+    """
+    from sqlglot import exp
+
+    table = exp.to_table(name)
+    for part in table.parts:
+        part.set("quoted", True)
+    return table.sql(dialect=dialect)
 
 
 class DuckDBWarehouse:
@@ -101,3 +145,136 @@ class DuckDBWarehouse:
         finally:
             con.close()
         return [WarehouseView(f"{s}.{v}".lower(), sql, comment or None) for s, v, sql, comment in rows]
+
+    def row_count(self, name: str) -> int:
+        return self.read(f"SELECT count(*) AS n FROM {quoted_table(name, self.dialect)}").column(0)[0].as_py()
+
+    def read(self, sql: str) -> "pyarrow.Table":
+        con = self._connect()
+        try:
+            return con.sql(sql).to_arrow_table()
+        finally:
+            con.close()
+
+
+_PG_SYSTEM_SCHEMAS = "('information_schema', 'pg_catalog', 'pg_toast')"
+
+
+class PostgresWarehouse:
+    """A PostgreSQL database, read through psycopg2 in read-only sessions.
+
+    ``url`` keeps no password (it names the warehouse in messages); the connection uses
+    the full URL. Opening checks that the server answers.
+    """
+
+    dialect = "postgres"
+    default_schema = "public"
+
+    def __init__(self, url: str, connect_timeout_s: int = 10):
+        self.url = redact_url(url)
+        self._dsn = url
+        self._timeout = connect_timeout_s
+        self._connect().close()
+
+    def _connect(self):
+        try:
+            import psycopg2
+        except ImportError:
+            raise WarehouseError(f"warehouse {self.url!r}: reading PostgreSQL needs psycopg2 "
+                                 "(pip install psycopg2-binary)") from None
+        try:
+            con = psycopg2.connect(self._dsn, connect_timeout=self._timeout,
+                                   options="-c TimeZone=UTC", application_name="skein")
+            con.set_session(readonly=True, autocommit=True)
+        except psycopg2.Error as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WarehouseError(f"warehouse {self.url!r}: cannot connect to PostgreSQL: "
+                                 f"{reason.replace(self._dsn, self.url)}") from None
+        return con
+
+    def _rows(self, sql: str):
+        con = self._connect()
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql)
+                return cur.description, cur.fetchall()
+        except Exception as exc:
+            import psycopg2
+
+            if not isinstance(exc, psycopg2.Error):
+                raise
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WarehouseError(f"warehouse {self.url!r}: {reason}") from None
+        finally:
+            con.close()
+
+    def schemas(self) -> dict[str, dict[str, str]]:
+        _, rows = self._rows(
+            "SELECT table_schema, table_name, column_name, data_type "
+            "FROM information_schema.columns "
+            f"WHERE table_schema NOT IN {_PG_SYSTEM_SCHEMAS} AND table_schema NOT LIKE 'pg\\_temp\\_%' "
+            "ORDER BY table_schema, table_name, ordinal_position")
+        out: dict[str, dict[str, str]] = {}
+        for schema, table, column, data_type in rows:
+            out.setdefault(f"{schema}.{table}".lower(), {})[column.lower()] = data_type
+        return out
+
+    def views(self) -> list[WarehouseView]:
+        _, rows = self._rows(
+            "SELECT v.schemaname, v.viewname, v.definition, obj_description(c.oid, 'pg_class') "
+            "FROM pg_views v JOIN pg_namespace n ON n.nspname = v.schemaname "
+            "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = v.viewname "
+            f"WHERE v.schemaname NOT IN {_PG_SYSTEM_SCHEMAS} ORDER BY 1, 2")
+        views = []
+        for schema, view, definition, comment in rows:
+            name = f"{schema}.{view}"
+            body = definition.strip().rstrip(";").strip()  # pg_views holds the SELECT only
+            sql = f"CREATE VIEW {quoted_table(name, self.dialect)} AS\n{body}"
+            views.append(WarehouseView(name.lower(), sql, comment or None))
+        return sorted(views, key=lambda v: v.name)
+
+    def row_count(self, name: str) -> int:
+        _, rows = self._rows(f"SELECT count(*) FROM {quoted_table(name, self.dialect)}")
+        return rows[0][0]
+
+    def read(self, sql: str) -> "pyarrow.Table":
+        import pyarrow as pa
+
+        description, rows = self._rows(sql)
+        columns = list(zip(*rows)) if rows else [() for _ in description]
+        arrays = [_arrow_column(values, col) for values, col in zip(columns, description)]
+        return pa.Table.from_arrays(arrays, names=[col.name for col in description])
+
+
+def _arrow_column(values, column):
+    """One result column as an Arrow array, typed from the PostgreSQL type (OID) so that
+    empty and all-NULL columns keep their type; numerics without a precision DuckDB can
+    hold become doubles (as DuckDB's own postgres scanner does)."""
+    import json
+
+    import pyarrow as pa
+
+    oid = column.type_code
+    simple = {16: pa.bool_(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 26: pa.int64(),
+              700: pa.float32(), 701: pa.float64(), 25: pa.string(), 1043: pa.string(),
+              1042: pa.string(), 19: pa.string(), 18: pa.string(), 2950: pa.string(),
+              1082: pa.date32(), 1083: pa.time64("us"), 1114: pa.timestamp("us"),
+              1184: pa.timestamp("us", tz="UTC"), 1186: pa.duration("us"), 17: pa.binary()}
+    if oid == 1700:
+        precision, scale = column.precision, column.scale
+        if precision is not None and 0 < precision <= 38 and scale is not None and scale >= 0:
+            return pa.array(values, type=pa.decimal128(precision, scale))
+        return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
+    if oid in (114, 3802):  # json, jsonb: psycopg2 parses them; keep the JSON text
+        return pa.array([None if v is None else json.dumps(v) for v in values], type=pa.string())
+    if oid == 17:
+        values = [None if v is None else bytes(v) for v in values]
+    if oid in simple:
+        return pa.array(values, type=simple[oid])
+    try:
+        array = pa.array(values)  # arrays and other types pyarrow can infer
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        array = None
+    if array is None or pa.types.is_null(array.type):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    return array

@@ -21,7 +21,7 @@ from skein.discovery import DiscoveryReport
 from skein.simulation.parity import compare_tables, describe
 from skein.simulation.sandbox import Sandbox, SandboxError
 from skein.spec import Campaign
-from skein.warehouse import DuckDBWarehouse, open_warehouse
+from skein.warehouse import Warehouse, open_warehouse
 
 
 class Simulation(BaseModel):
@@ -36,14 +36,16 @@ class Simulation(BaseModel):
     differing_columns: list[str] = []
     samples: list[dict] = []
     seconds: float = 0.0
+    # Expectations on the new output (profile of the old one, dbt contract, campaign), run
+    # when parity passed: {type, kwargs, origin, success, observed} each.
+    expectations: list[dict] = []
+    expectations_passed: bool | None = None
 
 
 def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
              results: dict[str, Patch | Escalation]) -> dict[str, Simulation]:
     settings = campaign.simulation
-    warehouse = open_warehouse(campaign.warehouse, campaign.base_dir)
-    if not isinstance(warehouse, DuckDBWarehouse):
-        raise SandboxError("simulation reads DuckDB warehouses so far")
+    warehouse = open_warehouse(campaign.warehouse, campaign.base_dir)  # DuckDB or PostgreSQL
     by_id = catalog.by_id()
     impacted = [by_id[c.id] for c in report.consumers]
     source, target = report.source, report.target
@@ -60,36 +62,45 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
             if statuses[consumer.id] == "escalate" and result is None:
                 result = Escalation(consumer_id=consumer.id, agent="discovery", reason="escalated")
             out[consumer.id] = _simulate_one(consumer, number, result, old_world,
-                                             new_world, broken, settings.rel_tol)
+                                             new_world, broken, settings.rel_tol, campaign)
     return out
 
 
-def sample_query(name: str, rows: int, limit: int, keys: list[str] | None, buckets: int) -> str:
+def sample_query(name: str, rows: int, limit: int, keys: list[str] | None, buckets: int,
+                 dialect: str = "duckdb") -> str:
     """All rows up to ``limit``; above it, the rows whose key hashes into bucket 0 of
     ``buckets``. One bucket count per run, so a key kept in one dataset is kept in all of
-    them and joins keep their partners; without a key, a hash of the whole row.
+    them and joins keep their partners; without a key, a hash of the whole row. The query
+    runs in the warehouse (``dialect``: duckdb or postgres).
 
     >>> sample_query("analytics.plays", 10, 100, ["user_id"], 10)
     'SELECT * FROM analytics.plays'
     >>> sample_query("analytics.plays", 1000, 100, ["user_id"], 10)
     'SELECT * FROM analytics.plays AS t WHERE hash(t."user_id") % 10 = 0'
+    >>> sample_query("analytics.plays", 1000, 100, ["user_id"], 10, "postgres")
+    'SELECT * FROM analytics.plays AS t WHERE abs(hashtext((t."user_id")::text)::bigint) % 10 = 0'
     """
-    table = _quoted(name)
-    if rows <= limit:
-        return f"SELECT * FROM {table}"
     from sqlglot import exp
 
-    key = ", ".join(f"t.{exp.to_identifier(k, quoted=True).sql('duckdb')}" for k in keys) if keys else "t"
-    return f"SELECT * FROM {table} AS t WHERE hash({key}) % {buckets} = 0"
+    table = exp.to_table(name).sql(dialect=dialect)
+    if rows <= limit:
+        return f"SELECT * FROM {table}"
+    columns = [f"t.{exp.to_identifier(k, quoted=True).sql(dialect)}" for k in keys or []]
+    if dialect == "duckdb":
+        bucket = f"hash({', '.join(columns) or 't'})"
+    elif dialect == "postgres":  # hashtext of the text form: the same for int and bigint keys
+        key = columns[0] if len(columns) == 1 else f"ROW({', '.join(columns)})" if columns else "t"
+        bucket = f"abs(hashtext(({key})::text)::bigint)"
+    else:
+        raise SandboxError(f"cannot sample a {dialect} warehouse")
+    return f"SELECT * FROM {table} AS t WHERE {bucket} % {buckets} = 0"
 
 
-def _load_worlds(campaign, warehouse, inputs, source, target, old_world, new_world) -> None:
+def _load_worlds(campaign, warehouse: Warehouse, inputs, source, target, old_world, new_world) -> None:
+    """Read every input (sampled, in the warehouse's own SQL) into both worlds as Arrow."""
     schemas = warehouse.schemas()
     settings = campaign.simulation
-    con = duckdb.connect(str(warehouse.file), read_only=True)
-
-    sizes = {name: con.sql(f"SELECT count(*) FROM {_quoted(name)}").fetchall()[0][0]
-             for name in [*inputs, target] if name in schemas}
+    sizes = {name: warehouse.row_count(name) for name in [*inputs, target] if name in schemas}
     buckets = max(1, -(-max(sizes.values(), default=0) // settings.sample_rows))
 
     def read(name: str):
@@ -100,32 +111,44 @@ def _load_worlds(campaign, warehouse, inputs, source, target, old_world, new_wor
 
             keys = [is_plain_column(campaign.columns.get(k, k), campaign.sql_dialect) or k
                     for k in settings.sample_keys.get(source, [])] or None
-        return con.sql(sample_query(name, rows, settings.sample_rows, keys, buckets)).to_arrow_table()
+        return warehouse.read(sample_query(name, rows, settings.sample_rows, keys, buckets,
+                                           warehouse.dialect))
 
-    try:
-        for name in inputs:
-            if name not in schemas:
-                continue  # a table the catalog does not know: consumers reading it will fail
-            data = read(name)
-            old_world.load(name, data)
-            if name != source:
-                new_world.load(name, data)
-        if target in schemas:
-            new_world.load(target, read(target))
-        elif campaign.forward:
-            # The campaign's own SQL, trusted like the campaign file: built before locking.
-            built = old_world.connection.sql(campaign.forward).to_arrow_table()
-            new_world.load(target, built)
-    finally:
-        con.close()
+    for name in inputs:
+        if name not in schemas:
+            continue  # a table the catalog does not know: consumers reading it will fail
+        data = read(name)
+        old_world.load(name, data)
+        if name != source:
+            new_world.load(name, data)
+    if target in schemas:
+        new_world.load(target, read(target))
+    elif campaign.forward:
+        # The campaign's own SQL, trusted like the campaign file: built before locking, on
+        # the old world's (sampled) inputs, in DuckDB whatever the campaign's dialect.
+        try:
+            built = old_world.connection.sql(_in_duckdb(campaign.forward, campaign.sql_dialect))
+            new_world.load(target, built.to_arrow_table())
+        except duckdb.Error as exc:
+            raise campaign.error(f"does not run in the simulation (as DuckDB SQL): "
+                                 f"{str(exc).splitlines()[0]}", "forward") from None
     old_world.lock()
     new_world.lock()
 
 
-def _quoted(name: str) -> str:
+def _in_duckdb(sql: str, dialect: str) -> str:
+    """A query in ``dialect`` as DuckDB SQL, catalog parts dropped as in the sandbox.
+
+    >>> _in_duckdb("SELECT user_id::text AS u FROM wh.analytics.plays", "postgres")
+    'SELECT CAST(user_id AS TEXT) AS u FROM analytics.plays'
+    """
+    import sqlglot
     from sqlglot import exp
 
-    return exp.to_table(name).sql(dialect="duckdb")
+    query = sqlglot.parse_one(sql, read=dialect)
+    for table in query.find_all(exp.Table):
+        table.set("catalog", None)
+    return query.sql(dialect="duckdb")
 
 
 def _new_sql(consumer: Consumer, result) -> str | None:
@@ -141,7 +164,7 @@ def _new_sql(consumer: Consumer, result) -> str | None:
 
 
 def _simulate_one(consumer: Consumer, number: int, result, old_world: Sandbox, new_world: Sandbox,
-                  broken: set[str], rel_tol: float) -> Simulation:
+                  broken: set[str], rel_tol: float, campaign: Campaign | None = None) -> Simulation:
     started = time.perf_counter()
     new_sql = _new_sql(consumer, result)
     blocked = sorted(set(consumer.lineage.reads) & broken)
@@ -176,14 +199,45 @@ def _simulate_one(consumer: Consumer, number: int, result, old_world: Sandbox, n
     # Types are equal as the engine reports them; the old rows cross over as Arrow, which
     # widens some (HUGEINT -> DECIMAL), so cast them back before comparing values.
     compared = f"__cmp_{number}"
-    new_world.load_result(compared, old_world.table(old_out))
+    old_table = old_world.table(old_out)
+    new_world.load_result(compared, old_table)
     new_world.cast_columns(compared, new_types)
     parity = compare_tables(new_world.connection, compared, new_out, rel_tol=rel_tol)
-    return Simulation(id=consumer.id, status=parity.status, reason=parity.reason,
-                      old_rows=parity.old_rows, new_rows=parity.new_rows, only_old=parity.only_old,
-                      only_new=parity.only_new, differing_columns=parity.differing_columns,
-                      samples=[{k: _plain(v) for k, v in row.items()} for row in parity.samples],
-                      seconds=round(time.perf_counter() - started, 3))
+    simulation = Simulation(id=consumer.id, status=parity.status, reason=parity.reason,
+                            old_rows=parity.old_rows, new_rows=parity.new_rows, only_old=parity.only_old,
+                            only_new=parity.only_new, differing_columns=parity.differing_columns,
+                            samples=[{k: _plain(v) for k, v in row.items()} for row in parity.samples],
+                            seconds=round(time.perf_counter() - started, 3))
+    if parity.status != "pass" or campaign is None:
+        return simulation
+    old_table = old_table.rename_columns([c for c, _ in new_types])  # names as parity matched them
+    return _with_expectations(simulation, consumer, campaign, old_table, new_world.table(new_out),
+                              new_types, started)
+
+
+def _with_expectations(simulation: Simulation, consumer: Consumer, campaign: Campaign, old, new,
+                       new_types: list[tuple[str, str]], started: float) -> Simulation:
+    """Validate the new output against the old one's profile, the consumer's dbt contract and
+    the campaign's expectations; any failure fails the simulation, naming what failed."""
+    from skein.simulation import expectations as ex
+
+    specs = ex.profile_expectations(old, rel_tol=campaign.simulation.rel_tol)
+    if consumer.kind == "dbt_model" and consumer.dbt_project_root and consumer.file:
+        specs += ex.dbt_expectations(consumer.dbt_project_root, consumer.file.stem)
+    specs += ex.campaign_expectations(campaign, consumer.id, new.column_names, consumer.output)
+    try:
+        checked = ex.validate(specs, new, engine_types=new_types, dialect=consumer.dialect)
+    except Exception as exc:  # GX itself failed: say so rather than lose the whole run
+        return simulation.model_copy(update={
+            "status": "error", "reason": f"expectations could not run: {type(exc).__name__}: {exc}",
+            "seconds": round(time.perf_counter() - started, 3)})
+    update = {"expectations": checked.results, "expectations_passed": checked.passed,
+              "seconds": round(time.perf_counter() - started, 3)}
+    if not checked.passed:
+        failed = [f"{r['type']}({r['kwargs'].get('column', '')}) [{r['origin']}]" for r in checked.failed]
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        update |= {"status": "fail", "reason": f"expectations failed: {', '.join(failed[:5])}{more}"}
+    return simulation.model_copy(update=update)
 
 
 def _plain(value):
