@@ -127,3 +127,16 @@ def test_sampling_keeps_join_partners_together():
     assert 0 < len(plays) < 20000
     assert {r[1] for r in plays} == users  # every sampled play still finds its user
     assert sample_query("a.plays", 10, 2000, ["user_id"], 10) == "SELECT * FROM a.plays"
+
+
+def test_sandbox_memory_limit_stops_a_greedy_query():
+    with Sandbox(timeout_s=30, memory_limit="32MB") as sandbox:
+        sandbox.lock()
+        with pytest.raises(SandboxError, match="(?i)memory"):
+            sandbox.run("SELECT list(range) AS l FROM range(20000000) GROUP BY range % 3", "out")
+
+
+def test_sandbox_reports_sql_it_cannot_transpile_faithfully(box):
+    with pytest.raises(SandboxError, match="cannot run bigquery SQL on DuckDB faithfully"):
+        box.run("SELECT user_id, ARRAY_AGG(play_id ORDER BY ms DESC LIMIT 3) AS top FROM analytics.plays "
+                "GROUP BY user_id", "out", dialect="bigquery")

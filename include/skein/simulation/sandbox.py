@@ -108,7 +108,13 @@ class Sandbox:
         if query is None:
             raise SandboxError(f"only queries run in the sandbox, not {statements[0].key.upper()}")
         target = exp.to_identifier(into).sql(dialect="duckdb")
-        self._execute(f"CREATE OR REPLACE TEMP TABLE {target} AS {query.sql(dialect='duckdb')}")
+        try:
+            # Unsupported constructs raise instead of producing SQL that runs but means
+            # something else: such a consumer is reported, never silently passed.
+            runnable = query.sql(dialect="duckdb", unsupported_level=sqlglot.ErrorLevel.RAISE)
+        except sqlglot.errors.UnsupportedError as exc:
+            raise SandboxError(f"cannot run {dialect} SQL on DuckDB faithfully: {exc}") from None
+        self._execute(f"CREATE OR REPLACE TEMP TABLE {target} AS {runnable}")
 
     def _execute(self, sql: str) -> None:
         timer = threading.Timer(self.timeout_s, self.connection.interrupt)
