@@ -191,3 +191,40 @@ def test_simulation_refutes_a_wrong_patch(fleet, tmp_path):
     item = next(i for i in plan.items if i.id == victim)
     assert item.status == "failed" and item.reason.startswith("simulation fail")
     assert plan.counts["failed"] == 1
+
+
+def test_a_refuted_patch_goes_back_to_the_llm_agent(fleet):
+    """The dry run refutes a patch; the LLM agent gets the verdict as its hint, answers a
+    correct patch (the stand-in model knows the right text), and the re-run passes."""
+    from pydantic_ai.messages import ModelResponse, ToolCallPart
+    from pydantic_ai.models.function import FunctionModel
+
+    from skein.agents.base import Patch
+    from skein.plan import build_plan, retry_refuted, simulate_plan
+    from skein.spec import load_campaign
+
+    _, campaign_path = fleet
+    campaign_file = campaign_path.parent / "retry.yaml"
+    campaign_file.write_text(campaign_path.read_text().replace("campaign: plays-v2", "campaign: plays-v2-retry")
+                             + "agents:\n  llm: {enabled: true, attempts: 2}\n")
+    try:
+        campaign = load_campaign(campaign_file)
+        built = build_plan(campaign, workers=1, llm_model=_refusing_model()[0])
+        victim, good = next((cid, r) for cid, r in built.results.items() if isinstance(r, Patch)
+                            and r.agent == "rule" and "account_id" in r.text and "JOIN" not in r.text.upper())
+        built.results[victim] = good.model_copy(update={"text": good.text.replace("account_id", "track_id", 1)})
+        first = simulate_plan(campaign, built)
+        assert first[victim].status == "fail"
+        hints = []
+
+        def answer(messages, info):
+            hints.append(messages[-1].parts[-1].content)
+            return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name,
+                                                     {"text": good.text, "explanation": "fixed"})])
+
+        built, second = retry_refuted(campaign, built, first, llm_model=FunctionModel(answer))
+    finally:
+        campaign_file.unlink()
+    assert second[victim].status == "pass"
+    assert built.results[victim].agent == "llm"
+    assert any("failed its dry run on data" in h for h in hints)

@@ -65,12 +65,14 @@ def _cmd_rewrite(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from skein.plan import build_plan, simulate_plan, write_plan
+    from skein.plan import build_plan, retry_refuted, simulate_plan, write_plan
     from skein.spec import load_campaign
 
     campaign = load_campaign(args.campaign)
     built = build_plan(campaign, workers=args.workers)
-    simulations = None if args.no_simulate else simulate_plan(campaign, built)
+    simulations = None
+    if not args.no_simulate:
+        built, simulations = retry_refuted(campaign, built, simulate_plan(campaign, built))
     plan = write_plan(Path(args.out), built.report, built.results, built.evidence, simulations)
     print(f"plan for {plan.campaign} written to {args.out}: "
           + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))

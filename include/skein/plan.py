@@ -81,6 +81,27 @@ def simulate_plan(campaign: Campaign, built: Built) -> dict:
     return simulate(campaign, built.catalog, built.report, built.results)
 
 
+def retry_refuted(campaign: Campaign, built: Built, simulations: dict, llm_model=None
+                  ) -> tuple[Built, dict]:
+    """Patches the dry run refuted go back to the LLM agent (when the campaign enables it),
+    with the simulation's verdict as the hint; then everything is simulated again."""
+    llm = _llm_agent(campaign, llm_model)
+    refuted = [cid for cid, sim in simulations.items()
+               if sim.status in ("fail", "error") and isinstance(built.results.get(cid), Patch)]
+    if llm is None or not refuted:
+        return built, simulations
+    by_id = built.catalog.by_id()
+    for cid in refuted:
+        sim = simulations[cid]
+        hint = f"a patch failed its dry run on data ({sim.status}): {sim.reason}"
+        if sim.samples:
+            hint += f"; first differing rows: {json.dumps(sim.samples[:3], default=str)}"
+        result, attempts = llm.rewrite(request_for(campaign, built.catalog, by_id[cid]), hint=hint)
+        built.results[cid] = result
+        built.evidence[cid] = llm.evidence(result, attempts, hint=hint).to_json()
+    return built, simulate_plan(campaign, built)
+
+
 def _llm_agent(campaign: Campaign, model):
     settings = campaign.agents.llm
     if not settings.enabled:
