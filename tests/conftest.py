@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 GIT_ENV = {"GIT_AUTHOR_NAME": "Skein Test", "GIT_AUTHOR_EMAIL": "test@skein.invalid",
            "GIT_COMMITTER_NAME": "Skein Test", "GIT_COMMITTER_EMAIL": "test@skein.invalid"}
 
@@ -22,3 +24,31 @@ def make_git_repo(root: Path, files: dict[str, str]) -> Path:
     subprocess.run(["git", "-C", str(root), "add", "-A"], check=True, env=env)
     subprocess.run(["git", "-C", str(root), "commit", "-q", "-m", "init"], check=True, env=env)
     return root
+
+
+def refute_patch(campaign, built, victim: str, wrong_text: str, out: Path) -> None:
+    """Replace one patch with a wrong one: the dry run must refute it, with differing rows,
+    and the written plan must count it as failed, never patched."""
+    from skein.plan import simulate_plan, write_plan
+
+    built.results[victim] = built.results[victim].model_copy(update={"text": wrong_text})
+    simulations = simulate_plan(campaign, built)
+    assert simulations[victim].status == "fail", simulations[victim]
+    assert simulations[victim].samples
+    plan = write_plan(out, built.report, built.results, built.evidence, simulations)
+    item = next(i for i in plan.items if i.id == victim)
+    assert item.status == "failed" and item.reason.startswith("simulation fail")
+    assert plan.counts["failed"] == 1
+
+
+@pytest.fixture(scope="module")
+def warehouse():
+    """The rule-agent fixtures' small DuckDB warehouse (tests/test_rule_agent.py DATA)."""
+    import duckdb
+
+    from test_rule_agent import DATA
+
+    con = duckdb.connect()
+    con.execute(DATA)
+    yield con
+    con.close()

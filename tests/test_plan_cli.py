@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from conftest import refute_patch
+
 from skein.cli import main
 from skein.demo.fleet import build_demo_fleet
 
@@ -172,7 +174,7 @@ def test_simulation_refutes_a_wrong_patch(fleet, tmp_path):
     """A patch that passes no data check (here: a join on the wrong key, written by hand)
     is caught by the dry run with the differing rows, and never counts as patched."""
     from skein.agents.base import Patch
-    from skein.plan import build_plan, simulate_plan, write_plan
+    from skein.plan import build_plan
     from skein.spec import load_campaign
 
     _, campaign_path = fleet
@@ -183,14 +185,7 @@ def test_simulation_refutes_a_wrong_patch(fleet, tmp_path):
                          and "account_id" in r.text and "JOIN" not in r.text.upper())
     wrong = patch.text.replace("account_id", "track_id", 1)  # a plausible, wrong mapping
     assert wrong != patch.text
-    built.results[victim] = patch.model_copy(update={"text": wrong})
-    simulations = simulate_plan(campaign, built)
-    assert simulations[victim].status == "fail", simulations[victim]
-    assert simulations[victim].samples
-    plan = write_plan(tmp_path, built.report, built.results, built.evidence, simulations)
-    item = next(i for i in plan.items if i.id == victim)
-    assert item.status == "failed" and item.reason.startswith("simulation fail")
-    assert plan.counts["failed"] == 1
+    refute_patch(campaign, built, victim, wrong, tmp_path)
 
 
 def test_a_refuted_patch_goes_back_to_the_llm_agent(fleet):

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import make_git_repo
+from conftest import make_git_repo, refute_patch
 from skein.errors import SkeinError, WarehouseError
 from skein.warehouse import PostgresWarehouse, open_warehouse
 
@@ -256,7 +256,7 @@ def test_forward_query_in_postgres_dialect_builds_the_target(fleet):
 
 def test_simulation_refutes_a_wrong_patch_on_postgres_data(fleet, tmp_path):
     from skein.agents.base import Patch
-    from skein.plan import build_plan, simulate_plan, write_plan
+    from skein.plan import build_plan
     from skein.spec import load_campaign
 
     campaign = load_campaign(fleet["existing"])
@@ -264,15 +264,7 @@ def test_simulation_refutes_a_wrong_patch_on_postgres_data(fleet, tmp_path):
     victim = "growth/reports/country_listeners.sql"
     patch = built.results[victim]
     assert isinstance(patch, Patch) and "account_id" in patch.text
-    wrong = patch.text.replace("account_id", "track_id")  # plausible, and wrong
-    built.results[victim] = patch.model_copy(update={"text": wrong})
-    simulations = simulate_plan(campaign, built)
-    assert simulations[victim].status == "fail", simulations[victim]
-    assert simulations[victim].samples
-    plan = write_plan(tmp_path, built.report, built.results, built.evidence, simulations)
-    item = next(i for i in plan.items if i.id == victim)
-    assert item.status == "failed" and item.reason.startswith("simulation fail")
-    assert plan.counts["failed"] == 1
+    refute_patch(campaign, built, victim, patch.text.replace("account_id", "track_id"), tmp_path)
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):

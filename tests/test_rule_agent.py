@@ -87,14 +87,6 @@ def test_fixture_text(dialect, sql, expected, reason):
     assert check_scope(request(sql, dialect), result.text).ok
 
 
-@pytest.fixture(scope="module")
-def warehouse():
-    con = duckdb.connect()
-    con.execute(DATA)
-    yield con
-    con.close()
-
-
 def rows(con, sql: str):
     statement = sqlglot.parse_one(sql, read="duckdb")
     if isinstance(statement, sqlglot.exp.Create):

@@ -64,17 +64,6 @@ def test_rule_escalates(sql, reason):
     assert isinstance(result, Escalation) and reason in result.reason
 
 
-@pytest.fixture(scope="module")
-def warehouse():
-    from test_rule_agent import DATA
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute(DATA)
-    yield con
-    con.close()
-
-
 @pytest.mark.parametrize("sql", [
     "SELECT * EXCLUDE legacy_flag FROM analytics.plays WHERE play_id IN (1, 2)",
     "SELECT p.play_id, user_id, x.n FROM analytics.plays p "

@@ -119,6 +119,13 @@ def _resolved(statement, request, cache, aliases):
     return tree, resolved
 
 
+def _resolved_or_problem(statement, request, cache, aliases, label: str):
+    try:
+        return _resolved(statement, request, cache, aliases)
+    except (SqlglotError, KeyError, ValueError) as exc:
+        raise _Unverifiable(f"{label} does not resolve: {str(exc).splitlines()[0]}") from None
+
+
 def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases) -> list[str]:
     # Before resolving: qualify turns USING into ON in place.
     using = {i.name.lower() for j in old.find_all(exp.Join) for i in j.args.get("using") or []}
@@ -128,17 +135,11 @@ def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases)
     written = [p.sql(dialect="duckdb") for p in getattr(old_query, "expressions", [])] \
         if isinstance(old_query, exp.Select) else []
     try:
-        old_tree, old_q = _resolved(old, request, cache, old_aliases)
+        old_tree, old_q = _resolved_or_problem(old, request, cache, old_aliases, "the original")
+        new_tree, new_q = _resolved_or_problem(new, request, cache, new_aliases,
+                                               f"the new version (against {request.target})")
     except _Unverifiable as exc:
         return [str(exc)]
-    except (SqlglotError, KeyError, ValueError) as exc:
-        return [f"the original does not resolve: {str(exc).splitlines()[0]}"]
-    try:
-        new_tree, new_q = _resolved(new, request, cache, new_aliases)
-    except _Unverifiable as exc:
-        return [str(exc)]
-    except (SqlglotError, KeyError, ValueError) as exc:
-        return [f"the new version does not resolve against {request.target}: {str(exc).splitlines()[0]}"]
     if old_q is None or new_q is None:
         return [] if old_tree == new_tree else ["the statement changed"]
     problems = []
