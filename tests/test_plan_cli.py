@@ -47,6 +47,21 @@ def test_plan_writes_patches_and_escalations(fleet, tmp_path, capsys):
     markdown = (tmp_path / "evidence" / f"{first}.md").read_text()
     assert "## Patch (rule agent)" in markdown and "```diff" in markdown and "**pass**" in markdown
     assert "<table>" in (tmp_path / "summary.html").read_text()
+    # Waves (rollout.waves: canary 10%, everyone): every applied consumer has one, canary first,
+    # and nothing lands before what it reads.
+    waves = {json.loads(p.read_text())["id"]: json.loads(p.read_text())["wave"]
+             for p in (tmp_path / "evidence").glob("*.json")}
+    applied = [i for i in plan["items"] if i["status"] == "patched"
+               or (i["status"] == "unchanged" and i["simulation"] == "pass")]
+    assert all(waves[i["id"]] in ("canary", "everyone") for i in applied)
+    assert 1 <= sum(waves[i["id"]] == "canary" for i in applied) <= -(-len(applied) // 10)
+    rank = {"canary": 0, "everyone": 1}
+    impacted = {c["id"]: c for c in discovery["consumers"]}
+    for item in applied:
+        for up in impacted[item["id"]]["upstream"]:
+            if waves.get(up):
+                assert rank[waves[up]] <= rank[waves[item["id"]]]
+    assert set(summary["by_wave"]) == {"canary", "everyone"}
     assert plan["counts"]["patched"] >= 15
     # Every consumer discovery escalated stays escalated; transitive ones are unchanged.
     for c in discovery["consumers"]:

@@ -73,7 +73,8 @@ def _cmd_plan(args) -> int:
     simulations = None
     if not args.no_simulate:
         built, simulations = retry_refuted(campaign, built, simulate_plan(campaign, built))
-    plan = write_plan(Path(args.out), built.report, built.results, built.evidence, simulations)
+    plan = write_plan(Path(args.out), built.report, built.results, built.evidence, simulations,
+                      campaign.rollout.waves)
     print(f"plan for {plan.campaign} written to {args.out}: "
           + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
     for item in plan.items:

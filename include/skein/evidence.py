@@ -5,8 +5,9 @@ rationale, the dry run's parity and expectations, timings, engine versions) rend
 as Markdown and HTML; a campaign summary counts by status and by owner.
 
 >>> from skein.evidence import summary_counts
->>> summary_counts([{"status": "patched", "owner": "a"}, {"status": "failed", "owner": "a"}])
-{'by_status': {'failed': 1, 'patched': 1}, 'by_owner': {'a': {'failed': 1, 'patched': 1}}}
+>>> summary_counts([{"status": "patched", "owner": "a", "wave": "canary"},
+...                 {"status": "failed", "owner": "a"}])["by_owner"]
+{'a': {'failed': 1, 'patched': 1}}
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def engine_versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def consumer_record(item, impacted, patch, simulation) -> dict:
+def consumer_record(item, impacted, patch, simulation, wave: str | None = None) -> dict:
     """Everything known about one consumer, as plain JSON."""
     record = {"id": item.id, "status": item.status, "reason": item.reason, "order": item.order,
+              "wave": wave,
               "impact": item.impact, "owner": impacted.owner, "tier": impacted.tier,
               "kind": impacted.kind, "dialect": impacted.dialect, "columns": impacted.columns,
               "references": [r.model_dump() for r in impacted.references],
@@ -82,10 +84,14 @@ def consumer_markdown(record: dict) -> str:
 
 def summary_counts(records: list[dict]) -> dict:
     by_owner: dict[str, Counter] = defaultdict(Counter)
+    by_wave: dict[str, Counter] = defaultdict(Counter)
     for record in records:
         by_owner[record["owner"]][record["status"]] += 1
+        if record.get("wave"):
+            by_wave[record["wave"]][record["status"]] += 1
     return {"by_status": dict(sorted(Counter(r["status"] for r in records).items())),
-            "by_owner": {o: dict(sorted(c.items())) for o, c in sorted(by_owner.items())}}
+            "by_owner": {o: dict(sorted(c.items())) for o, c in sorted(by_owner.items())},
+            "by_wave": {w: dict(sorted(c.items())) for w, c in by_wave.items()}}
 
 
 def summary_markdown(campaign: str, records: list[dict]) -> str:
@@ -96,9 +102,14 @@ def summary_markdown(campaign: str, records: list[dict]) -> str:
     lines += ["", "| owner | " + " | ".join(statuses) + " |", "|---|" + "---|" * len(statuses)]
     lines += [f"| {owner} | " + " | ".join(str(c.get(s, 0)) for s in statuses) + " |"
               for owner, c in counts["by_owner"].items()]
-    lines += ["", "| # | consumer | status | owner | why |", "|---|---|---|---|---|"]
+    if counts["by_wave"]:
+        lines += ["", "| wave | " + " | ".join(statuses) + " |", "|---|" + "---|" * len(statuses)]
+        lines += [f"| {wave} | " + " | ".join(str(c.get(s, 0)) for s in statuses) + " |"
+                  for wave, c in counts["by_wave"].items()]
+    lines += ["", "| # | consumer | status | wave | owner | why |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['order']} | [{r['id']}](evidence/{_file(r['id'])}.md) | {r['status']} | "
-              f"{r['owner']} | {(r.get('reason') or '').replace('|', '/')} |" for r in records]
+              f"{r.get('wave') or '-'} | {r['owner']} | {(r.get('reason') or '').replace('|', '/')} |"
+              for r in records]
     return "\n".join(lines) + "\n"
 
 
@@ -115,15 +126,17 @@ def _html(title: str, markdown: str) -> str:
             f"{body}</body></html>\n")
 
 
-def write_evidence(out: Path, plan, report, results: dict, simulations: dict | None) -> list[dict]:
-    """``out/evidence/<id>.{json,md,html}`` and ``out/summary.{json,md,html}``."""
+def write_evidence(out: Path, plan, report, results: dict, simulations: dict | None,
+                   waves: dict[str, str] | None = None) -> list[dict]:
+    """``out/evidence/<id>.{json,md,html}`` and ``out/summary.{json,md,html}``;
+    ``waves`` (consumer id -> wave) for the consumers that will be applied."""
     folder = out / "evidence"
     folder.mkdir(parents=True, exist_ok=True)
     impacted = {c.id: c for c in report.consumers}
     records = []
     for item in plan.items:
         record = consumer_record(item, impacted[item.id], results.get(item.id),
-                                 (simulations or {}).get(item.id))
+                                 (simulations or {}).get(item.id), (waves or {}).get(item.id))
         records.append(record)
         name = _file(item.id)
         markdown = consumer_markdown(record)

@@ -157,7 +157,8 @@ def _agent_items(report: DiscoveryReport, results: dict[str, Patch | Escalation]
 
 
 def write_plan(out: Path, report: DiscoveryReport, results: dict[str, Patch | Escalation],
-               evidence: dict[str, str] | None = None, simulations: dict | None = None) -> Plan:
+               evidence: dict[str, str] | None = None, simulations: dict | None = None,
+               waves=None) -> Plan:
     plan = plan_items(report, results, simulations)
     if simulations:
         (out / "simulation").mkdir(parents=True, exist_ok=True)
@@ -178,8 +179,19 @@ def write_plan(out: Path, report: DiscoveryReport, results: dict[str, Patch | Es
     (out / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n", encoding="utf-8")
     patches = {cid: json.loads(r.model_dump_json()) for cid, r in results.items()}
     (out / "agents.json").write_text(json.dumps(patches, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    write_evidence(out, plan, report, results, simulations)
+    write_evidence(out, plan, report, results, simulations, plan_waves(plan, report, waves))
     return plan
+
+
+def plan_waves(plan: Plan, report: DiscoveryReport, waves) -> dict[str, str]:
+    """The wave of every consumer the plan would apply (patched, or unchanged and verified)."""
+    if not waves:
+        return {}
+    from skein.rollout import assign_waves
+
+    applied = {i.id for i in plan.items if i.status == "patched" or
+               (i.status == "unchanged" and i.simulation in (None, "pass"))}
+    return assign_waves([c for c in report.consumers if c.id in applied], waves)
 
 
 def _file_name(consumer_id: str) -> str:
