@@ -101,9 +101,9 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
         lineage.error = "no SQL statement found"
         return lineage
     for statement in statements:
-        _normalize(statement, default_schema)
+        normalize_names(statement, default_schema)
         _record_tables(statement, lineage)
-        query, produces = _split_statement(statement)
+        query, produces = split_statement(statement)
         if produces:
             lineage.produces = produces
         if query is None:
@@ -157,7 +157,7 @@ def dataset_name(table: exp.Table) -> str:
     return f"{table.db}.{table.name}".lower() if table.db else table.name.lower()
 
 
-def _normalize(statement: exp.Expression, default_schema: str) -> None:
+def normalize_names(statement: exp.Expression, default_schema: str) -> None:
     """Lowercase identifiers and drop catalog parts so names match the catalog.
 
     Skein compares names case-insensitively in every dialect (docs/discovery.md); doing
@@ -196,7 +196,7 @@ def _produced_table(statement: exp.Expression) -> exp.Table | None:
     return None
 
 
-def _split_statement(statement: exp.Expression) -> tuple[exp.Query | None, str | None]:
+def split_statement(statement: exp.Expression) -> tuple[exp.Query | None, str | None]:
     table = _produced_table(statement)
     produces = dataset_name(table) if table is not None else None
     if isinstance(statement, exp.Query):

@@ -31,8 +31,9 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import build_scope
 
 from skein.agents.base import RewriteRequest
-from skein.lineage import SchemaCache, _normalize, _split_statement, dataset_name
+from skein.lineage import SchemaCache, normalize_names, split_statement, dataset_name
 from skein.rewrite.jinja import RELATION_CALL
+from skein.rewrite.references import rows_ignore_projections
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class _Unverifiable(Exception):
 def _resolved(statement, request, cache, aliases):
     """The whole statement with its query resolved in place (CREATE/INSERT kept around it)."""
     tree = statement  # freshly parsed by check_scope: ours to change
-    _normalize(tree, request.default_schema)
+    normalize_names(tree, request.default_schema)
     for table in tree.find_all(exp.Table):  # masked dbt relations -> the relation they stand for
         name = dataset_name(table)
         full = name if "." in name else f"{request.default_schema}.{name}"
@@ -97,7 +98,7 @@ def _resolved(statement, request, cache, aliases):
             db, _, table_name = aliases[full].rpartition(".")
             table.set("this", exp.to_identifier(table_name))
             table.set("db", exp.to_identifier(db))
-    query, _ = _split_statement(tree)
+    query, _ = split_statement(tree)
     migrated = {request.source, request.target}
     if query is None:
         if any(dataset_name(t) in migrated for t in tree.find_all(exp.Table)):
@@ -110,7 +111,7 @@ def _resolved(statement, request, cache, aliases):
     resolved = qualify(query, dialect=request.dialect, schema=cache.for_dialect(request.dialect),
                        db=request.default_schema, quote_identifiers=False, identify=False,
                        validate_qualify_columns=True, canonicalize_table_aliases=True)
-    _normalize(resolved, request.default_schema)  # Snowflake's qualify upper-cases names
+    normalize_names(resolved, request.default_schema)  # Snowflake's qualify upper-cases names
     if resolved is not query:
         if query is tree:
             tree = resolved
@@ -130,7 +131,7 @@ def _compare(request: RewriteRequest, old, new, cache, old_aliases, new_aliases)
     # Before resolving: qualify turns USING into ON in place.
     using = {i.name.lower() for j in old.find_all(exp.Join) for i in j.args.get("using") or []}
     written_coalesce = old.find(exp.Coalesce) is not None
-    old_query, _ = _split_statement(old)
+    old_query, _ = split_statement(old)
     # As written, before resolution: DuckDB names unnamed outputs after this text.
     written = [p.sql(dialect="duckdb") for p in getattr(old_query, "expressions", [])] \
         if isinstance(old_query, exp.Select) else []
@@ -184,13 +185,6 @@ def _without_internal_dropped(tree: exp.Expression, request: RewriteRequest) -> 
                 if isinstance(source, exp.Table) and dataset_name(source) == request.source:
                     projection.pop()
     return tree
-
-
-def rows_ignore_projections(select: exp.Select) -> bool:
-    """Leaving a column out of this SELECT's list cannot change its rows (no DISTINCT,
-    GROUP BY or set operation, where every listed column counts)."""
-    return not (select.args.get("distinct") or select.args.get("group")
-                or isinstance(select.parent, exp.SetOperation))
 
 
 def _generated(name: str) -> bool:
@@ -285,7 +279,7 @@ def _pattern(expression: str, read: str, write: str, default_schema: str) -> exp
     pattern = sqlglot.parse_one(sqlglot.transpile(expression, read=read, write=write)[0], read=write)
     for column in pattern.find_all(exp.Column):
         column.set("table", None)
-    _normalize(pattern, default_schema)
+    normalize_names(pattern, default_schema)
     return _strip(pattern)
 
 

@@ -24,7 +24,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 
-from skein.lineage import SchemaCache, _normalize, _split_statement, dataset_name
+from skein.lineage import SchemaCache, normalize_names, split_statement, dataset_name
 
 
 class UnsupportedReference(Exception):
@@ -77,10 +77,10 @@ def find_references(statement: exp.Expression, source: str, dialect: str, cache:
     else:
         is_source = lambda name: name == source  # noqa: E731
     analysis = statement.copy()
-    _normalize(analysis, default_schema)
-    query, _ = _split_statement(analysis)
+    normalize_names(analysis, default_schema)
+    query, _ = split_statement(analysis)
     refs = SourceRefs()
-    original_query, _ = _split_statement(statement)
+    original_query, _ = split_statement(statement)
     if query is None or original_query is None:
         if any(is_source(dataset_name(t)) for t in analysis.find_all(exp.Table)):
             raise UnsupportedReference(f"{statement.key.upper()} statements are not rewritten by rules")
@@ -201,6 +201,13 @@ def _collect_unmatched_columns(query, is_source, schemas, default_schema: str, r
                 bare_projection=_is_bare_projection(column)))
 
 
+def rows_ignore_projections(select: exp.Select) -> bool:
+    """Leaving a column out of this SELECT's list cannot change its rows (no DISTINCT,
+    GROUP BY or set operation, where every listed column counts)."""
+    return not (select.args.get("distinct") or select.args.get("group")
+                or isinstance(select.parent, exp.SetOperation))
+
+
 def _is_bare_projection(column: exp.Column) -> bool:
     parent = column.parent
     return isinstance(parent, exp.Select) and column in parent.expressions
@@ -256,7 +263,7 @@ def star_excluded(star: exp.Star) -> set[str]:
 
 def _dataset(table: exp.Table, default_schema: str) -> str:
     copy = table.copy()
-    _normalize(copy, default_schema)
+    normalize_names(copy, default_schema)
     name = dataset_name(copy)
     return name if "." in name else f"{default_schema}.{name}"
 

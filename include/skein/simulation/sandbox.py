@@ -23,7 +23,7 @@ import sqlglot
 from sqlglot import exp
 
 from skein.errors import SkeinError
-from skein.lineage import _split_statement
+from skein.lineage import split_statement
 
 
 class SandboxError(SkeinError):
@@ -102,7 +102,7 @@ class Sandbox:
             raise SandboxError(f"does not parse: {str(exc).splitlines()[0]}") from None
         if len(statements) != 1:
             raise SandboxError(f"expected one statement, found {len(statements)}")
-        query, _ = _split_statement(statements[0])
+        query, _ = split_statement(statements[0])
         for table in query.find_all(exp.Table) if query is not None else ():
             table.set("catalog", None)  # `project.dataset.table`: Skein ignores the catalog part
         if query is None:

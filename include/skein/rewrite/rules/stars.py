@@ -15,8 +15,7 @@ from __future__ import annotations
 from skein.rewrite.edits import Edit
 from sqlglot import exp
 
-from skein.agents.scope_check import rows_ignore_projections
-from skein.rewrite.references import SourceRefs, StarRef, star_excluded
+from skein.rewrite.references import SourceRefs, StarRef, rows_ignore_projections, star_excluded
 from skein.rewrite.render import Style, mapped_expression
 from skein.rewrite.rules.context import Escalate, RuleContext
 
