@@ -36,6 +36,18 @@ VALID = {
         target: analytics_v2.plays
         rollout:
           schedule: "0 3 * * *"
+          approvers: [alice, bob]
+          approve_each_wave: true
+          waves:
+            - {name: canary, share: 0.05, soak_minutes: 30}
+            - {name: rest, share: 1.0}
+        fleet:
+          pool: skein_alpha
+          queues: {eu: skein-eu}
+          tier_priority: {1: 10}
+          retries: 3
+          retry_delay_s: 10
+          execution_timeout_minutes: 20
     """,
     "beta.yml": """
         campaign: beta
@@ -80,6 +92,18 @@ PROBE = textwrap.dedent("""
                        "catchup": d.catchup, "max_active_runs": d.max_active_runs,
                        "doc_md": d.doc_md, "description": d.description,
                        "tasks": {t.task_id: t.pool for t in d.tasks},
+                       "fleet": {t.task_id: {"queue": t.queue, "priority_weight": t.priority_weight,
+                                             "retries": t.retries,
+                                             "retry_delay": t.retry_delay.total_seconds(),
+                                             "backoff": t.retry_exponential_backoff,
+                                             "timeout": t.execution_timeout.total_seconds()
+                                                        if t.execution_timeout else None,
+                                             "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
+                                             "assigned_users": getattr(t, "assigned_users", None),
+                                             "options": getattr(t, "options", None),
+                                             "upstream": sorted(t.upstream_task_ids)}
+                                 for t in d.tasks},
+                       "params": {k: d.params.get_param(k).value for k in d.params},
                        "file": Path(d.fileloc).name}
             for d in bag.dags.values()}
     errors = {Path(k).name: v for k, v in bag.import_errors.items()}
@@ -138,7 +162,38 @@ def test_dag_attributes_come_from_the_spec(mixed):
     assert alpha["doc_md"].startswith("Renames **user_id** to account_id.")
     assert beta["doc_md"].startswith("Users v2")  # no description: the title
     assert (alpha["catchup"], alpha["max_active_runs"]) == (False, 1)
-    assert alpha["tasks"] == {"discover": "skein_default"}
+    assert list(beta["tasks"]) == [
+        "discover", "agents", "simulate", "summarize", "approval", "start_canary",
+        "apply_canary__default", "monitor_canary", "start_everyone", "apply_everyone__default",
+        "monitor_everyone", "rollback", "finalize"]
+    # Consumer work in the campaign's pool; discovery in the shared one.
+    assert alpha["tasks"]["discover"] == "skein_default"
+    assert {alpha["tasks"][t] for t in ("agents", "simulate", "apply_canary__eu__tier1")} == {"skein_alpha"}
+    assert beta["params"] == {"dry_run": False, "waves": ["canary", "everyone"],
+                              "error_threshold": None, "consumers": None}
+
+
+def test_fleet_settings_become_task_settings(mixed):
+    _, bag = mixed
+    fleet = bag["dags"]["skein__alpha"]["fleet"]
+    # One mapped apply task per region x tier group: queue and priority are per task.
+    applies = {t: f for t, f in fleet.items() if t.startswith("apply_canary__")}
+    assert {t: (f["queue"], f["priority_weight"]) for t, f in applies.items()} == {
+        "apply_canary__eu__tier1": ("skein-eu", 10), "apply_canary__eu__other": ("skein-eu", 1),
+        "apply_canary__default__tier1": ("default", 10), "apply_canary__default__other": ("default", 1)}
+    apply = fleet["apply_rest__eu__tier1"]
+    assert (apply["retries"], apply["retry_delay"], apply["backoff"], apply["timeout"]) == (3, 10, 2.0, 1200)  # backoff factor 2: the delay doubles
+    # Approvals: the spec's approvers, no worker time limit, never retried; one per later wave.
+    assert fleet["approval"]["assigned_users"] == [{"id": "alice", "name": "alice"},
+                                                   {"id": "bob", "name": "bob"}]
+    assert fleet["approval"]["options"] == ["Approve all", "Approve canary only", "Reject"]
+    assert (fleet["approval"]["timeout"], fleet["approval"]["retries"]) == (None, 0)
+    assert fleet["approve_rest"]["options"] == ["Continue", "Stop"]
+    assert fleet["start_rest"]["upstream"] == ["approve_rest"]
+    assert "approve_canary" not in fleet
+    # The canary soaks 30 minutes before it is monitored.
+    assert fleet["monitor_canary"]["upstream"] == ["soak_canary"]
+    assert fleet["rollback"]["trigger_rule"] == fleet["finalize"]["trigger_rule"] == "all_done"
 
 
 def test_broken_files_are_one_import_error_naming_file_and_line(mixed):

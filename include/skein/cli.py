@@ -1,7 +1,8 @@
 """``skein``: the engine from a shell, for local use and consumers' own CI.
 
 Exit codes: 0 done, 2 bad input (campaign file, arguments), 3 done but something was
-escalated to a human, 4 a simulation refuted a patch, 1 unexpected failure.
+escalated to a human, 4 a simulation refuted a patch, 5 (``skein run``) the campaign was
+rolled back or rejected, 1 unexpected failure.
 User errors are one message each, never a traceback.
 """
 
@@ -17,6 +18,7 @@ from skein.errors import SkeinError
 EXIT_USER_ERROR = 2
 EXIT_ESCALATED = 3  # the work is done, but a human must look at something
 EXIT_SIMULATION_FAILED = 4  # a patch changed results on data: it must not be applied
+EXIT_NOT_APPLIED = 5  # skein run: rolled back or rejected
 
 
 def _cmd_discover(args) -> int:
@@ -106,6 +108,42 @@ def _cmd_demo_fleet(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from skein.run import run_campaign, start_run
+    from skein.store import CampaignStore
+
+    run_id = args.run_id or _new_run_id()
+    store = CampaignStore(args.store) if args.store else None
+    ctx = start_run(args.campaign, run_id, store=store, actor="cli")
+    outcome = run_campaign(ctx, approve=args.approve, dry_run=args.dry_run, waves=args.waves,
+                           error_threshold=args.error_threshold, consumer_filter=args.consumers,
+                           soak=not args.no_soak, workers=args.workers)
+    print(json.dumps({"run_id": run_id, "directory": str(ctx.directory), **outcome}, indent=2))
+    if outcome["status"] in ("rolled_back", "rejected", "failed"):
+        return EXIT_NOT_APPLIED
+    return EXIT_ESCALATED if outcome["escalated"] else 0
+
+
+def _new_run_id() -> str:
+    from datetime import UTC, datetime
+
+    return "cli__" + datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S-%fZ")
+
+
+def _cmd_audit(args) -> int:
+    from skein.store import CampaignStore, render_audit
+
+    store = CampaignStore(args.store) if args.store else CampaignStore()
+    events = store.events(args.campaign, args.run)
+    if args.json:
+        print(json.dumps([e.__dict__ for e in events], indent=2, default=str))
+    elif events:
+        print(render_audit(events))
+    else:
+        print(f"no audit events for campaign {args.campaign!r} in {store.url}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skein", description="Dataset migrations as campaigns.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +174,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-simulate", action="store_true",
                    help="skip the dry run of every patch on the warehouse's data")
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("run", help="run a whole campaign without Airflow: plan, approve, waves")
+    p.add_argument("campaign")
+    p.add_argument("--run-id", help="default: cli__<UTC time>; reuse one to continue a run")
+    p.add_argument("--approve", choices=["all", "canary", "none"], default="all",
+                   help="the approval's answer (default: all waves)")
+    p.add_argument("--dry-run", action="store_true", help="plan and simulate; apply nothing")
+    p.add_argument("--waves", nargs="+", help="only these waves")
+    p.add_argument("--error-threshold", type=float, help="override the campaign's threshold")
+    p.add_argument("--consumers", help="only consumers whose id matches this glob")
+    p.add_argument("--no-soak", action="store_true", help="do not wait the waves' soak time")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--store", help="campaign store URL (default: $SKEIN_STORE_URL or SQLite "
+                   "in $SKEIN_HOME)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("audit", help="print a campaign's audit log")
+    p.add_argument("campaign", help="campaign id")
+    p.add_argument("--run", help="only this run id")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--store", help="campaign store URL")
+    p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser("schema", help="print the JSON Schema of campaign files")
     p.add_argument("--out", help="write to this file instead of stdout")

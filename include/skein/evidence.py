@@ -117,8 +117,17 @@ def _file(consumer_id: str) -> str:
     return consumer_id.replace("/", "__")
 
 
+def markdown_html(markdown: str) -> str:
+    """Markdown (CommonMark and tables) as an HTML fragment.
+
+    >>> markdown_html("**5** patched")
+    '<p><strong>5</strong> patched</p>\\n'
+    """
+    return MarkdownIt("commonmark").enable("table").render(markdown)
+
+
 def _html(title: str, markdown: str) -> str:
-    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    body = markdown_html(markdown)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"

@@ -38,6 +38,7 @@ class Ownership:
     tier: int | None = None
     lifecycle: str | None = None
     dialect: str | None = None
+    region: str | None = None  # picks the Celery queue that applies the consumer (fleet.queues)
 
 
 class OwnershipResolver:
@@ -80,7 +81,8 @@ class OwnershipResolver:
         return Ownership(owner=str(spec.get("owner") or self._fallback.owner),
                          tier=_tier(annotations.get("skein/tier"), path, self.problems),
                          lifecycle=spec.get("lifecycle"),
-                         dialect=annotations.get("skein/dialect"))
+                         dialect=annotations.get("skein/dialect"),
+                         region=annotations.get("skein/region"))
 
 
 def _tier(value, path: Path, problems: list[str]) -> int | None:

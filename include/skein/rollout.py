@@ -52,3 +52,43 @@ def assign_waves(items, waves) -> dict[str, str]:
             out[cid] = wave.name
         start = end
     return out
+
+
+def apply_groups(fleet) -> list[str]:
+    """The apply task groups a campaign's fleet settings call for: one per region with a queue
+    (plus ``default``), times one per tier with a priority (plus ``other``). Each group is one
+    mapped Airflow task, because queue and priority are fixed per mapped task.
+
+    >>> from skein.spec import Fleet
+    >>> apply_groups(Fleet()), apply_groups(Fleet(queues={"eu": "q-eu"}, tier_priority={1: 10}))
+    (['default'], ['eu__tier1', 'eu__other', 'default__tier1', 'default__other'])
+    """
+    regions = [*fleet.queues, "default"]
+    tiers = [f"tier{t}" for t in fleet.tier_priority] + ["other"] if fleet.tier_priority else [None]
+    return [f"{r}__{t}" if t else r for r in regions for t in tiers]
+
+
+def group_of(region: str | None, tier: int | None, fleet) -> str:
+    """The apply group of a consumer (see ``apply_groups``).
+
+    >>> from skein.spec import Fleet
+    >>> f = Fleet(queues={"eu": "q-eu"}, tier_priority={1: 10})
+    >>> group_of("eu", 1, f), group_of("us", 3, f), group_of(None, None, Fleet())
+    ('eu__tier1', 'default__other', 'default')
+    """
+    name = region if region in fleet.queues else "default"
+    if fleet.tier_priority:
+        name += f"__tier{tier}" if tier in fleet.tier_priority else "__other"
+    return name
+
+
+def group_settings(group: str, fleet) -> tuple[str | None, int]:
+    """(Celery queue or None for the default, priority_weight) of an apply group.
+
+    >>> from skein.spec import Fleet
+    >>> group_settings("eu__tier1", Fleet(queues={"eu": "q-eu"}, tier_priority={1: 10}))
+    ('q-eu', 10)
+    """
+    region, _, tier = group.partition("__")
+    weight = fleet.tier_priority.get(int(tier[4:]), 1) if tier.startswith("tier") else 1
+    return fleet.queues.get(region), weight

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
                       field_validator, model_validator)
@@ -85,6 +85,10 @@ class Wave(_Strict):
     name: str = Field(description="Wave name, shown in the UI.")
     share: float = Field(gt=0, le=1, description="Cumulative share of consumers applied once "
                          "this wave is done (0 < share <= 1).")
+    soak_minutes: float = Field(0, ge=0, le=7 * 24 * 60, description="Wait this long after the "
+                                "wave is applied before monitoring it.")
+    error_threshold: float | None = Field(None, ge=0, le=1, description="This wave's threshold "
+                                          "(default: `rollout.error_threshold`).")
 
 
 def _default_waves() -> list[Wave]:
@@ -99,6 +103,8 @@ class Rollout(_Strict):
     error_threshold: float = Field(0.05, ge=0, le=1, description="Failed / applied ratio in a "
                                    "wave above which everything is rolled back.")
     waves: list[Wave] = Field(default_factory=_default_waves, min_length=1)
+    approve_each_wave: bool = Field(False, description="Ask the approvers again before every wave "
+                                    "after the first.")
 
     @field_validator("schedule")
     @classmethod
@@ -157,6 +163,37 @@ class Simulation(_Strict):
                                             "every new output must meet.")
 
 
+class Fleet(_Strict):
+    """How the campaign's tasks use the Airflow fleet (pools, queues, priorities, retries)."""
+
+    pool: str = Field("skein_default", description="Airflow pool of the campaign's consumer "
+                      "work (create it in `airflow_settings.yaml`).")
+    queues: dict[str, str] = Field(default_factory=dict, description="Region -> Celery queue. "
+                                   "Consumers whose `skein/region` annotation names a region are "
+                                   "applied by that queue's workers; the others by the default queue.")
+    tier_priority: dict[int, int] = Field(default_factory=dict, description="Tier -> Airflow "
+                                          "`priority_weight` of the tasks applying that tier's "
+                                          "consumers (other tiers: 1).")
+    retries: int = Field(2, ge=0, le=10, description="Retries of every task (exponential backoff).")
+    retry_delay_s: float = Field(30, gt=0, description="First retry delay; doubles each retry.")
+    execution_timeout_minutes: float = Field(60, gt=0, description="Time limit of every task.")
+    batch_size: int | None = Field(None, ge=1, description="Consumers per mapped task instance "
+                                   "(default: one per consumer up to 32 consumers, then batches "
+                                   "so that a step never has more than 16 instances).")
+
+
+class Notifications(_Strict):
+    """Where Skein says that an approval waits, a consumer is escalated, a campaign rolled back or
+    finished (Airflow connections, e.g. from `airflow_settings.yaml`)."""
+
+    slack_conn_id: str | None = Field(None, description="Slack incoming-webhook connection.")
+    smtp_conn_id: str | None = Field(None, description="SMTP connection.")
+    email_to: list[str] = Field(default_factory=list, description="Email recipients.")
+    events: list[Literal["approval", "escalation", "rollback", "finished"]] = Field(
+        default_factory=lambda: ["approval", "escalation", "rollback", "finished"],
+        description="Which events notify.")
+
+
 class Agents(_Strict):
     llm: LLMAgentSettings = Field(default_factory=LLMAgentSettings)
 
@@ -185,6 +222,9 @@ class Campaign(_Strict):
     agents: Agents = Field(default_factory=Agents, description="Which agents rewrite consumers.")
     simulation: Simulation = Field(default_factory=Simulation, description="How patches are "
                                    "dry-run on data before anything is applied.")
+    fleet: Fleet = Field(default_factory=Fleet, description="Pools, queues, priorities, retries.")
+    notifications: Notifications = Field(default_factory=Notifications, description="Slack and "
+                                         "email notifications.")
 
     _path: Path | None = PrivateAttr(None)
     _lines: YamlDoc | None = PrivateAttr(None)

@@ -63,14 +63,32 @@ def open_warehouse(url: str, base_dir: Path | None = None) -> Warehouse:
     """The warehouse behind ``url``; relative DuckDB paths are relative to ``base_dir``."""
     scheme, _, rest = url.partition("://")
     if scheme == "duckdb":
-        path = rest[1:] if rest.startswith("/") else rest  # duckdb:///rel  duckdb:////abs
-        file = Path(path)
-        if not file.is_absolute():
-            file = (base_dir or Path.cwd()) / file
-        return DuckDBWarehouse(url, file)
+        return DuckDBWarehouse(url, duckdb_file(url, base_dir))
     if scheme in ("postgresql", "postgres"):
         return PostgresWarehouse(url)
     raise WarehouseError(f"warehouse {redact_url(url)!r}: use duckdb:/// or postgresql:// URLs")
+
+
+def postgres_view_ddl(schema: str, view: str, definition: str) -> str:
+    """A PostgreSQL view as DDL (``pg_views`` holds the SELECT only): the text consumers are
+    analysed, patched and hashed as.
+
+    >>> postgres_view_ddl("rpt", "v", " SELECT 1;")
+    'CREATE VIEW "rpt"."v" AS\\nSELECT 1'
+    """
+    body = definition.strip().rstrip(";").strip()
+    return f"CREATE VIEW {quoted_table(f'{schema}.{view}', 'postgres')} AS\n{body}"
+
+
+def duckdb_file(url: str, base_dir: Path | None = None) -> Path:
+    """The file of a ``duckdb:///rel`` or ``duckdb:////abs`` URL.
+
+    >>> duckdb_file("duckdb:///w.duckdb", Path("/c")), duckdb_file("duckdb:////abs/w.duckdb")
+    (PosixPath('/c/w.duckdb'), PosixPath('/abs/w.duckdb'))
+    """
+    rest = url.partition("://")[2]
+    file = Path(rest[1:] if rest.startswith("/") else rest)
+    return file if file.is_absolute() else (base_dir or Path.cwd()) / file
 
 
 def redact_url(url: str) -> str:
@@ -227,10 +245,8 @@ class PostgresWarehouse:
             f"WHERE v.schemaname NOT IN {_PG_SYSTEM_SCHEMAS} ORDER BY 1, 2")
         views = []
         for schema, view, definition, comment in rows:
-            name = f"{schema}.{view}"
-            body = definition.strip().rstrip(";").strip()  # pg_views holds the SELECT only
-            sql = f"CREATE VIEW {quoted_table(name, self.dialect)} AS\n{body}"
-            views.append(WarehouseView(name.lower(), sql, comment or None))
+            sql = postgres_view_ddl(schema, view, definition)
+            views.append(WarehouseView(f"{schema}.{view}".lower(), sql, comment or None))
         return sorted(views, key=lambda v: v.name)
 
     def row_count(self, name: str) -> int:

@@ -1,9 +1,7 @@
 """One Airflow DAG per campaign file: the only place Skein campaigns become Airflow objects.
 
-For now each DAG is discovery-only: one ``discover`` task runs the engine's
-``discover()`` and writes the report under
-``$AIRFLOW_HOME/skein/<campaign>/<run_id>/discovery.json``. Agents, approval and
-waves come later and will be rendered here too.
+Each task calls one engine step (``skein.run``); the tasks themselves are in
+``campaign_tasks``, the approval operator in ``approval``.
 
 Parsing stays cheap and pure: ``load_campaign`` only reads the YAML (no
 warehouse, network or DB). The engine's heavy modules are imported inside the
@@ -22,15 +20,14 @@ campaigns keep running.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pendulum
-from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk import DAG
 
 if TYPE_CHECKING:
     from skein.spec import Campaign
@@ -128,11 +125,34 @@ def _describe(error: Exception, path: Path) -> str:
 
 
 def campaign_dag(campaign: Campaign) -> DAG:
-    """The Airflow DAG for one campaign (discovery only, for now)."""
+    """The Airflow DAG of one campaign: every task calls one engine step (``skein.run``).
+
+    discover -> agents (mapped) -> simulate (mapped) -> summarize -> approval -> per wave:
+    [approval] -> start -> apply (mapped, one task per region/tier group) -> [soak] -> monitor
+    -> ... -> rollback (runs only if a wave failed) -> finalize.
+
+    Flow control lives in the campaign store, not in branch operators: each wave task asks
+    the store whether its wave runs (approved, selected, nothing failed before), so a rerun
+    or a retried task decides exactly as the first attempt did.
+    """
+    from datetime import timedelta
+
+    from airflow.sdk import Param
+
+    from skein.rollout import apply_groups, group_settings
+    from skein_airflow import campaign_tasks as t
+    from skein_airflow.approval import CampaignApproval
+
+    fleet = campaign.fleet
+    file = str(campaign.path)
     doc = campaign.description or campaign.title
     doc += (f"\n\n---\nCampaign `{campaign.campaign}`: `{campaign.source}` -> `{campaign.target}`, "
-            f"from `{campaign.path}`.\nThis DAG runs discovery only; agents, approval and waves "
-            "come later.")
+            f"from `{campaign.path}`. Waves: "
+            + ", ".join(f"{w.name} ({w.share:.0%})" for w in campaign.rollout.waves)
+            + f". Approvers: {', '.join(campaign.rollout.approvers) or 'anyone'}. "
+            "Approve in Browse -> Required Actions. `skein audit "
+            f"{campaign.campaign}` prints the audit log.")
+    wave_names = [w.name for w in campaign.rollout.waves]
     dag = DAG(
         dag_id=dag_id_for(campaign.campaign),
         description=campaign.title,
@@ -143,46 +163,73 @@ def campaign_dag(campaign: Campaign) -> DAG:
         max_active_runs=1,
         # The spec has no tags field: tag what a reader filters by.
         tags=["skein", f"source:{campaign.source}"],
-        default_args={"owner": ",".join(campaign.owners)},
+        default_args={
+            "owner": ",".join(campaign.owners),
+            "retries": fleet.retries,
+            "retry_delay": timedelta(seconds=fleet.retry_delay_s),
+            "retry_exponential_backoff": True,
+            "execution_timeout": timedelta(minutes=fleet.execution_timeout_minutes),
+            "pool": fleet.pool,
+        },
+        params={
+            "dry_run": Param(False, type="boolean", description="Plan and simulate only."),
+            "waves": Param(wave_names, type="array", description="Waves to run this time.",
+                           examples=wave_names),
+            "error_threshold": Param(None, type=["null", "number"], minimum=0, maximum=1,
+                                     description="Override the campaign's error threshold."),
+            "consumers": Param(None, type=["null", "string"],
+                               description="Only consumers whose id matches this glob."),
+        },
         # Built here, published by the DAG file: never register into whichever
         # module happens to be importing this one.
         auto_register=False,
     )
     with dag:
-        discover_consumers(str(campaign.path))
+        batches = t.discover.override(pool=DEFAULT_POOL)(file)
+        agents = t.agents.partial(campaign_file=file).expand(ids=batches)
+        simulated = t.simulate.partial(campaign_file=file).expand(ids=batches)
+        agents >> simulated
+        summary = t.summarize(file)
+        simulated >> summary
+        approval = CampaignApproval(task_id="approval", campaign_file=file,
+                                    approvers=campaign.rollout.approvers, wave=None)
+        summary >> approval
+        previous = approval
+        for number, wave in enumerate(campaign.rollout.waves):
+            key = t.wave_key(wave.name)
+            if number and campaign.rollout.approve_each_wave:
+                ask = CampaignApproval(task_id=f"approve_{key}", campaign_file=file,
+                                       approvers=campaign.rollout.approvers, wave=wave.name,
+                                       trigger_rule="none_failed")
+                previous >> ask
+                previous = ask
+            groups = apply_groups(fleet)
+            start = t.start_wave.override(task_id=f"start_{key}")(
+                file, wave.name, groups[0] if len(groups) == 1 else None)
+            previous >> start
+            appliers = []
+            for group in groups:
+                queue, weight = group_settings(group, fleet)
+                extra = {"queue": queue} if queue else {}
+                ids = start if len(groups) == 1 else t.select_batches.override(
+                    task_id=f"batches_{key}__{group}")(file, wave.name, group)
+                if len(groups) > 1:
+                    start >> ids
+                applier = t.apply.override(
+                    task_id=f"apply_{key}__{group}", priority_weight=weight, **extra,
+                ).partial(campaign_file=file, wave=wave.name).expand(ids=ids)
+                appliers.append(applier)
+            after = appliers
+            if wave.soak_minutes:
+                soak = t.soak.override(task_id=f"soak_{key}")(file, wave.name, wave.soak_minutes)
+                after >> soak
+                after = [soak]
+            monitor = t.monitor.override(task_id=f"monitor_{key}")(file, wave.name)
+            after >> monitor
+            previous = monitor
+        rollback = t.rollback(file)
+        previous >> rollback
+        finished = t.finalize.override(outlets=[t.dataset_asset(campaign.target),
+                                                t.consumers_alias(campaign.campaign)])(file)
+        rollback >> finished
     return dag
-
-
-@task(task_id="discover", pool=DEFAULT_POOL)
-def discover_consumers(campaign_file: str) -> dict[str, int]:
-    """Run discovery, write the full report as JSON, return the counts per status (XCom)."""
-    from airflow.sdk.exceptions import AirflowFailException
-    from skein.discovery import discover, render_text
-    from skein.errors import SkeinError
-    from skein.spec import load_campaign
-
-    run_id = get_current_context()["run_id"]
-    try:
-        campaign = load_campaign(campaign_file)
-        report = discover(campaign)
-    except SkeinError as e:  # a user error: retrying will not help
-        raise AirflowFailException(str(e)) from e
-    out = report_path(campaign.campaign, run_id)
-    _write_json(out, report.model_dump(mode="json"))
-    log.info("Discovery for %s:\n%s", campaign.campaign, render_text(report))
-    log.info("Report written to %s", out)
-    return dict(report.counts)
-
-
-def report_path(campaign_id: str, run_id: str) -> Path:
-    """``$AIRFLOW_HOME/skein/<campaign>/<run_id>/discovery.json`` (Airflow's default home)."""
-    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
-    return home / "skein" / campaign_id / run_id / "discovery.json"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write atomically: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)

@@ -97,7 +97,10 @@ def sample_query(name: str, rows: int, limit: int, keys: list[str] | None, bucke
 
 
 def _load_worlds(campaign, warehouse: Warehouse, inputs, source, target, old_world, new_world) -> None:
-    """Read every input (sampled, in the warehouse's own SQL) into both worlds as Arrow."""
+    """Read every input (sampled, in the warehouse's own SQL) into both worlds as Arrow.
+
+    ``old_world`` may be ``None`` (monitoring runs the new code only); the target must then
+    exist in the warehouse."""
     schemas = warehouse.schemas()
     settings = campaign.simulation
     sizes = {name: warehouse.row_count(name) for name in [*inputs, target] if name in schemas}
@@ -115,15 +118,16 @@ def _load_worlds(campaign, warehouse: Warehouse, inputs, source, target, old_wor
                                            warehouse.dialect))
 
     for name in inputs:
-        if name not in schemas:
+        if name not in schemas or (old_world is None and name == source):
             continue  # a table the catalog does not know: consumers reading it will fail
         data = read(name)
-        old_world.load(name, data)
+        if old_world is not None:
+            old_world.load(name, data)
         if name != source:
             new_world.load(name, data)
     if target in schemas:
         new_world.load(target, read(target))
-    elif campaign.forward:
+    elif campaign.forward and old_world is not None:
         # The campaign's own SQL, trusted like the campaign file: built before locking, on
         # the old world's (sampled) inputs, in DuckDB whatever the campaign's dialect.
         try:
@@ -132,7 +136,8 @@ def _load_worlds(campaign, warehouse: Warehouse, inputs, source, target, old_wor
         except duckdb.Error as exc:
             raise campaign.error(f"does not run in the simulation (as DuckDB SQL): "
                                  f"{str(exc).splitlines()[0]}", "forward") from None
-    old_world.lock()
+    if old_world is not None:
+        old_world.lock()
     new_world.lock()
 
 

@@ -1,0 +1,267 @@
+"""Putting a verified patch where the consumer lives, and putting the old bytes back.
+
+Two places today: files in git repositories (a commit on the campaign branch, merged into the
+repository's default branch) and views in the warehouse (replaced in a transaction). Both sit
+behind ``Applier`` so another mode (e.g. GitHub pull requests through the GitHub provider) is
+one more class: it gets the same target, the new bytes and a message, and must report the
+content it replaced.
+
+Appliers only move bytes; idempotency, hashes and the audit trail are ``skein.waves``' job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from skein.errors import SkeinError
+
+
+class ApplyError(SkeinError):
+    """A patch could not be applied or restored; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one consumer's code lives."""
+
+    consumer: str
+    kind: str  # file | view
+    campaign: str
+    repo: Path | None = None  # file: the repository's work tree
+    path: str | None = None  # file: path inside the repository
+    view: str | None = None  # view: schema.name
+    warehouse: str | None = None  # view: the campaign's warehouse URL
+    base_dir: Path | None = None  # where a relative DuckDB path is resolved
+
+
+class Applier(Protocol):
+    def current(self, target: Target) -> bytes | None:
+        """The consumer's code as it is now (``None``: it does not exist)."""
+
+    def write(self, target: Target, content: bytes, message: str) -> bytes:
+        """Make ``content`` the consumer's code; returns the code as stored afterwards."""
+
+
+def applier_for(target: Target) -> Applier:
+    if target.kind == "file":
+        return GitApplier()
+    if target.kind == "view":
+        return ViewApplier()
+    raise ApplyError(f"{target.consumer}: no applier for {target.kind!r} consumers")
+
+
+class GitApplier:
+    """One commit per consumer on ``skein/<campaign>``, merged (``--no-ff``) into the checked-out
+    default branch, so ``git log`` shows the campaign's merges and each is revertable.
+
+    The branch commit is built with plumbing (a private index file) so the work tree never
+    switches branches; only the merge touches it, and ``git merge`` refuses to overwrite
+    uncommitted changes, which is the safety we want.
+    """
+
+    def __init__(self, branch_prefix: str = "skein/"):
+        self.branch_prefix = branch_prefix
+
+    def current(self, target: Target) -> bytes | None:
+        with _repo_lock(target.repo):
+            return self._committed(target)
+
+    def write(self, target: Target, content: bytes, message: str) -> bytes:
+        repo, path = target.repo, target.path
+        with _repo_lock(repo):
+            head = _git(repo, "symbolic-ref", "--quiet", "--short", "HEAD").strip()
+            if not head:
+                raise ApplyError(f"{target.consumer}: {repo} has a detached HEAD")
+            if _git(repo, "status", "--porcelain", "--", path).strip():
+                raise ApplyError(f"{target.consumer}: {path} has uncommitted changes in {repo}")
+            campaign_branch = f"{self.branch_prefix}{target.campaign}"
+            base = _git(repo, "rev-parse", "HEAD").strip()
+            blob = _git(repo, "hash-object", "-w", "--stdin", input=content).strip()
+            mode = self._mode(repo, path)
+            with tempfile.TemporaryDirectory() as tmp:
+                env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+                _git(repo, "read-tree", base, env=env)
+                _git(repo, "update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}", env=env)
+                tree = _git(repo, "write-tree", env=env).strip()
+            commit = _git(repo, "commit-tree", tree, "-p", base, "-m", message).strip()
+            _git(repo, "update-ref", f"refs/heads/{campaign_branch}", commit)
+            _git(repo, "merge", "--no-ff", "--no-edit", "-m", _merge_message(message, campaign_branch),
+                 campaign_branch)
+            return self._committed(target)
+
+    def _committed(self, target: Target) -> bytes | None:
+        try:
+            return _git_bytes(target.repo, "cat-file", "blob", f"HEAD:{target.path}")
+        except ApplyError:
+            return None
+
+    @staticmethod
+    def _mode(repo: Path, path: str) -> str:
+        listed = _git(repo, "ls-files", "--stage", "--", path).split()
+        return listed[0] if listed else "100644"
+
+
+def _merge_message(message: str, branch: str) -> str:
+    subject, _, body = message.partition("\n")
+    return f"Merge {branch}: {subject}\n{body}".rstrip() + "\n"
+
+
+class ViewApplier:
+    """``CREATE OR REPLACE VIEW`` in one transaction; the content is the view's DDL.
+
+    The DDL read back is the engine's own rendering (DuckDB and PostgreSQL normalise view
+    SQL), which is what the hashes are taken of: restoring the old DDL gives back the exact
+    old rendering.
+    """
+
+    def current(self, target: Target) -> bytes | None:
+        with self._session(target) as (conn, dialect):
+            return _view_ddl(conn, dialect, target.view)
+
+    def write(self, target: Target, content: bytes, message: str) -> bytes:
+        statement = _replace_view_statement(content.decode("utf-8"), target)
+        with self._session(target, write=True) as (conn, dialect):
+            try:
+                if dialect == "duckdb":
+                    conn.execute("BEGIN TRANSACTION")
+                    conn.execute(statement)
+                    conn.execute("COMMIT")
+                else:
+                    with conn.cursor() as cur:
+                        cur.execute(statement)
+                    conn.commit()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    conn.rollback() if dialect != "duckdb" else conn.execute("ROLLBACK")
+                raise ApplyError(f"{target.consumer}: cannot replace view {target.view}: "
+                                 f"{str(exc).splitlines()[0]}") from None
+            return _view_ddl(conn, dialect, target.view)
+
+    @contextlib.contextmanager
+    def _session(self, target: Target, write: bool = False):
+        url = target.warehouse or ""
+        if url.startswith("duckdb://"):
+            import duckdb
+
+            from skein.warehouse import duckdb_file
+
+            file = duckdb_file(url, target.base_dir)
+            # DuckDB lets one process write a file, or many read it: writers take turns here
+            # and wait for readers to let go, instead of failing on the file lock.
+            with _file_lock(Path(str(file) + ".skein-lock")):
+                conn = _retry_open(lambda: duckdb.connect(str(file), read_only=not write))
+                try:
+                    yield conn, "duckdb"
+                finally:
+                    conn.close()
+        elif url.startswith(("postgresql://", "postgres://")):
+            import psycopg
+
+            conn = psycopg.connect(url, connect_timeout=10)
+            try:
+                yield conn, "postgres"
+            finally:
+                conn.close()
+        else:
+            raise ApplyError(f"{target.consumer}: views are applied in DuckDB or PostgreSQL, "
+                             f"not {url.split(':', 1)[0]!r}")
+
+
+def _replace_view_statement(ddl: str, target: Target) -> str:
+    """The consumer's ``CREATE VIEW`` as ``CREATE OR REPLACE VIEW`` (the same name, quoted).
+
+    >>> _replace_view_statement("CREATE VIEW a.v AS SELECT x FROM t;", Target("c", "view", "demo", view="a.v",
+    ...                         warehouse="duckdb:///w.duckdb"))
+    'CREATE OR REPLACE VIEW a.v AS SELECT x FROM t'
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    dialect = "postgres" if (target.warehouse or "").startswith("postgres") else "duckdb"
+    try:
+        statements = [s for s in sqlglot.parse(ddl, read=dialect) if s is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        raise ApplyError(f"{target.consumer}: the view's new DDL does not parse: "
+                         f"{str(exc).splitlines()[0]}") from None
+    create = statements[0] if len(statements) == 1 else None
+    if not isinstance(create, exp.Create) or create.kind != "VIEW":
+        raise ApplyError(f"{target.consumer}: expected one CREATE VIEW statement")
+    name = create.this.this if isinstance(create.this, exp.Schema) else create.this
+    if ".".join(p.name for p in name.parts).lower() != (target.view or "").lower():
+        raise ApplyError(f"{target.consumer}: the DDL creates {name.sql(dialect)}, not {target.view}")
+    create.set("replace", True)
+    return create.sql(dialect=dialect)
+
+
+def _view_ddl(conn, dialect: str, view: str) -> bytes | None:
+    schema, _, name = view.rpartition(".")
+    if dialect == "duckdb":
+        row = conn.execute("SELECT sql FROM duckdb_views() WHERE NOT internal AND "
+                           "lower(schema_name) = lower(?) AND lower(view_name) = lower(?)",
+                           [schema or "main", name]).fetchone()
+        return None if row is None else row[0].encode("utf-8")
+    with conn.cursor() as cur:
+        cur.execute("SELECT schemaname, viewname, definition FROM pg_views "
+                    "WHERE lower(schemaname) = lower(%s) AND lower(viewname) = lower(%s)",
+                    (schema or "public", name))
+        row = cur.fetchone()
+    if row is None:
+        return None
+    from skein.warehouse import postgres_view_ddl
+
+    return postgres_view_ddl(row[0], row[1], row[2]).encode("utf-8")
+
+
+def _retry_open(connect, attempts: int = 60, delay_s: float = 0.5):
+    import duckdb
+
+    for attempt in range(attempts):
+        try:
+            return connect()
+        except duckdb.IOException as exc:  # another process holds the file
+            if "lock" not in str(exc).lower() or attempt == attempts - 1:
+                raise ApplyError(f"cannot open the warehouse: {str(exc).splitlines()[0]}") from None
+            time.sleep(delay_s)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _repo_lock(repo: Path):
+    """Mapped tasks applying consumers of the same repository run in parallel processes:
+    git's own index.lock would make all but one fail, so they queue here instead."""
+    return _file_lock(repo / ".git" / "skein.lock")
+
+
+def _git(repo: Path, *args: str, input: bytes | None = None, env: dict | None = None) -> str:
+    return _git_bytes(repo, *args, input=input, env=env).decode("utf-8", "replace")
+
+
+def _git_bytes(repo: Path, *args: str, input: bytes | None = None, env: dict | None = None) -> bytes:
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    full_env.setdefault("GIT_AUTHOR_NAME", "Skein")
+    full_env.setdefault("GIT_AUTHOR_EMAIL", "skein@localhost")
+    full_env.setdefault("GIT_COMMITTER_NAME", "Skein")
+    full_env.setdefault("GIT_COMMITTER_EMAIL", "skein@localhost")
+    result = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True,
+                            env=full_env, check=False)
+    if result.returncode != 0 and not (args[:2] == ("symbolic-ref", "--quiet")):
+        raise ApplyError(f"git {' '.join(args[:2])} in {repo} failed: "
+                         f"{result.stderr.decode('utf-8', 'replace').strip()}")
+    return result.stdout

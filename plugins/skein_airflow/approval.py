@@ -1,0 +1,71 @@
+"""The campaign's approval: Airflow's human-in-the-loop operator, answered in Required Actions.
+
+Only the campaign's ``rollout.approvers`` may answer (Airflow refuses anybody else with 403).
+The body is built when the task runs, from the plan the run just froze, not at parse time.
+The answer is written to the campaign store, where the wave tasks read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import HITLOperator
+
+APPROVE_ALL, APPROVE_CANARY, REJECT = "Approve all", "Approve canary only", "Reject"
+CONTINUE, STOP = "Continue", "Stop"
+SCOPES = {APPROVE_ALL: "all", APPROVE_CANARY: "canary", REJECT: "none", CONTINUE: "all", STOP: "none"}
+
+
+class CampaignApproval(HITLOperator):
+    """``wave=None``: the campaign's approval (all / canary only / reject); else the approval
+    of one later wave (continue / stop), when the campaign asks again before each wave."""
+
+    def __init__(self, *, campaign_file: str, approvers: list[str], wave: str | None, **kwargs: Any):
+        options = [APPROVE_ALL, APPROVE_CANARY, REJECT] if wave is None else [CONTINUE, STOP]
+        subject = "Approve the migration campaign" if wave is None else f"Continue with wave {wave}?"
+        super().__init__(
+            subject=subject, options=options, defaults=None, multiple=False,
+            assigned_users=[{"id": a, "name": a} for a in approvers] or None,
+            # The wait is for a human: a worker-time limit must not end it.
+            execution_timeout=None, retries=0, **kwargs)
+        self.campaign_file = campaign_file
+        self.wave = wave
+
+    def execute(self, context):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from skein.run import approval_markdown, approved_scope
+        from skein_airflow.campaign_tasks import run_context
+        from skein_airflow.notify import notify
+
+        ctx = run_context(self.campaign_file, context)
+        if context["params"].get("dry_run"):
+            ctx.record("approval_skipped", message="dry run: nothing will be applied")
+            raise AirflowSkipException("dry run: no approval needed")
+        if self.wave is not None:
+            if approved_scope(ctx) != "all" or _failed_before(ctx):
+                raise AirflowSkipException("the run stopped before this wave")
+            self.subject = f"{ctx.campaign.campaign}: continue with wave {self.wave}?"
+        else:
+            self.subject = f"{ctx.campaign.campaign}: approve {ctx.campaign.title}"
+        self.body = approval_markdown(ctx)
+        ctx.record("approval_requested", wave=self.wave,
+                   approvers=[u["id"] for u in self.assigned_users or []])
+        notify(ctx, "approval", self.subject,
+               f"An approval waits in Airflow (Browse -> Required Actions), run {ctx.run_id}.\n\n"
+               + self.body, context)
+        return super().execute(context)
+
+    def execute_complete(self, context, event: dict[str, Any]):
+        from skein.run import record_decision
+        from skein_airflow.campaign_tasks import run_context
+
+        result = super().execute_complete(context, event)
+        chosen = result["chosen_options"][0]
+        user = (result.get("responded_by_user") or {}).get("id")
+        record_decision(run_context(self.campaign_file, context), chosen, user, SCOPES[chosen])
+        return result
+
+
+def _failed_before(ctx) -> bool:
+    return bool(ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_failed",)))

@@ -1,0 +1,302 @@
+"""The campaign DAG's tasks: each opens the run and calls one engine step (``skein.run``).
+
+XCom carries consumer ids only; everything else is in the run directory and the campaign
+store. Engine imports happen inside the tasks, never at DAG parse time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.sdk import Asset, AssetAlias, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+log = logging.getLogger(__name__)
+
+LABEL = "{{ skein_label }}"  # mapped instances are named after their consumers
+
+
+def wave_key(wave: str) -> str:
+    """A wave name as a task-id part (task ids allow letters, digits, ``-``, ``_``, ``.``)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in wave)
+
+
+def consumers_alias(campaign_id: str) -> AssetAlias:
+    return AssetAlias(name=f"skein:{campaign_id}:migrated")
+
+
+def dataset_asset(name: str) -> Asset:
+    """The Airflow asset of a warehouse dataset (``schema.table``)."""
+    return Asset(name=name, uri=f"skein://dataset/{name}")
+
+
+def run_context(campaign_file: str, context=None):
+    """The engine's view of this DAG run, acting as this task."""
+    from skein.run import start_run
+
+    context = context or get_current_context()
+    ti = context["ti"]
+    actor = f"task:{ti.task_id}" + (f"[{ti.map_index}]" if ti.map_index is not None and ti.map_index >= 0 else "")
+    return start_run(campaign_file, context["run_id"], actor=actor)
+
+
+def _user_error(fn):
+    """A campaign or warehouse problem fails the task at once: retrying will not fix it."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from skein.errors import SkeinError
+
+        try:
+            return fn(*args, **kwargs)
+        except SkeinError as exc:
+            raise AirflowFailException(str(exc)) from exc
+    return wrapper
+
+
+def _label(ids: list[str]) -> str:
+    context = get_current_context()
+    context["skein_label"] = ids[0] if len(ids) == 1 else f"{ids[0]} +{len(ids) - 1}" if ids else "-"
+    return context["skein_label"]
+
+
+@task
+@_user_error
+def discover(campaign_file: str) -> list[list[str]]:
+    """Discovery and the catalog; returns the batches agents and simulation map over."""
+    from skein.discovery import render_text  # noqa: F401 - keeps the import error early
+    from skein.run import discover_step, work_batches
+
+    context = get_current_context()
+    ctx = run_context(campaign_file, context)
+    params = context["params"]
+    ctx.record("run_started", dry_run=params.get("dry_run"), waves=params.get("waves"),
+               error_threshold=params.get("error_threshold"), filter=params.get("consumers"))
+    ids = discover_step(ctx, params.get("consumers"))
+    log.info("%d impacted consumers; run directory %s", len(ids), ctx.directory)
+    return work_batches(ctx)
+
+
+@task(map_index_template=LABEL)
+@_user_error
+def agents(campaign_file: str, ids: list[str]) -> dict[str, int]:
+    from skein.run import agents_step
+
+    _label(ids)
+    ctx = run_context(campaign_file)
+    outcome = agents_step(ctx, ids, _llm_model(ctx))
+    return _tally(outcome.values())
+
+
+@task(map_index_template=LABEL)
+@_user_error
+def simulate(campaign_file: str, ids: list[str]) -> dict[str, int]:
+    from skein.run import simulate_step
+
+    _label(ids)
+    return _tally(simulate_step(run_context(campaign_file), ids).values())
+
+
+@task
+@_user_error
+def summarize(campaign_file: str) -> dict[str, int]:
+    """The plan, evidence, waves and the apply batches of every wave; returns the plan's counts."""
+    from skein.run import apply_batches, summarize_step
+    from skein_airflow.notify import notify
+
+    context = get_current_context()
+    ctx = run_context(campaign_file, context)
+    summary = summarize_step(ctx)
+    held = summary.escalated + summary.failed
+    if held:
+        lines = [f"- `{cid}`" for cid in held[:30]] + ([f"- ... {len(held) - 30} more"] if len(held) > 30 else [])
+        notify(ctx, "escalation", f"{ctx.campaign.campaign}: {len(held)} consumer(s) need a human",
+               f"{len(summary.escalated)} escalated, {len(summary.failed)} failed simulation "
+               f"(run {ctx.run_id}); evidence in {ctx.directory}.\n\n" + "\n".join(lines), context)
+    log.info("plan: %s; waves: %s", summary.counts, {w: len(ids) for w, ids in summary.waves.items()})
+    _write_json(ctx.directory / "apply_batches.json", apply_batches(ctx, summary))
+    return summary.counts
+
+
+def _write_json(path, data) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _batches(ctx, wave: str) -> dict[str, list[list[str]]]:
+    import json
+
+    return json.loads((ctx.directory / "apply_batches.json").read_text(encoding="utf-8"))[wave]
+
+
+@task(trigger_rule="none_failed")
+@_user_error
+def start_wave(campaign_file: str, wave: str, group: str | None) -> list[list[str]]:
+    """Decide, from the store, whether this wave runs, and record it. Returns the batches of
+    ``group`` to apply (nothing when ``group`` is None: ``select_batches`` then picks each
+    group's), or nothing when the wave does not run: it never skips itself, so the mapped
+    apply task always finds a list to expand (an empty one skips it)."""
+    from skein.run import approved_scope
+
+    context = get_current_context()
+    ctx = run_context(campaign_file, context)
+    params = context["params"]
+    names = [w.name for w in ctx.campaign.rollout.waves]
+    scope = approved_scope(ctx)
+    reason = None
+    if params.get("dry_run"):
+        reason = "dry run"
+    elif scope in (None, "none"):
+        reason = "not approved" if scope is None else "rejected or stopped by an approver"
+    elif scope == "canary" and names.index(wave) > 0:
+        reason = "approved for the canary wave only"
+    elif ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_failed",)):
+        reason = "an earlier wave failed"
+    elif params.get("waves") is not None and wave not in params["waves"]:
+        reason = "not selected for this run"
+    if reason:
+        ctx.record("wave_skipped", wave=wave, message=reason)
+        log.info("wave %s does not run: %s", wave, reason)
+        return []
+    ctx.record("wave_started", wave=wave)
+    return _batches(ctx, wave)[group] if group else []
+
+
+@task(trigger_rule="none_failed")
+def select_batches(campaign_file: str, wave: str, group: str) -> list[list[str]]:
+    """One apply group's batches (campaigns with several regions or tiers: queue and priority
+    are fixed per mapped task, so each group is its own mapped task)."""
+    ctx = run_context(campaign_file)
+    return _batches(ctx, wave)[group] if _wave_started(ctx, wave) else []
+
+
+def _wave_started(ctx, wave: str) -> bool:
+    return bool([e for e in ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_started",))
+                 if e.wave == wave])
+
+
+@task(trigger_rule="none_failed", map_index_template=LABEL)
+@_user_error
+def apply(campaign_file: str, wave: str, ids: list[str]) -> dict[str, int]:
+    from skein.run import apply_step
+
+    _label(ids)
+    ctx = run_context(campaign_file)
+    if not _wave_started(ctx, wave):
+        raise AirflowSkipException(f"wave {wave} does not run")
+    done = apply_step(ctx, wave, ids)
+    for cid, problem in done.failed.items():
+        log.warning("not applied: %s: %s", cid, problem)
+    return {"applied": len(done.applied), "already": len(done.already), "verified": len(done.verified),
+            "failed": len(done.failed)}
+
+
+@task.sensor(trigger_rule="none_failed", mode="reschedule", poke_interval=30)
+def soak(campaign_file: str, wave: str, minutes: float) -> bool:
+    """Wait ``minutes`` after the wave started (not at all when it did not run)."""
+    from datetime import UTC, datetime, timedelta
+
+    ctx = run_context(campaign_file)
+    started = [e for e in ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_started",))
+               if e.wave == wave]
+    return not started or datetime.now(UTC) - started[-1].at >= timedelta(minutes=minutes)
+
+
+@task(trigger_rule="none_failed")
+@_user_error
+def monitor(campaign_file: str, wave: str) -> dict:
+    from skein.run import monitor_step
+
+    context = get_current_context()
+    ctx = run_context(campaign_file, context)
+    if not _wave_started(ctx, wave):
+        raise AirflowSkipException(f"wave {wave} did not run")
+    health = monitor_step(ctx, wave, context["params"].get("error_threshold"))
+    log.info("wave %s: %d consumers, error rate %.1f%% (threshold %.1f%%)", wave, health.checked,
+             100 * health.error_rate, 100 * health.threshold)
+    for cid, reason in health.failed.items():
+        log.warning("failed: %s: %s", cid, reason)
+    return {"wave": wave, "checked": health.checked, "failed": len(health.failed),
+            "error_rate": health.error_rate, "threshold": health.threshold, "passed": health.passed}
+
+
+@task(trigger_rule="all_done")
+@_user_error
+def rollback(campaign_file: str) -> dict:
+    """Runs after the waves whatever happened; rolls back only if a wave failed."""
+    from skein.run import rollback_step
+    from skein_airflow.notify import notify
+
+    context = get_current_context()
+    ctx = run_context(campaign_file, context)
+    failures = ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_failed",))
+    if not failures:
+        raise AirflowSkipException("no wave failed")
+    first = failures[0]
+    reason = (f"wave {first.wave}: error rate {first.detail['error_rate']:.0%} > "
+              f"{first.detail['threshold']:.0%}")
+    done = rollback_step(ctx, reason)
+    problems = "".join(f"\n- `{cid}`: {p}" for cid, p in done.problems.items())
+    notify(ctx, "rollback", f"{ctx.campaign.campaign}: rolled back ({reason})",
+           f"Run {ctx.run_id}: {len(done.restored)} consumer(s) restored to their exact previous "
+           f"content{'; NOT restored:' + problems if problems else ', hashes verified'}.", context)
+    if not done.verified:
+        raise AirflowFailException(f"rollback incomplete: {done.problems}")
+    return {"restored": len(done.restored)}
+
+
+@task(trigger_rule="all_done")
+@_user_error
+def finalize(campaign_file: str) -> dict:
+    """Record the outcome, notify, and emit asset events for what was migrated. A rolled back
+    or failed campaign fails this task, so the run shows red."""
+    from skein.run import finalize_step
+    from skein_airflow.notify import notify
+
+    context = get_current_context()
+    ctx = run_context(campaign_file, context)
+    outcome = finalize_step(ctx)
+    notify(ctx, "finished", f"{ctx.campaign.campaign}: {outcome['status']}",
+           f"Run {ctx.run_id}: {outcome['applied']} applied, {outcome['escalated']} escalated, "
+           f"{outcome['failed']} failed, {outcome['rolled_back']} rolled back. "
+           f"Evidence: {ctx.directory / 'summary.html'}", context)
+    if outcome["status"] in ("rolled_back", "failed"):
+        raise AirflowFailException(f"campaign {outcome['status']}: {outcome}")
+    if outcome["applied"]:
+        _emit_assets(ctx, context)
+    return outcome
+
+
+def _emit_assets(ctx, context) -> None:
+    """The target, and each migrated consumer that is itself a dataset (view, dbt model)."""
+    states = ctx.store.consumer_states(ctx.campaign.campaign, ctx.run_id)
+    by_id = ctx.catalog().by_id()
+    events = context["outlet_events"]
+    events[dataset_asset(ctx.campaign.target)].extra = {"campaign": ctx.campaign.campaign,
+                                                        "run_id": ctx.run_id}
+    alias = consumers_alias(ctx.campaign.campaign)
+    for cid, event in states.items():
+        output = by_id[cid].output if cid in by_id else None
+        if event.action == "applied" and output:
+            events[alias].add(dataset_asset(output), extra={"consumer": cid, "after": event.after_hash})
+
+
+def _llm_model(ctx):
+    """The pydantic-ai model of the campaign's ``pydanticai`` connection, when the LLM agent is on."""
+    settings = ctx.campaign.agents.llm
+    if not settings.enabled or settings.model:
+        return None
+    from skein_airflow.llm import model_from_connection
+
+    return model_from_connection(settings.conn_id)
+
+
+def _tally(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[value] = out.get(value, 0) + 1
+    return out
