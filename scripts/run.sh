@@ -35,6 +35,8 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
 export AIRFLOW__API__PORT=$PORT
 export AIRFLOW__API__BASE_URL=http://localhost:$PORT  # workers reach the execution API here
 export SKEIN_CAMPAIGNS_DIR=$DEMO_DIR/campaigns
+# Run directories and the campaign store (SQLite) of the DAG's tasks.
+export SKEIN_HOME=$AIRFLOW_HOME/skein
 mkdir -p "$AIRFLOW_HOME"
 
 say "Airflow metadata DB ($AIRFLOW_HOME/airflow.db)"
@@ -136,10 +138,13 @@ cat <<EOF
 Open      $URL
 Log in    user admin, password $PASSWORD
           (from ${PASSWORD_FILE#"$ROOT"/})
-Then      Dags -> $DAG_ID -> Trigger -> Trigger.
-          The 'discover' task's log shows the report above; its XCom holds the
-          counts per status; the JSON report is written to
-          ${AIRFLOW_HOME#"$ROOT"/}/skein/$CAMPAIGN_ID/<run id>/discovery.json
+Trigger   Dags -> $DAG_ID -> Trigger (params: dry_run, waves, error_threshold,
+          consumers; the defaults run everything).
+Approve   Browse -> Required Actions -> "$CAMPAIGN_ID: approve ..." (approver: admin).
+          Choose Approve all, Approve canary only or Reject.
+Results   evidence ${SKEIN_HOME#"$ROOT"/}/runs/$CAMPAIGN_ID/<run id>/summary.html
+          audit    SKEIN_HOME=${SKEIN_HOME#"$ROOT"/} .venv/bin/skein audit $CAMPAIGN_ID
+          git      git -C ${DEMO_DIR#"$ROOT"/}/repos/<repo> log --merges --first-parent
 Logs      ${LOG#"$ROOT"/}
 Stop      Ctrl-C
 EOF

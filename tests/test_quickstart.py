@@ -122,18 +122,27 @@ def test_make_run_serves_the_dag_and_ctrl_c_stops_everything(state):
         assert [d["dag_id"] for d in dags["dags"]] == ["skein__plays-v2"]
         assert api(base, "/api/v2/importErrors", token)["total_entries"] == 0
 
+        # A dry run: the whole plan (discovery, agents, simulation, evidence), no approval,
+        # nothing applied. The approval path is tests/test_campaign_e2e.py's subject.
         run_id = api(base, "/api/v2/dags/skein__plays-v2/dagRuns", token,
-                     body={"logical_date": None, "conf": {}})["dag_run_id"]
-        deadline = time.monotonic() + 180
+                     body={"logical_date": None, "conf": {"dry_run": True}})["dag_run_id"]
+        deadline = time.monotonic() + 400
         while (run := api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}", token))[
                 "state"] not in ("success", "failed"):
             assert time.monotonic() < deadline, run
             time.sleep(1)
         assert run["state"] == "success"
-        counts = api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}/taskInstances/"
-                           "discover/xcomEntries/return_value", token)["value"]
-        report = json.loads((home / "skein" / "plays-v2" / run_id / "discovery.json").read_text())
-        assert counts == report["counts"] and sum(counts.values()) == len(report["consumers"]) > 0
+        batches = api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}/taskInstances/"
+                            "discover/xcomEntries/return_value", token)["value"]
+        directory = home / "skein" / "runs" / "plays-v2" / run_id.replace(":", "_")
+        report = json.loads((directory / "discovery.json").read_text())
+        # XCom holds consumer ids only: every impacted consumer in exactly one batch.
+        assert sorted(sum(batches, [])) == sorted(c["id"] for c in report["consumers"])
+        plan = json.loads((directory / "plan.json").read_text())
+        assert plan["counts"]["patched"] > 0 and (directory / "summary.html").is_file()
+        outcome = api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}/taskInstances/"
+                            "finalize/xcomEntries/return_value", token)["value"]
+        assert outcome["status"] == "dry_run" and outcome["applied"] == 0
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
         try:

@@ -77,6 +77,7 @@ class GitApplier:
     def write(self, target: Target, content: bytes, message: str) -> bytes:
         repo, path = target.repo, target.path
         with _repo_lock(repo):
+            _recover(repo)
             head = _git(repo, "symbolic-ref", "--quiet", "--short", "HEAD").strip()
             if not head:
                 raise ApplyError(f"{target.consumer}: {repo} has a detached HEAD")
@@ -107,6 +108,16 @@ class GitApplier:
     def _mode(repo: Path, path: str) -> str:
         listed = _git(repo, "ls-files", "--stage", "--", path).split()
         return listed[0] if listed else "100644"
+
+
+def _recover(repo: Path) -> None:
+    """Undo what a Skein task killed half way through a git command left behind. Safe because
+    we hold the repository's Skein lock, and Skein's workspaces are not shared with humans."""
+    git_dir = repo / ".git"
+    if (git_dir / "MERGE_HEAD").exists():
+        (git_dir / "index.lock").unlink(missing_ok=True)
+        _git(repo, "merge", "--abort")
+    (git_dir / "index.lock").unlink(missing_ok=True)
 
 
 def _merge_message(message: str, branch: str) -> str:

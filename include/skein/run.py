@@ -337,8 +337,11 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
                    after=now, message=f"already applied by run {prior.run_id}")
         return "already"
     expected = planned.before_hash if planned is not None else None
-    if prior is not None and prior.action == "apply_started" and now != prior.before_hash:
-        # The write happened, the record of it did not (the worker died in between).
+    if (prior is not None and prior.action == "apply_started" and now != prior.before_hash
+            and (expected is None or expected == prior.before_hash)):
+        # The write happened, the record of it did not (the worker died in between). Only
+        # for an attempt at this plan's starting point: an older run's attempt whose "before"
+        # differs (a human edited the consumer since, and this run planned the edit) is stale.
         ctx.record("applied", consumer=consumer.id, wave=wave, before=prior.before_hash, after=now,
                    message="found applied after an interrupted attempt")
         return "already"
@@ -473,7 +476,7 @@ def finalize_step(ctx: RunContext, status: str | None = None) -> dict:
         if actions.get("campaign_rolled_back") or actions.get("rollback_incomplete"):
             status = "rolled_back"
         elif actions.get("rejected"):
-            status = "rejected"
+            status = "stopped" if actions.get("applied") else "rejected"
         elif actions.get("wave_failed"):
             status = "failed"
         else:

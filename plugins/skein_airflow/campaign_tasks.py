@@ -259,7 +259,7 @@ def finalize(campaign_file: str) -> dict:
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
-    outcome = finalize_step(ctx)
+    outcome = finalize_step(ctx, "dry_run" if context["params"].get("dry_run") else None)
     notify(ctx, "finished", f"{ctx.campaign.campaign}: {outcome['status']}",
            f"Run {ctx.run_id}: {outcome['applied']} applied, {outcome['escalated']} escalated, "
            f"{outcome['failed']} failed, {outcome['rolled_back']} rolled back. "
