@@ -78,6 +78,9 @@ class GitApplier:
         repo, path = target.repo, target.path
         with _repo_lock(repo):
             _recover(repo)
+            if (repo / ".git" / "index.lock").exists():
+                raise ApplyError(f"{target.consumer}: {repo}/.git/index.lock exists: another git "
+                                 "command is running there (or was killed: remove the lock)")
             head = _git(repo, "symbolic-ref", "--quiet", "--short", "HEAD").strip()
             if not head:
                 raise ApplyError(f"{target.consumer}: {repo} has a detached HEAD")
@@ -94,8 +97,13 @@ class GitApplier:
                 tree = _git(repo, "write-tree", env=env).strip()
             commit = _git(repo, "commit-tree", tree, "-p", base, "-m", message).strip()
             _git(repo, "update-ref", f"refs/heads/{campaign_branch}", commit)
-            _git(repo, "merge", "--no-ff", "--no-edit", "-m", _merge_message(message, campaign_branch),
-                 campaign_branch)
+            marker = repo / ".git" / MERGING_MARKER
+            marker.write_text(str(os.getpid()))
+            try:
+                _git(repo, "merge", "--no-ff", "--no-edit", "-m",
+                     _merge_message(message, campaign_branch), campaign_branch)
+            finally:  # a merge that failed cleanly leaves nothing to recover
+                marker.unlink()
             return self._committed(target)
 
     def _committed(self, target: Target) -> bytes | None:
@@ -110,14 +118,31 @@ class GitApplier:
         return listed[0] if listed else "100644"
 
 
+MERGING_MARKER = "skein-merging"  # holds the pid of the Skein process inside `git merge`
+
+
 def _recover(repo: Path) -> None:
-    """Undo what a Skein task killed half way through a git command left behind. Safe because
-    we hold the repository's Skein lock, and Skein's workspaces are not shared with humans."""
+    """Undo a merge a killed Skein task left half done (its ``index.lock``, ``MERGE_HEAD``).
+
+    Only when the marker written just before Skein's ``git merge`` names a process that no
+    longer exists: a merge a person has in progress, or a live git command, is never touched.
+    """
     git_dir = repo / ".git"
-    if (git_dir / "MERGE_HEAD").exists():
-        (git_dir / "index.lock").unlink(missing_ok=True)
-        _git(repo, "merge", "--abort")
+    marker = git_dir / MERGING_MARKER
+    if not marker.exists():
+        return
+    try:
+        pid = int(marker.read_text().strip() or 0)
+        os.kill(pid, 0)
+        return  # still running (another Skein process cannot be: we hold the repo lock)
+    except (ValueError, ProcessLookupError):
+        pass
+    except PermissionError:
+        return
     (git_dir / "index.lock").unlink(missing_ok=True)
+    if (git_dir / "MERGE_HEAD").exists():
+        _git(repo, "merge", "--abort")
+    marker.unlink()
 
 
 def _merge_message(message: str, branch: str) -> str:

@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="plan and simulate; apply nothing")
     p.add_argument("--waves", nargs="+", help="only these waves")
     p.add_argument("--error-threshold", type=float, help="override the campaign's threshold")
-    p.add_argument("--consumers", help="only consumers whose id matches this glob")
+    p.add_argument("--consumers", help="only consumers whose id matches this glob (and the upstream they read)")
     p.add_argument("--no-soak", action="store_true", help="do not wait the waves' soak time")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--store", help="campaign store URL (default: $SKEIN_STORE_URL or SQLite "

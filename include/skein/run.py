@@ -430,11 +430,14 @@ def rollback_step(ctx: RunContext, reason: str = "") -> RolledBack:
     """Put back the exact previous bytes of every consumer this run applied, in reverse
     migration order, and check each one's hash against the one recorded before applying."""
     ctx.record("rollback_started", message=reason)
-    order = {c.id: n for n, c in enumerate(ctx.report().consumers)}
-    # Everything this run started to apply, even if the record of the write is missing.
-    started = {e.consumer: e for e in ctx.store.events(ctx.campaign.campaign, ctx.run_id,
-                                                       actions=("apply_started",))}
-    todo = sorted(started, key=lambda cid: order.get(cid, -1), reverse=True)
+    # Everything this run started to apply, even if the record of the write is missing; the
+    # first attempt's "before" is the pre-campaign content.
+    started: dict[str, Event] = {}
+    for event in ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("apply_started",)):
+        started.setdefault(event.consumer, event)
+    # Reverse apply order: waves apply in dependency order, so this undoes readers before
+    # what they read, and it holds even for consumers a re-planned run no longer lists.
+    todo = list(reversed(started))
     by_id = ctx.catalog().by_id()
     restored, problems = [], {}
     for cid in todo:

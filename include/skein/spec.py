@@ -179,7 +179,7 @@ class Fleet(_Strict):
     execution_timeout_minutes: float = Field(60, gt=0, description="Time limit of every task.")
     batch_size: int | None = Field(None, ge=1, description="Consumers per mapped task instance "
                                    "(default: one per consumer up to 32 consumers, then batches "
-                                   "so that a step never has more than 16 instances).")
+                                   "so that a step never has more than 8 instances).")
 
 
 class Notifications(_Strict):

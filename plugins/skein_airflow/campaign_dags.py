@@ -178,7 +178,8 @@ def campaign_dag(campaign: Campaign) -> DAG:
             "error_threshold": Param(None, type=["null", "number"], minimum=0, maximum=1,
                                      description="Override the campaign's error threshold."),
             "consumers": Param(None, type=["null", "string"],
-                               description="Only consumers whose id matches this glob."),
+                               description="Only consumers whose id matches this glob "
+                                           "(and the upstream they read)."),
         },
         # Built here, published by the DAG file: never register into whichever
         # module happens to be importing this one.
