@@ -83,13 +83,19 @@ class CampaignDags:
         return "\n".join(lines)
 
 
-def build_campaign_dags(directory: Path | None = None) -> CampaignDags:
+def build_campaign_dags(directory: Path | None = None, build: bool = True) -> CampaignDags:
     """Build a DAG for every valid campaign file; record every invalid one instead of raising.
 
     Any exception is caught per file (not only ``SkeinError``), so one bad file, or
-    an engine bug it triggers, never hides the other campaigns.
+    an engine bug it triggers, never hides the other campaigns. ``build=False`` only checks
+    the files (the error-listing DAG file needs no DAG objects). A task process builds only
+    the DAG it runs (Airflow's parsing context names it).
     """
+    from airflow.sdk import get_parsing_context
+
     from skein.spec import load_campaign
+
+    only = get_parsing_context().dag_id
 
     result = CampaignDags(directory=directory or campaigns_dir())
     sources: dict[str, Path] = {}
@@ -105,12 +111,13 @@ def build_campaign_dags(directory: Path | None = None) -> CampaignDags:
             result.errors[path] = (f"{path}:{line}: campaign: id {campaign.campaign!r} is already "
                                    f"used by {sources[dag_id]}")
             continue
+        sources[dag_id] = path
+        if not build or (only is not None and only != dag_id):
+            continue
         try:
             result.dags[dag_id] = campaign_dag(campaign)
         except Exception as e:  # noqa: BLE001 - an Airflow limit the spec does not check
             result.errors[path] = f"{path}: cannot build the DAG: {type(e).__name__}: {e}"
-            continue
-        sources[dag_id] = path
     for path, problem in result.errors.items():
         log.warning("Skein campaign file skipped: %s", problem)
     return result
