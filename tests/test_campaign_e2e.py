@@ -10,6 +10,8 @@ Three demo fleets, three campaigns, one Airflow:
    the rollback is notified.
 3. ``plays-v2-crash``: the scheduler (and the tasks it runs) is killed in the middle of a
    wave and started again: the run finishes and nothing is applied twice.
+4. ``plays-v2-reject``: a run limited by the ``consumers`` param is rejected: it ends cleanly
+   with nothing applied.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def world(tmp_path_factory):
     campaigns.mkdir()
     fleets = {}
     for name, rollout in (("plays-v2", {}), ("plays-v2-rb", {"approve_each_wave": True}),
-                          ("plays-v2-crash", {})):
+                          ("plays-v2-crash", {}), ("plays-v2-reject", {})):
         fleet = tmp / name
         subprocess.run([str(SKEIN), "demo-fleet", "--out", str(fleet), "--consumers", "40"],
                        check=True, capture_output=True)
@@ -284,3 +286,27 @@ def test_scheduler_killed_mid_wave_applies_nothing_twice(world):
                                  "--", path],
                                 capture_output=True, text=True, check=True).stdout.split()
         assert len(merges) == 1, cid
+
+
+def test_rejected_run_ends_cleanly_with_nothing_applied(world):
+    env, fleets, _, _ = world
+    fleet, dag = fleets["plays-v2-reject"], "skein__plays-v2-reject"
+    before = snapshot(fleet)
+    env.wait_for_dag(dag)
+    run = env.trigger(dag, {"consumers": "sandbox/*"})
+    request = env.wait_for_approval(dag, run, "approval")
+    assert "sandbox/" in request["body"]
+    env.answer(dag, run, "approval", "Reject", user="alice")
+    assert env.wait_for_run(dag, run) == "success", env.task_states(dag, run)
+    states = env.task_states(dag, run)
+    assert states["apply_canary__default"] == ["skipped"] and states["monitor_canary"] == ["skipped"]
+    outcome = env.get(f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/finalize/xcomEntries/return_value")
+    assert outcome["value"]["status"] == "rejected" and outcome["value"]["applied"] == 0
+    events = audit(env, "plays-v2-reject")
+    assert not [e for e in events if e["action"] in ("apply_started", "applied")]
+    assert {e["actor"] for e in events if e["action"] == "rejected"} == {"user:alice"}
+    report = json.loads((run_dir(env, "plays-v2-reject", run) / "discovery.json").read_text())
+    assert report["consumers"] and all(c["id"].startswith("sandbox/") or c["id"] in
+                                       {u for c2 in report["consumers"] for u in c2["upstream"]}
+                                       for c in report["consumers"])
+    assert snapshot(fleet) == before
