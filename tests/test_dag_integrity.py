@@ -256,3 +256,12 @@ def test_valid_campaign_dags_stay_runnable_in_the_metadata_db(tmp_path):
     assert state["errors"] == ["skein_campaign_errors.py"]
     runnable = {"has_import_errors": False, "is_stale": False}
     assert state["dags"] == {"skein__alpha": runnable, "skein__beta": runnable}
+
+
+def test_a_hundred_campaigns_all_load(tmp_path):
+    """The scale bench/parse.py times (goal <= 2 s): every DAG loads, none is lost."""
+    base = textwrap.dedent(VALID["alpha.yaml"]).lstrip()
+    files = {f"c{n:03d}.yaml": base.replace("campaign: alpha", f"campaign: c{n:03d}") for n in range(100)}
+    bag = dagbag(tmp_path, write_campaigns(tmp_path / "campaigns", files))
+    assert bag["errors"] == {}
+    assert sorted(bag["dags"]) == [f"skein__c{n:03d}" for n in range(100)]
