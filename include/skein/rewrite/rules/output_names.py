@@ -43,7 +43,7 @@ def keep_output_names(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
         inside = [r for r in changing if _contains(projection, r.node)]
         if not inside:
             continue
-        end = _projection_end(ctx.text, inside[0].node.this.meta["start"])
+        end = _projection_end(ctx.text, inside[0].node.this.meta["start"], ctx.tokens)
         if end is None:
             continue
         name = duckdb_column_name(projection.sql(dialect="duckdb"))
@@ -66,12 +66,13 @@ def _root_projections(node: exp.Expression) -> list[exp.Expression]:
     return list(query.expressions) if isinstance(query, exp.Select) else []
 
 
-def _projection_end(text: str, offset: int) -> int | None:
+def _projection_end(text: str, offset: int, tokens=None) -> int | None:
     """Offset right after the projection containing ``offset`` (in the outermost SELECT)."""
-    try:
-        tokens = sqlglot.tokenize(text, read="duckdb")
-    except sqlglot.errors.TokenError:
-        return None
+    if tokens is None:
+        try:
+            tokens = sqlglot.tokenize(text, read="duckdb")
+        except sqlglot.errors.TokenError:
+            return None
     depth = 0
     previous_end = None
     started = False
