@@ -38,7 +38,7 @@ from sqlglot.optimizer.scope import Scope
 
 from skein.agents.base import RewriteRequest
 from skein.rewrite.references import rows_ignore_projections
-from skein.rewrite.resolve import SOURCE, USING, Catalog, Resolution
+from skein.rewrite.resolve import SOURCE, USING, Catalog, Resolution  # noqa: F401 - Catalog: the doctest
 
 
 class Unverifiable(Exception):
@@ -63,14 +63,16 @@ class Migration:
         columns = {c.lower(): e for c, e in request.columns.items()}
         patterns = tuple((e, old) for old, e in columns.items() if e is not None)
         return cls(source=request.source, target=request.target, dialect=request.dialect,
-                   patterns=patterns, columns_dialect=request.columns_dialect, dropped=frozenset(c for c, e in columns.items() if e is None),
+                   patterns=patterns, columns_dialect=request.columns_dialect,
+                   dropped=frozenset(c for c, e in columns.items() if e is None),
                    keeps=frozenset(c.lower() for c in request.source_columns
                                    if (columns.get(c.lower(), c) or "").strip().lower() == c.lower()),
                    thorough=thorough)
 
 
 @functools.lru_cache(maxsize=4096)
-def _pattern(expression: str, read: str, write: str, thorough: bool, name: str) -> tuple[exp.Expression, int]:
+def campaign_pattern(expression: str, read: str, write: str, thorough: bool,
+                     name: str) -> tuple[exp.Expression, int]:
     """A campaign expression as the rules write it into the consumer's dialect, its columns
     qualified with ``name``; and how far above its deepest column its root is. Shared: the
     positional names repeat across consumers. Never changed (only compared)."""
@@ -116,7 +118,7 @@ def canonicalize(tree: exp.Expression, query: exp.Expression, resolution: Resolu
         for column, _ in migrated_columns:
             _unwrap_parens(column)
     else:
-        _unmigrate(migrated_columns, migration, resolution.catalog)
+        _unmigrate(migrated_columns, migration)
     _unalias(resolution)
     return outputs
 
@@ -245,8 +247,8 @@ def _expand_stars(resolution: Resolution, names, migrated_tables: set[int]) -> l
             star = projection.this if isinstance(projection, exp.Column) else projection
             expanded = resolution.star_columns(scope, projection)
             if expanded is None or star.args.get("rename") or (
-                    resolution.using(scope) and _touches(scope, migrated_tables)):
-                if _touches(scope, migrated_tables):
+                    resolution.using(scope) and touches(scope, migrated_tables)):
+                if touches(scope, migrated_tables):
                     raise Unverifiable(f"`{projection.sql()}` over {resolution.catalog.dataset(_any_table(scope))}"
                                        " cannot be expanded to compare column lists")
                 projections.append(projection)
@@ -263,9 +265,9 @@ def _expand_stars(resolution: Resolution, names, migrated_tables: set[int]) -> l
     return migrated
 
 
-def _touches(scope: Scope, migrated_tables: set[int]) -> bool:
+def touches(scope: Scope, migrated_tables: set[int]) -> bool:
     """The scope reads the migrated table, directly or through its CTEs and derived tables."""
-    return any(id(t) in migrated_tables or isinstance(t, Scope) and _touches(t, migrated_tables)
+    return any(id(t) in migrated_tables or isinstance(t, Scope) and touches(t, migrated_tables)
                for t in scope.sources.values())
 
 
@@ -294,14 +296,14 @@ def _without_internal_dropped(resolution: Resolution, migration: Migration, sour
             select.set("expressions", kept)
 
 
-def _unmigrate(columns: list[tuple[exp.Column, str]], migration: Migration, catalog: Catalog) -> None:
+def _unmigrate(columns: list[tuple[exp.Column, str]], migration: Migration) -> None:
     """Each campaign expression over target columns becomes the old column. A target column
     outside any expression must be one the source has under the same name."""
     instances: dict[str, tuple[list[tuple[exp.Expression, str]], int]] = {}
     replaced: set[int] = set()
     for column, name in columns:
         if name not in instances:
-            found = [(_pattern(e, migration.columns_dialect, migration.dialect, migration.thorough, name), old)
+            found = [(campaign_pattern(e, migration.columns_dialect, migration.dialect, migration.thorough, name), old)
                      for e, old in migration.patterns]
             instances[name] = ([(p, old) for (p, _), old in found], max((d for (_, d), _ in found), default=0))
         patterns, depth = instances[name]

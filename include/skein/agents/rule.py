@@ -26,10 +26,10 @@ from skein.agents.base import Change, Escalation, Patch, RewriteRequest
 from skein.agents.scope_check import check_patch
 from skein.dbt import DbtRenderError
 from skein.lineage import SchemaCache
-from skein.rewrite.edits import EditConflict, apply_edits, normalize
+from skein.rewrite.edits import Edit, EditConflict, apply_edits, normalize
 from skein.rewrite.dbt_mask import jinja_masker
 from skein.rewrite.jinja import JinjaMask
-from skein.rewrite.parsed import parse_sql
+from skein.rewrite.parsed import ParsedSQL, parse_sql
 from skein.rewrite.references import UnsupportedReference, find_references
 from skein.rewrite.resolve import Catalog
 from skein.rewrite.rules import RULES
@@ -47,6 +47,20 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation:
 
 
 def _rewrite(request: RewriteRequest) -> Patch:
+    parsed, edits = plan_edits(request)
+    new_text = apply_edits(request.text, edits)
+    # The check reuses the parsed original and its resolution (and changes its trees).
+    verdict = check_patch(request, new_text, original=parsed, edits=edits)
+    if not verdict.ok:
+        raise Escalate("the rule rewrite failed the scope check: " + "; ".join(verdict.problems))
+    return Patch(consumer_id=request.consumer_id, agent=AGENT, original=request.text, text=new_text,
+                 changes=[Change(line=e.line(request.text), before=request.text[e.start:e.end],
+                                 after=e.text, why=e.why) for e in edits])
+
+
+def plan_edits(request: RewriteRequest) -> tuple[ParsedSQL, list[Edit]]:
+    """The consumer parsed and resolved, and the rules' edits (not checked yet); raises
+    ``Escalate``/``UnsupportedReference`` with the reason when rules cannot rewrite it."""
     masker = jinja_masker(request)
     mask: JinjaMask | None = masker.mask(request.text) if masker else None
     sql = mask.text if mask else request.text
@@ -79,11 +93,4 @@ def _rewrite(request: RewriteRequest) -> Patch:
         if mask and mask.inside_jinja(edit.start, edit.end):
             raise Escalate(f"line {edit.line(request.text)}: a reference to {request.source} is inside "
                            "a Jinja expression (macro call); the rules do not edit Jinja")
-    new_text = apply_edits(request.text, edits)
-    # The check reuses the parsed original and its resolution (and changes its trees).
-    verdict = check_patch(request, new_text, original=parsed)
-    if not verdict.ok:
-        raise Escalate("the rule rewrite failed the scope check: " + "; ".join(verdict.problems))
-    return Patch(consumer_id=request.consumer_id, agent=AGENT, original=request.text, text=new_text,
-                 changes=[Change(line=e.line(request.text), before=request.text[e.start:e.end],
-                                 after=e.text, why=e.why) for e in edits])
+    return parsed, edits

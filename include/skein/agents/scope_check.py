@@ -44,10 +44,14 @@ class ScopeVerdict:
             f"- {p}" for p in self.problems)
 
 
-def check_patch(request: RewriteRequest, new_text: str, original: ParsedSQL | None = None) -> ScopeVerdict:
+def check_patch(request: RewriteRequest, new_text: str, original: ParsedSQL | None = None,
+                edits: list | None = None) -> ScopeVerdict:
     """``check_scope`` with dbt Jinja masked in the consumer's own project context.
 
-    ``original``: ``request.text`` already parsed (the rule agent's), used up by the check."""
+    ``original``: ``request.text`` already parsed and resolved (the rule agent's), used up
+    by the check; with the rules' ``edits`` too, ``skein.agents.edit_check`` may prove the
+    patch without parsing it whole (else the full check runs)."""
+    from skein.agents.edit_check import check_edits
     from skein.dbt import DbtRenderError
     from skein.rewrite.dbt_mask import jinja_masker
 
@@ -55,6 +59,8 @@ def check_patch(request: RewriteRequest, new_text: str, original: ParsedSQL | No
     try:
         if masker:  # the check masks differently from the rules (whole rendered expressions)
             return check_scope(request, new_text, masker.for_scope_check)
+        if original is not None and edits and check_edits(request, original, edits, new_text):
+            return ScopeVerdict(True)
         return check_scope(request, new_text, original=original)
     except DbtRenderError as exc:
         return ScopeVerdict(False, [f"dbt Jinja does not render: {exc}"])

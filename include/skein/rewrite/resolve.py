@@ -97,12 +97,38 @@ class Resolution:
         except OptimizeError as exc:
             raise Unresolved(str(exc)) from None
         self.root = self.scopes[-1] if self.scopes else None
-        self._sources: dict[int, dict[str, Source]] = {}
-        self._outputs: dict[int, tuple[str, ...] | None] = {}
-        self._using: dict[int, dict[str, str]] = {}
+        self._swaps: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self._clear()
         self.refs: list[tuple[exp.Column, Ref]] = []
         for scope in self.scopes:
             self._resolve_scope(scope)
+
+    def _clear(self) -> None:
+        self._heres: dict[int, _Here] = {}
+        self._sources: dict[int, dict[str, Source]] = {}
+        self._outputs: dict[int, tuple[str, ...] | None] = {}
+        self._using: dict[int, dict[str, str]] = {}
+
+    def swapped(self, swaps: dict[int, tuple[str, tuple[str, ...]]]) -> "Resolution":
+        """The same scopes, with some table sources (by node id) known under another name
+        and with other columns: the patched query, where a table now reads the target.
+        Columns are resolved on demand (``column``), not up front."""
+        view = object.__new__(Resolution)
+        view.catalog, view.dialect, view.scopes, view.root = self.catalog, self.dialect, self.scopes, self.root
+        view._swaps = swaps
+        view._clear()
+        view.refs = []
+        return view
+
+    def name_at(self, scope: Scope, place: exp.Column, qualifier: str | None, name: str) -> Ref | None:
+        """What ``qualifier.name`` would read written where the column node ``place`` is
+        (its clause decides between projection aliases and sources, as for ``place``)."""
+        if qualifier:
+            return self._qualified(scope, place, name.lower(), qualifier.lower())
+        here = self._heres.get(id(scope))
+        if here is None:
+            here = self._heres[id(scope)] = self._here(scope)
+        return self._unqualified(here, place, name.lower())
 
     # -- sources -------------------------------------------------------------------------
     def sources(self, scope: Scope) -> dict[str, Source]:
@@ -113,7 +139,14 @@ class Resolution:
                 selected = scope.selected_sources
             except OptimizeError as exc:
                 raise Unresolved(str(exc)) from None
-            found = {key.lower(): self._source(key, node, source) for key, (node, source) in selected.items()}
+            found = {}
+            for key, (node, source) in selected.items():
+                swap = self._swaps.get(id(source))
+                if swap is not None:  # this table reads the target now: its name and columns
+                    key, columns = swap
+                    found[key.lower()] = Source(key, node, source, columns, frozenset(columns))
+                else:
+                    found[key.lower()] = self._source(key, node, source)
             for key, source in scope.lateral_sources.items():
                 found.setdefault(key.lower(), self._source(key, source.expression, source))
             self._sources[id(scope)] = found
@@ -191,23 +224,32 @@ class Resolution:
                 sources = self.sources(scope)
                 left = [select.args["from_"].alias_or_name.lower()] if select.args.get("from_") else []
                 for join in joins:
+                    right = sources.get(join.alias_or_name.lower())
                     for ident in join.args.get("using") or []:
                         name = ident.name.lower()
-                        if name not in found:
-                            owner = next((s for s in left if sources.get(s) and sources[s].names
-                                          and name in sources[s].names), left[-1] if left else "")
-                            found[name] = owner
+                        owner = next((s for s in left if sources.get(s) and sources[s].names
+                                      and name in sources[s].names), None)
+                        known = all(sources.get(s) and sources[s].names is not None for s in left)
+                        if (owner is None and known) or (right and right.names is not None and name not in right.names):
+                            raise Unresolved(f"USING ({ident.name}): a side of the join has no such column")
+                        found.setdefault(name, owner or (left[-1] if left else ""))
                     left.append(join.alias_or_name.lower())
             self._using[id(scope)] = found
         return found
 
     # -- columns -------------------------------------------------------------------------
-    def _resolve_scope(self, scope: Scope) -> None:
+    def _here(self, scope: Scope) -> "_Here":
         select = scope.expression if isinstance(scope.expression, exp.Select) else None
         projections = select.expressions if select is not None else []
-        here = _Here(scope, self.sources(scope), self.using(scope),
+        return _Here(scope, self.sources(scope), self.using(scope),
                      {p.alias.lower(): p.this for p in projections if isinstance(p, exp.Alias)},
                      {p.output_name.lower() for p in projections})
+
+    def _resolve_scope(self, scope: Scope) -> None:
+        if isinstance(scope.expression, exp.Select) and any(
+                j.method == "NATURAL" for j in scope.expression.args.get("joins") or []):
+            raise Unresolved("NATURAL JOIN: which columns it merges is not resolved; write USING or ON")
+        here = self._here(scope)
         refs = self.refs
         for column in scope._raw_columns:  # noqa: SLF001 - the scope's own columns, in order
             table = column.args.get("table")
@@ -294,7 +336,7 @@ class Resolution:
                 or self._unselected(current, qualifier)
             if source is not None:
                 if source.names is not None and name not in source.names:
-                    raise Unresolved(f"unknown column {column.sql()}{_where(column)}: {source.key} has no {name}")
+                    raise Unresolved(f"unknown column {column.sql()}{_where(column)}: {_label(source)} has no {name}")
                 return Ref(SOURCE, current, qualifier, source.source, hops, scope)
             if not current.can_be_correlated:
                 break
