@@ -76,6 +76,8 @@ def check_edits(request: RewriteRequest, original: ParsedSQL, edits: list[Edit],
         _Proof(request, original, edits).run()
     except (_CannotProve, SqlglotError):
         return False
+    except Exception:  # noqa: BLE001 - a surprise here costs the full check, never a verdict
+        return False
     return True
 
 
