@@ -16,6 +16,7 @@ left as they are.
 from __future__ import annotations
 
 import functools
+import threading
 
 import sqlglot
 from sqlglot import exp
@@ -99,12 +100,17 @@ def duckdb_column_name(expression: str) -> str:
     >>> duckdb_column_name("SUM( x )"), duckdb_column_name("a + 1")
     ('sum(x)', '(a + 1)')
     """
+    with _ENGINE_LOCK:  # one in-memory connection: opening one costs more than the query
+        sql = _engine().execute("SELECT json_deserialize_sql(json_serialize_sql(?))",
+                                [f"SELECT {expression}"]).fetchone()[0]
+    return sql[len("SELECT "):]
+
+
+_ENGINE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _engine():
     import duckdb
 
-    con = duckdb.connect()
-    try:
-        sql = con.execute("SELECT json_deserialize_sql(json_serialize_sql(?))",
-                          [f"SELECT {expression}"]).fetchone()[0]
-    finally:
-        con.close()
-    return sql[len("SELECT "):]
+    return duckdb.connect()
