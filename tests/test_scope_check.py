@@ -94,3 +94,49 @@ def test_undeclared_dbt_source_escalates_instead_of_crashing(tmp_path):
     root, model = dbt_project(tmp_path, text)
     result = rewrite(dbt_request(root, model, text))
     assert isinstance(result, Escalation) and "nope" in result.reason
+
+
+ACCEPTED = {
+    "parentheses, quoting and case another author added": (
+        "SELECT user_id, ms_played + 1 AS m FROM analytics.plays WHERE device = 'tv'",
+        'SELECT "account_id" AS user_id, ((CAST(duration_s * 1000 AS BIGINT)) + 1) AS m '
+        "FROM analytics_v2.plays WHERE (DEVICE = 'tv')"),
+    "an alias renamed consistently, qualifiers added": (
+        "SELECT p.user_id, plan FROM analytics.plays p JOIN analytics.users u ON u.user_id = p.user_id",
+        "SELECT x.account_id AS user_id, u.plan FROM analytics_v2.plays x JOIN analytics.users u "
+        "ON u.user_id = x.account_id"),
+    "USING written as ON by another author": (
+        "SELECT title, SUM(ms_played) AS ms FROM analytics.plays JOIN analytics.tracks USING (track_id) "
+        "GROUP BY title",
+        "SELECT title, SUM(CAST(p.duration_s * 1000 AS BIGINT)) AS ms FROM analytics_v2.plays p "
+        "JOIN analytics.tracks t ON p.track_id = t.track_id GROUP BY title"),
+}
+
+
+@pytest.mark.parametrize("old, new", ACCEPTED.values(), ids=list(ACCEPTED))
+def test_equivalent_spellings_are_accepted(old, new):
+    verdict = check_scope(request(old, "duckdb"), new)
+    assert verdict.ok, verdict.problems
+
+
+MORE_REJECTED = {
+    "aliases swapped between tables": (
+        "SELECT p.track_id FROM analytics.plays p JOIN analytics.tracks t ON t.track_id = p.track_id",
+        "SELECT t.track_id FROM analytics_v2.plays p JOIN analytics.tracks t ON t.track_id = p.track_id"),
+    "a kept name now read from another table": (
+        "SELECT track_id FROM analytics.plays JOIN analytics.users ON users.user_id = plays.user_id",
+        "SELECT users.user_id AS track_id FROM analytics_v2.plays JOIN analytics.users "
+        "ON users.user_id = plays.account_id"),
+    "a target column the campaign does not map": (
+        "SELECT play_id FROM analytics.plays",
+        "SELECT duration_s AS play_id FROM analytics_v2.plays"),
+    "USING on a column the target lacks": (
+        "SELECT plan FROM analytics.plays JOIN analytics.users USING (user_id)",
+        "SELECT plan FROM analytics_v2.plays JOIN analytics.users USING (user_id)"),
+}
+
+
+@pytest.mark.parametrize("old, new", MORE_REJECTED.values(), ids=list(MORE_REJECTED))
+def test_more_rejected(old, new):
+    verdict = check_scope(request(old, "duckdb"), new)
+    assert not verdict.ok and verdict.problems

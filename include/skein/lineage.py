@@ -62,19 +62,33 @@ class SchemaCache:
     def __init__(self, schemas: dict[str, dict[str, str]]):
         self.schemas = schemas
         self._by_dialect: dict[str, MappingSchema] = {}
+        self._lowercase: dict[str, tuple[str, ...]] | None = None
 
     _shared: dict[tuple, "SchemaCache"] = {}
+
+    _last: tuple[dict, "SchemaCache"] | None = None
 
     @classmethod
     def shared(cls, schemas: dict[str, dict[str, str]]) -> "SchemaCache":
         """One cache per distinct catalog: the requests of a campaign share their schemas."""
+        last = cls._last
+        if last is not None and last[0] is schemas:
+            return last[1]  # the same dict again (the rule agent, then its scope check)
         key = tuple((name, tuple(columns)) for name, columns in sorted(schemas.items()))
         cache = cls._shared.get(key)
         if cache is None:
             if len(cls._shared) >= 256:
                 cls._shared.clear()
             cache = cls._shared[key] = cls(schemas)
+        cls._last = (schemas, cache)  # holding the dict keeps its identity from being reused
         return cache
+
+    def lowercase(self) -> dict[str, tuple[str, ...]]:
+        """``schema.table`` -> column names, all lowercase: what resolution looks names up in."""
+        if self._lowercase is None:
+            self._lowercase = {name.lower(): tuple(c.lower() for c in columns)
+                               for name, columns in self.schemas.items()}
+        return self._lowercase
 
     def for_dialect(self, dialect: str) -> MappingSchema:
         if dialect not in self._by_dialect:

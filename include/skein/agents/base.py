@@ -46,8 +46,21 @@ class RewriteRequest(BaseModel):
     def mapping_for(self, column: str) -> str | None:
         """The expression replacing ``column``; unchanged columns map to themselves."""
         column = column.lower()
-        mapped = {k.lower(): v for k, v in self.columns.items()}
+        mapped = _lowercase_keys(self.columns)
         return mapped[column] if column in mapped else column
+
+
+_LOWERCASE: dict[int, tuple[dict, dict]] = {}
+
+
+def _lowercase_keys(columns: dict[str, str | None]) -> dict[str, str | None]:
+    """``columns`` with lowercase keys, remembered per dict (the rules ask per reference)."""
+    found = _LOWERCASE.get(id(columns))
+    if found is None or found[0] is not columns:
+        if len(_LOWERCASE) > 1024:
+            _LOWERCASE.clear()
+        found = _LOWERCASE[id(columns)] = (columns, {k.lower(): v for k, v in columns.items()})
+    return found[1]
 
 
 class Change(BaseModel):

@@ -20,17 +20,18 @@ GROUP BY 1
 
 from __future__ import annotations
 
-import sqlglot
 from sqlglot.errors import SqlglotError
 
 from skein.agents.base import Change, Escalation, Patch, RewriteRequest
 from skein.agents.scope_check import check_patch
 from skein.dbt import DbtRenderError
 from skein.lineage import SchemaCache
-from skein.rewrite.edits import EditConflict, apply_edits, normalize
+from skein.rewrite.edits import Edit, EditConflict, apply_edits, normalize
 from skein.rewrite.dbt_mask import jinja_masker
 from skein.rewrite.jinja import JinjaMask
+from skein.rewrite.parsed import ParsedSQL, parse_sql
 from skein.rewrite.references import UnsupportedReference, find_references
+from skein.rewrite.resolve import Catalog
 from skein.rewrite.rules import RULES
 from skein.rewrite.rules.context import Escalate, RuleContext
 
@@ -46,25 +47,42 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation:
 
 
 def _rewrite(request: RewriteRequest) -> Patch:
+    parsed, edits = plan_edits(request)
+    new_text = apply_edits(request.text, edits)
+    # The check reuses the parsed original and its resolution (and changes its trees).
+    verdict = check_patch(request, new_text, original=parsed, edits=edits)
+    if not verdict.ok:
+        raise Escalate("the rule rewrite failed the scope check: " + "; ".join(verdict.problems))
+    return Patch(consumer_id=request.consumer_id, agent=AGENT, original=request.text, text=new_text,
+                 changes=[Change(line=e.line(request.text), before=request.text[e.start:e.end],
+                                 after=e.text, why=e.why) for e in edits])
+
+
+def plan_edits(request: RewriteRequest) -> tuple[ParsedSQL, list[Edit]]:
+    """The consumer parsed and resolved, and the rules' edits (not checked yet); raises
+    ``Escalate``/``UnsupportedReference`` with the reason when rules cannot rewrite it."""
     masker = jinja_masker(request)
     mask: JinjaMask | None = masker.mask(request.text) if masker else None
     sql = mask.text if mask else request.text
     try:
-        statements = [s for s in sqlglot.parse(sql, read=request.dialect) if s is not None]
+        parsed = parse_sql(sql, request.dialect)
     except SqlglotError as exc:
         raise Escalate(f"does not parse as {request.dialect}: {str(exc).splitlines()[0]}") from None
-    schemas, placeholders = dict(request.schemas), {}
+    schemas, placeholders = request.schemas, {}
     for placeholder, relation in (mask.tables if mask else {}).items():
         placeholders[f"{request.default_schema}.{placeholder}"] = relation
         if relation in request.schemas:
+            schemas = dict(schemas) if schemas is request.schemas else schemas
             schemas[f"{request.default_schema}.{placeholder}"] = request.schemas[relation]
-    cache = SchemaCache.shared(schemas)
+    catalog = Catalog(SchemaCache.shared(schemas), request.default_schema)
     ctx = RuleContext(text=sql, request=request, jinja_tables=mask.tables if mask else {},
-                      jinja_spans=mask.placeholder_spans if mask else {})
+                      jinja_spans=mask.placeholder_spans if mask else {}, tokens=parsed.tokens)
     edits, reads_source = [], False
-    for statement in statements:
-        refs = find_references(statement, request.source, request.dialect, cache,
-                               request.default_schema, placeholders)
+    for number, statement in enumerate(parsed.statements):
+        refs = find_references(statement, request.source, request.dialect, catalog,
+                               request.default_schema, placeholders, text=sql)
+        if refs.resolution is not None:
+            parsed.resolutions[number] = refs.resolution
         reads_source |= bool(refs.tables)
         for rule in RULES:
             edits.extend(rule(ctx, refs))
@@ -75,10 +93,4 @@ def _rewrite(request: RewriteRequest) -> Patch:
         if mask and mask.inside_jinja(edit.start, edit.end):
             raise Escalate(f"line {edit.line(request.text)}: a reference to {request.source} is inside "
                            "a Jinja expression (macro call); the rules do not edit Jinja")
-    new_text = apply_edits(request.text, edits)
-    verdict = check_patch(request, new_text)
-    if not verdict.ok:
-        raise Escalate("the rule rewrite failed the scope check: " + "; ".join(verdict.problems))
-    return Patch(consumer_id=request.consumer_id, agent=AGENT, original=request.text, text=new_text,
-                 changes=[Change(line=e.line(request.text), before=request.text[e.start:e.end],
-                                 after=e.text, why=e.why) for e in edits])
+    return parsed, edits

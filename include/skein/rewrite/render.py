@@ -27,8 +27,12 @@ class Style:
     quoted: bool = False  # the replaced identifier was quoted
 
     def identifier(self, name: str) -> str:
-        name = name.upper() if self.upper else name
-        return exp.to_identifier(name, quoted=self.quoted or None).sql(dialect=self.dialect)
+        return _identifier(name.upper() if self.upper else name, self.quoted, self.dialect)
+
+
+@functools.lru_cache(maxsize=8192)
+def _identifier(name: str, quoted: bool, dialect: str) -> str:
+    return exp.to_identifier(name, quoted=quoted or None).sql(dialect=dialect)
 
 
 def style_of(text: str, dialect: str) -> Style:

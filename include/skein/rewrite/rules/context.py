@@ -19,6 +19,7 @@ class RuleContext:
     request: RewriteRequest
     jinja_tables: dict[str, str] = field(default_factory=dict)  # placeholder -> relation
     jinja_spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # placeholder -> span
+    tokens: list | None = None  # the text's tokens, when the caller has them from its parse
 
     @property
     def dialect(self) -> str:

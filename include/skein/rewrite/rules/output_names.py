@@ -16,6 +16,7 @@ left as they are.
 from __future__ import annotations
 
 import functools
+import threading
 
 import sqlglot
 from sqlglot import exp
@@ -43,7 +44,7 @@ def keep_output_names(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
         inside = [r for r in changing if _contains(projection, r.node)]
         if not inside:
             continue
-        end = _projection_end(ctx.text, inside[0].node.this.meta["start"])
+        end = _projection_end(ctx.text, inside[0].node.this.meta["start"], ctx.tokens)
         if end is None:
             continue
         name = duckdb_column_name(projection.sql(dialect="duckdb"))
@@ -66,12 +67,13 @@ def _root_projections(node: exp.Expression) -> list[exp.Expression]:
     return list(query.expressions) if isinstance(query, exp.Select) else []
 
 
-def _projection_end(text: str, offset: int) -> int | None:
+def _projection_end(text: str, offset: int, tokens=None) -> int | None:
     """Offset right after the projection containing ``offset`` (in the outermost SELECT)."""
-    try:
-        tokens = sqlglot.tokenize(text, read="duckdb")
-    except sqlglot.errors.TokenError:
-        return None
+    if tokens is None:
+        try:
+            tokens = sqlglot.tokenize(text, read="duckdb")
+        except sqlglot.errors.TokenError:
+            return None
     depth = 0
     previous_end = None
     started = False
@@ -98,12 +100,17 @@ def duckdb_column_name(expression: str) -> str:
     >>> duckdb_column_name("SUM( x )"), duckdb_column_name("a + 1")
     ('sum(x)', '(a + 1)')
     """
+    with _ENGINE_LOCK:  # one in-memory connection: opening one costs more than the query
+        sql = _engine().execute("SELECT json_deserialize_sql(json_serialize_sql(?))",
+                                [f"SELECT {expression}"]).fetchone()[0]
+    return sql[len("SELECT "):]
+
+
+_ENGINE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _engine():
     import duckdb
 
-    con = duckdb.connect()
-    try:
-        sql = con.execute("SELECT json_deserialize_sql(json_serialize_sql(?))",
-                          [f"SELECT {expression}"]).fetchone()[0]
-    finally:
-        con.close()
-    return sql[len("SELECT "):]
+    return duckdb.connect()
