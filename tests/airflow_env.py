@@ -87,10 +87,12 @@ class AirflowEnv:
         self.wait_healthy()
         return self
 
-    def spawn(self, name: str) -> None:
+    def spawn(self, name: str, args: list[str] | None = None) -> None:
+        """Start ``airflow <name>``, or ``airflow <args>`` under ``name`` (e.g. a Celery worker
+        per queue); its output goes to ``$AIRFLOW_HOME/<name>.log``."""
         log = open(self.home / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([str(BIN / "airflow"), name], env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen([str(BIN / "airflow"), *(args or [name])], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, name: str) -> None:
         """SIGKILL the component and every process it started (its task runners too)."""

@@ -8,16 +8,17 @@ nearest one above a file wins, so a sub-folder can belong to another team.
 >>> _ = (repo / "catalog-info.yaml").write_text('''
 ... apiVersion: backstage.io/v1alpha1
 ... kind: Component
-... metadata: {name: growth, annotations: {skein/tier: "2", skein/dialect: snowflake}}
+... metadata: {name: growth, annotations: {skein/tier: "2", skein/dialect: snowflake,
+...                                         skein/region: eu}}
 ... spec: {owner: team-growth, lifecycle: production}
 ... ''')
 >>> (repo / "sub").mkdir()
 >>> _ = (repo / "sub" / "q.sql").write_text("select 1")
 >>> o = OwnershipResolver(repo).for_file(repo / "sub" / "q.sql")
->>> o.owner, o.tier, o.lifecycle, o.dialect
-('team-growth', 2, 'production', 'snowflake')
->>> parse_view_comment("owner=team-x tier=1")
-Ownership(owner='team-x', tier=1, lifecycle=None, dialect=None)
+>>> o.owner, o.tier, o.lifecycle, o.dialect, o.region
+('team-growth', 2, 'production', 'snowflake', 'eu')
+>>> parse_view_comment("owner=team-x tier=1 region=us")
+Ownership(owner='team-x', tier=1, lifecycle=None, dialect=None, region='us')
 """
 
 from __future__ import annotations
@@ -110,13 +111,15 @@ def _codeowners_default(root: Path) -> str | None:
     return None
 
 
-_COMMENT_FIELD = re.compile(r"\b(owner|tier|lifecycle|dialect)\s*=\s*([\w./@-]+)")
+_COMMENT_FIELD = re.compile(r"\b(owner|tier|lifecycle|dialect|region)\s*=\s*([\w./@-]+)")
 
 
 def parse_view_comment(comment: str | None) -> Ownership:
-    """Ownership written in a warehouse view's comment as ``owner=<team> tier=<n>``."""
+    """Ownership written in a warehouse view's comment as ``owner=<team> tier=<n>`` (also
+    ``lifecycle=``, ``dialect=``, ``region=``)."""
     fields = dict(_COMMENT_FIELD.findall(comment or ""))
     tier = fields.get("tier")
     return Ownership(owner=fields.get("owner", UNOWNED),
                      tier=int(tier) if tier and tier.isdigit() else None,
-                     lifecycle=fields.get("lifecycle"), dialect=fields.get("dialect"))
+                     lifecycle=fields.get("lifecycle"), dialect=fields.get("dialect"),
+                     region=fields.get("region"))
