@@ -89,8 +89,9 @@ def compare_tables(con, old: str, new: str, *, key: list[str] | None = None,
                    rel_tol: float = 1e-9, samples: int = 10) -> ParityResult:
     """Compare two tables of one DuckDB connection; ``old``/``new`` are table names.
 
-    ``key``: columns identifying a row on each side. Should the rows that differ share key
-    values, the key join cannot pair them; they are then compared as multisets.
+    ``key``: columns identifying a row on each side. Should a repeated key hide a
+    difference (its pairs all compare equal though the fingerprints differ), the rows are
+    counted as multisets instead.
     """
     old_cols, new_cols = describe(con, old), describe(con, new)
     if [c for c, _ in old_cols] != [c for c, _ in new_cols]:
