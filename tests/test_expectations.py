@@ -80,6 +80,25 @@ def test_unknown_types_and_bad_arguments_fail_clearly():
     assert result.results[3]["kwargs"]["column"] == "user_id"  # matched case-insensitively
 
 
+def test_results_come_back_in_spec_order_whatever_gx_returns_first():
+    """GX lists expectations whose metrics failed first and gives an unsaved suite's
+    expectations no ids: each result finds its spec by type and arguments, also for
+    identical specs and for specs with a meta of their own."""
+    same = ExpectationSpec(type="ExpectColumnValuesToNotBeNull", kwargs={"column": "plan"})
+    specs = [same,
+             ExpectationSpec(type="ExpectColumnValuesToBeBetween", kwargs={"column": "nope", "min_value": 0}),
+             ExpectationSpec(type="ExpectTableRowCountToEqual", kwargs={"value": 4, "meta": {"why": "contract"}}),
+             same,
+             ExpectationSpec(type="ExpectTableRowCountToEqual", kwargs={"value": 4, "meta": "not a dict"})]
+    result = validate(specs, OLD)
+    assert [r["type"] for r in result.results] == [s.type for s in specs]
+    assert [r["success"] for r in result.results] == [False, False, True, False, False]
+    assert result.results[0]["observed"] == result.results[3]["observed"]  # the NULL plan, twice
+    assert result.results[1]["observed"].startswith("error:")
+    assert result.results[2]["observed"] == 4 and result.results[2]["kwargs"]["meta"] == {"why": "contract"}
+    assert result.results[4]["observed"].startswith("bad arguments:")
+
+
 def test_types_are_checked_against_the_engine_not_pandas():
     specs = [ExpectationSpec(type="ExpectColumnValuesToBeOfType", kwargs={"column": "user_id", "type_": "bigint"}),
              ExpectationSpec(type="ExpectColumnValuesToBeOfType", kwargs={"column": "amount", "type_": "int"}),
