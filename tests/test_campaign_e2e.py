@@ -161,6 +161,10 @@ def world(tmp_path_factory):
         webhook.shutdown()
 
 
+def audit_patched(env: AirflowEnv, campaign_id: str, consumer: str) -> bool:
+    return any(e["action"] == "patched" and e["consumer"] == consumer for e in audit(env, campaign_id))
+
+
 def run_dir(env: AirflowEnv, campaign_id: str, run_id: str) -> Path:
     from skein.run import run_directory
 
@@ -272,6 +276,10 @@ def test_scheduler_killed_mid_wave_applies_nothing_twice(world):
         pytest.fail(f"wave everyone never started: {env.task_states(dag, run)}")
     env.kill("scheduler")  # and the LocalExecutor workers and task processes under it
     applied_at_kill = sum(e["action"] == "applied" for e in audit(env, "plays-v2-crash"))
+    wave = json.loads((run_dir(env, "plays-v2-crash", run) / "waves.json").read_text())["everyone"]
+    patched_in_wave = [c for c in wave if audit_patched(env, "plays-v2-crash", c)]
+    canary = sum(e["action"] == "applied" and e["wave"] == "canary" for e in audit(env, "plays-v2-crash"))
+    assert applied_at_kill - canary < len(patched_in_wave), "the wave ended before the kill"
     env.spawn("scheduler")
     assert env.wait_for_run(dag, run, timeout=900) == "success", env.task_states(dag, run)
 
