@@ -205,7 +205,11 @@ class AirflowEnv:
             for detail in pending.get("hitl_details", []):
                 ti = detail.get("task_instance") or {}
                 if ti.get("task_id") == task_id and not detail.get("response_received"):
-                    return detail
+                    # Answer once the task is parked: the request is written a moment before
+                    # the task raises to wait, and a reply inside that moment can be lost.
+                    state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+                    if state.get("state") == "awaiting_input":
+                        return detail
             if self.run_state(dag_id, run_id) in ("success", "failed"):
                 raise AssertionError(f"run ended before {task_id} asked: {self.task_states(dag_id, run_id)}")
             time.sleep(2)

@@ -308,6 +308,21 @@ def test_duckdb_view_replace_and_restore_is_byte_identical(duckdb_warehouse):
     assert duck_rows(duckdb_warehouse, "SELECT * FROM analytics_views.v_country_device") == rows_before
 
 
+def test_duckdb_view_restore_keeps_the_engines_own_spelling(duckdb_warehouse):
+    """The stored DDL runs as written: regenerating it (sqlglot writes 'month' as 'MONTH')
+    would leave a different text, and a rollback whose hash cannot match."""
+    with duckdb.connect(str(duckdb_warehouse)) as con:
+        con.execute("CREATE VIEW analytics_views.v_monthly AS SELECT date_trunc('month', "
+                    "played_at) AS m, count(*) AS n FROM analytics.plays GROUP BY 1")
+    target = view_target(f"duckdb:///{duckdb_warehouse}", view="analytics_views.v_monthly")
+    applier = ViewApplier()
+    original = applier.current(target)
+    assert b"'month'" in original
+    patched = original.replace(b"analytics.plays", b"analytics_v2.plays")
+    applier.write(target, patched, "skein: v_monthly")
+    assert applier.write(target, original, "roll back") == original
+
+
 @pytest.mark.parametrize("ddl,error", [
     ("CREATE VIEW analytics_views.v_other AS SELECT 1 AS x", "creates analytics_views.v_other, not"),
     ("CREATE VIEW v_country_device AS SELECT 1 AS x", "not analytics_views.v_country_device"),

@@ -613,3 +613,35 @@ def test_a_stale_apply_started_of_an_older_run_does_not_hide_a_new_patch(fleet_t
     applied = ctx.store.events(CAMPAIGN_ID, "later", consumer=victim, actions=("applied",))
     assert len(applied) == 1 and applied[0].after_hash == sha256(new)
     assert merges_touching(fleet, victim) == 1
+
+
+def test_a_crashed_wave_is_rolled_back_but_a_later_human_edit_is_kept(fleet_template, tmp_path, home):
+    """A wave that started and never got a verdict (its monitor crashed) counts as failed;
+    its rollback restores what the run wrote, and leaves alone a file a person changed since."""
+    from skein.run import unfinished_waves
+
+    campaign = copy_fleet(fleet_template, tmp_path)
+    fleet = fleet_of(campaign)
+    before = snapshot(fleet)
+    ctx, summary = planned_steps(campaign, home, "crashed")
+    record_decision(ctx, "Approve all", "alice", "all")
+    ctx.record("wave_started", wave="canary")
+    done = apply_step(ctx, "canary", summary.waves["canary"])
+    files = [c for c in done.applied if not is_view(c)]
+    assert len(files) >= 2
+    assert unfinished_waves(ctx) == ["canary"]  # no wave_passed / wave_failed: a crash
+
+    edited = file_path(fleet, files[0])
+    edited.write_bytes(edited.read_bytes() + b"-- a person's later change\n")
+    repo = repos(fleet)[files[0].split("/")[0]]
+    git(repo, "commit", "-qam", "a later change by a person")
+    kept = edited.read_bytes()
+
+    rolled = rollback_step(ctx, "wave canary did not finish")
+
+    assert set(rolled.restored) == set(done.applied) - {files[0]}
+    assert "changed since this run applied it" in rolled.problems[files[0]]
+    assert edited.read_bytes() == kept
+    for cid in files[1:]:
+        assert file_path(fleet, cid).read_bytes() == before["files"][cid]
+    assert finalize_step(ctx)["status"] == "rolled_back"

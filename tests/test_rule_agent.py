@@ -256,3 +256,22 @@ def test_every_duckdb_case_in_other_dialects(warehouse, target_dialect, dialect,
     assert isinstance(result, Patch), result.reason
     assert check_scope(request(translated, target_dialect), result.text).ok
     assert_same_rows(warehouse, translated, result.text, target_dialect)
+
+
+def test_crlf_files_keep_their_line_endings(tmp_path):
+    """A Windows-edited consumer keeps CRLF: the patch is its bytes with only the references
+    changed, so the hash apply checks against is the file's own."""
+    from skein.agents.requests import request_for_file
+    from skein.agents.rule import rewrite
+    from skein.spec import load_campaign
+
+    spec = tmp_path / "c.yaml"
+    spec.write_text("campaign: crlf\ntitle: t\nowners: [a]\nwarehouse: duckdb:///w.duckdb\n"
+                    "source: analytics.plays\ntarget: analytics_v2.plays\ncolumns: {user_id: account_id}\n")
+    consumer = tmp_path / "q.sql"
+    consumer.write_bytes(b"-- daily\r\nSELECT user_id,\r\n       ms_played\r\nFROM analytics.plays\r\n")
+    schemas = {"analytics.plays": {"user_id": "BIGINT", "ms_played": "BIGINT"},
+               "analytics_v2.plays": {"account_id": "BIGINT", "ms_played": "BIGINT"}}
+    patch = rewrite(request_for_file(load_campaign(spec), schemas, consumer))
+    assert patch.text.encode() == (b"-- daily\r\nSELECT account_id AS user_id,\r\n       ms_played\r\n"
+                                   b"FROM analytics_v2.plays\r\n")

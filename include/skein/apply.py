@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -211,12 +212,15 @@ class ViewApplier:
                              f"not {url.split(':', 1)[0]!r}")
 
 
+_CREATE_VIEW = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\b", re.IGNORECASE)
+
+
 def _replace_view_statement(ddl: str, target: Target) -> str:
     """The consumer's ``CREATE VIEW`` as ``CREATE OR REPLACE VIEW`` (the same name, quoted).
 
-    >>> _replace_view_statement("CREATE VIEW a.v AS SELECT x FROM t;", Target("c", "view", "demo", view="a.v",
-    ...                         warehouse="duckdb:///w.duckdb"))
-    'CREATE OR REPLACE VIEW a.v AS SELECT x FROM t'
+    >>> _replace_view_statement("CREATE VIEW a.v AS SELECT date_trunc('month', d) FROM t;",
+    ...                         Target("c", "view", "demo", view="a.v", warehouse="duckdb:///w.duckdb"))
+    "CREATE OR REPLACE VIEW a.v AS SELECT date_trunc('month', d) FROM t;"
     """
     import sqlglot
     from sqlglot import exp
@@ -233,8 +237,13 @@ def _replace_view_statement(ddl: str, target: Target) -> str:
     name = create.this.this if isinstance(create.this, exp.Schema) else create.this
     if ".".join(p.name for p in name.parts).lower() != (target.view or "").lower():
         raise ApplyError(f"{target.consumer}: the DDL creates {name.sql(dialect)}, not {target.view}")
-    create.set("replace", True)
-    return create.sql(dialect=dialect)
+    # The DDL runs as written, only CREATE becoming CREATE OR REPLACE: regenerating it with
+    # sqlglot would not give the engine back its own text (e.g. 'month' -> 'MONTH'), and a
+    # rollback must restore the exact previous bytes.
+    replaced, count = _CREATE_VIEW.subn("CREATE OR REPLACE VIEW", ddl.strip(), count=1)
+    if not count:
+        raise ApplyError(f"{target.consumer}: the DDL does not start with CREATE VIEW")
+    return replaced
 
 
 def _view_ddl(conn, dialect: str, view: str) -> bytes | None:

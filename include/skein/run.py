@@ -247,8 +247,9 @@ def _assigned_waves(ctx: RunContext, plan, report) -> dict[str, str]:
     return plan_waves(plan, report, ctx.campaign.rollout.waves)
 
 
-def approval_markdown(ctx: RunContext, evidence_url: str | None = None) -> str:
-    """What an approver reads: counts, waves, failures, escalations, the per-owner table."""
+def approval_markdown(ctx: RunContext, evidence_url: str | None = None, params: dict | None = None) -> str:
+    """What an approver reads: counts, waves, failures, escalations, the per-owner table, and
+    the trigger's params that change what happens (an approver must see a raised threshold)."""
     summary = json.loads((ctx.directory / "summary.json").read_text(encoding="utf-8"))
     plan = json.loads((ctx.directory / "plan.json").read_text(encoding="utf-8"))
     waves = ctx.waves()
@@ -259,10 +260,18 @@ def approval_markdown(ctx: RunContext, evidence_url: str | None = None) -> str:
              f"**{c.get('patched', 0)} patched**, {c.get('unchanged', 0)} verified unchanged, "
              f"**{c.get('escalate', 0)} escalated**, **{c.get('failed', 0)} failed simulation**.", "",
              "| wave | consumers | soak | threshold |", "|---|---|---|---|"]
+    params = params or {}
+    override = params.get("error_threshold")
     for wave in ctx.campaign.rollout.waves:
         threshold = wave.error_threshold if wave.error_threshold is not None else ctx.campaign.rollout.error_threshold
+        threshold = override if override is not None else threshold
         lines.append(f"| {wave.name} | {len(waves.get(wave.name, []))} | {wave.soak_minutes:g} min | "
                      f"{threshold:.0%} |")
+    chosen = [f"{name} = `{params[name]}`" for name in ("waves", "error_threshold", "consumers")
+              if params.get(name) is not None and not (name == "waves" and params[name] ==
+                                                       [w.name for w in ctx.campaign.rollout.waves])]
+    if chosen:
+        lines += ["", "**This run was triggered with** " + ", ".join(chosen) + "."]
     problems = [i for i in plan["items"] if i["status"] in ("escalate", "failed")]
     if problems:
         lines += ["", "Not applied (a human decides):", ""]
@@ -317,9 +326,10 @@ def apply_step(ctx: RunContext, wave: str, ids: list[str]) -> Applied:
             continue
         try:
             outcome = _apply_one(ctx, wave, by_id[cid], patch, states.get(cid), planned.get(cid))
-        except ApplyError as exc:
-            ctx.record("apply_failed", consumer=cid, wave=wave, message=str(exc))
-            failed[cid] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one consumer failing fails only itself
+            message = str(exc) if isinstance(exc, ApplyError) else f"{type(exc).__name__}: {exc}"
+            ctx.record("apply_failed", consumer=cid, wave=wave, message=message)
+            failed[cid] = message
             continue
         (applied if outcome == "applied" else already).append(cid)
     return Applied(applied, already, verified, failed)
@@ -338,7 +348,8 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
         return "already"
     expected = planned.before_hash if planned is not None else None
     if (prior is not None and prior.action == "apply_started" and now != prior.before_hash
-            and (expected is None or expected == prior.before_hash)):
+            and (expected is None or expected == prior.before_hash)
+            and (target.kind != "file" or now == prior.after_hash)):
         # The write happened, the record of it did not (the worker died in between). Only
         # for an attempt at this plan's starting point: an older run's attempt whose "before"
         # differs (a human edited the consumer since, and this run planned the edit) is stale.
@@ -438,20 +449,31 @@ def rollback_step(ctx: RunContext, reason: str = "") -> RolledBack:
     # Reverse apply order: waves apply in dependency order, so this undoes readers before
     # what they read, and it holds even for consumers a re-planned run no longer lists.
     todo = list(reversed(started))
-    by_id = ctx.catalog().by_id()
+    last = ctx.store.consumer_states(ctx.campaign.campaign, ctx.run_id)
+    written = {e.consumer: e for e in ctx.store.events(ctx.campaign.campaign, ctx.run_id,
+                                                       actions=("applied",))}
     restored, problems = [], {}
     for cid in todo:
         before = started[cid].before_hash
-        target = target_for(ctx, by_id[cid])
-        applier = applier_for(target)
+        if cid not in written and last.get(cid) is not None and last[cid].action == "apply_failed":
+            ctx.record("rollback_skipped", consumer=cid, message="never written by this run")
+            continue
+        # Only what this run wrote and nobody changed since: never a person's later edit.
+        ours = written[cid].after_hash if cid in written else started[cid].after_hash
         try:
+            consumer = ctx.catalog().by_id()[cid]
+            target = target_for(ctx, consumer)
+            applier = applier_for(target)
             now = sha256(applier.current(target))
+            if now not in (before, ours):
+                raise ApplyError(f"changed since this run applied it (hash {str(now)[:12]}, "
+                                 f"applied {str(ours)[:12]}): left as it is")
             if now != before:
                 previous = ctx.store.blob(before)
-                applier.write(target, previous, _rollback_message(ctx, by_id[cid], reason))
+                applier.write(target, previous, _rollback_message(ctx, consumer, reason))
                 now = sha256(applier.current(target))
-        except (ApplyError, Exception) as exc:  # noqa: BLE001 - every consumer gets its try
-            problems[cid] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - every consumer gets its try
+            problems[cid] = str(exc) if isinstance(exc, ApplyError) else f"{type(exc).__name__}: {exc}"
             ctx.record("rollback_failed", consumer=cid, before=before, message=problems[cid])
             continue
         if now != before:
@@ -478,6 +500,8 @@ def finalize_step(ctx: RunContext, status: str | None = None) -> dict:
     if status is None:
         if actions.get("campaign_rolled_back") or actions.get("rollback_incomplete"):
             status = "rolled_back"
+        elif unfinished_waves(ctx) or not actions.get("planned"):
+            status = "failed"  # a step crashed: a wave without a verdict, or no plan
         elif actions.get("rejected"):
             status = "stopped" if actions.get("applied") else "rejected"
         elif actions.get("wave_failed"):
@@ -491,6 +515,23 @@ def finalize_step(ctx: RunContext, status: str | None = None) -> dict:
                "escalated": _plan_counts(ctx).get("escalate", 0)}
     ctx.record("finished", **outcome)
     return outcome
+
+
+def unfinished_waves(ctx: RunContext) -> list[str]:
+    """Waves this run started that never got a verdict (a task crashed in between): they
+    count as failed, so what they applied is rolled back."""
+    verdict: dict[str, str] = {}
+    for e in ctx.store.events(ctx.campaign.campaign, ctx.run_id,
+                              actions=("wave_started", "wave_passed", "wave_failed")):
+        verdict[e.wave] = e.action
+    return [wave for wave, action in verdict.items() if action == "wave_started"]
+
+
+def wave_running(ctx: RunContext, wave: str) -> bool:
+    """Whether the latest decision about ``wave`` in this run is to run it."""
+    decisions = [e for e in ctx.store.events(ctx.campaign.campaign, ctx.run_id,
+                                             actions=("wave_started", "wave_skipped")) if e.wave == wave]
+    return bool(decisions) and decisions[-1].action == "wave_started"
 
 
 def record_decision(ctx: RunContext, chosen: str, user: str | None, scope: str) -> None:

@@ -48,7 +48,7 @@ class CampaignApproval(HITLOperator):
             self.subject = f"{ctx.campaign.campaign}: continue with wave {self.wave}?"
         else:
             self.subject = f"{ctx.campaign.campaign}: approve {ctx.campaign.title}"
-        self.body = approval_markdown(ctx)
+        self.body = approval_markdown(ctx, params=dict(context["params"]))
         ctx.record("approval_requested", wave=self.wave,
                    approvers=[u["id"] for u in self.assigned_users or []])
         notify(ctx, "approval", self.subject,

@@ -237,7 +237,6 @@ def campaign_dag(campaign: Campaign) -> DAG:
             previous = monitor
         rollback = t.rollback(file)
         previous >> rollback
-        finished = t.finalize.override(outlets=[t.dataset_asset(campaign.target),
-                                                t.consumers_alias(campaign.campaign)])(file)
+        finished = t.finalize.override(outlets=[t.consumers_alias(campaign.campaign)])(file)
         rollback >> finished
     return dag

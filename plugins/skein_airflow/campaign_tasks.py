@@ -65,7 +65,6 @@ def _label(ids: list[str]) -> str:
 @_user_error
 def discover(campaign_file: str) -> list[list[str]]:
     """Discovery and the catalog; returns the batches agents and simulation map over."""
-    from skein.discovery import render_text  # noqa: F401 - keeps the import error early
     from skein.run import discover_step, work_batches
 
     context = get_current_context()
@@ -175,8 +174,9 @@ def select_batches(campaign_file: str, wave: str, group: str) -> list[list[str]]
 
 
 def _wave_started(ctx, wave: str) -> bool:
-    return bool([e for e in ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_started",))
-                 if e.wave == wave])
+    from skein.run import wave_running
+
+    return wave_running(ctx, wave)
 
 
 @task(trigger_rule="none_failed", map_index_template=LABEL)
@@ -197,13 +197,17 @@ def apply(campaign_file: str, wave: str, ids: list[str]) -> dict[str, int]:
 
 @task.sensor(trigger_rule="none_failed", mode="reschedule", poke_interval=30)
 def soak(campaign_file: str, wave: str, minutes: float) -> bool:
-    """Wait ``minutes`` after the wave started (not at all when it did not run)."""
+    """Wait ``minutes`` after the wave's last consumer was applied (not at all when the wave
+    did not run)."""
     from datetime import UTC, datetime, timedelta
 
     ctx = run_context(campaign_file)
-    started = [e for e in ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_started",))
-               if e.wave == wave]
-    return not started or datetime.now(UTC) - started[-1].at >= timedelta(minutes=minutes)
+    if not _wave_started(ctx, wave):
+        return True
+    events = ctx.store.events(ctx.campaign.campaign, ctx.run_id,
+                              actions=("wave_started", "applied", "apply_failed", "apply_skipped"))
+    last = [e for e in events if e.wave == wave][-1]
+    return datetime.now(UTC) - last.at >= timedelta(minutes=minutes)
 
 
 @task(trigger_rule="none_failed")
@@ -227,18 +231,23 @@ def monitor(campaign_file: str, wave: str) -> dict:
 @task(trigger_rule="all_done")
 @_user_error
 def rollback(campaign_file: str) -> dict:
-    """Runs after the waves whatever happened; rolls back only if a wave failed."""
-    from skein.run import rollback_step
+    """Runs after the waves whatever happened; rolls back if a wave failed its monitoring or
+    never got a verdict (a task crashed after it started applying)."""
+    from skein.run import rollback_step, unfinished_waves
     from skein_airflow.notify import notify
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
     failures = ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_failed",))
-    if not failures:
+    crashed = unfinished_waves(ctx)
+    if not failures and not crashed:
         raise AirflowSkipException("no wave failed")
-    first = failures[0]
-    reason = (f"wave {first.wave}: error rate {first.detail['error_rate']:.0%} > "
-              f"{first.detail['threshold']:.0%}")
+    if failures:
+        first = failures[0]
+        reason = (f"wave {first.wave}: error rate {first.detail['error_rate']:.0%} > "
+                  f"{first.detail['threshold']:.0%}")
+    else:
+        reason = f"wave {crashed[0]} did not finish (a task failed)"
     done = rollback_step(ctx, reason)
     problems = "".join(f"\n- `{cid}`: {p}" for cid, p in done.problems.items())
     notify(ctx, "rollback", f"{ctx.campaign.campaign}: rolled back ({reason})",
@@ -276,9 +285,10 @@ def _emit_assets(ctx, context) -> None:
     states = ctx.store.consumer_states(ctx.campaign.campaign, ctx.run_id)
     by_id = ctx.catalog().by_id()
     events = context["outlet_events"]
-    events[dataset_asset(ctx.campaign.target)].extra = {"campaign": ctx.campaign.campaign,
-                                                        "run_id": ctx.run_id}
     alias = consumers_alias(ctx.campaign.campaign)
+    # Through the alias, so only a run that applied something announces the target.
+    events[alias].add(dataset_asset(ctx.campaign.target),
+                      extra={"campaign": ctx.campaign.campaign, "run_id": ctx.run_id})
     for cid, event in states.items():
         output = by_id[cid].output if cid in by_id else None
         if event.action == "applied" and output:

@@ -30,7 +30,8 @@ def request_for(campaign: Campaign, catalog: Catalog, consumer: Consumer) -> Rew
     wanted = set(consumer.lineage.reads) | {source} | ({consumer.output} if consumer.output else set())
     schemas = {name: columns for name, columns in catalog.schemas.items() if name in wanted}
     schemas[target] = target_schema(campaign, catalog.schemas)
-    text = consumer.file.read_text(encoding="utf-8") if consumer.file else consumer.sql
+    # The file's own line endings: patches and the hashes apply checks are of its bytes.
+    text = _read_exact(consumer.file) if consumer.file else consumer.sql
     return RewriteRequest(
         consumer_id=consumer.id, text=text, dialect=consumer.dialect, source=source, target=target,
         columns=campaign.columns, columns_dialect=campaign.sql_dialect, schemas=schemas,
@@ -38,6 +39,19 @@ def request_for(campaign: Campaign, catalog: Catalog, consumer: Consumer) -> Rew
         dbt_relations=_dbt_relations(consumer),
         dbt_project_root=str(consumer.dbt_project_root) if consumer.dbt_project_root else None,
         consumer_path=str(consumer.file) if consumer.file else None)
+
+
+def _read_exact(path) -> str:
+    """A file's text with its line endings as they are (``read_text`` turns CRLF into LF).
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "q.sql"
+    >>> _ = f.write_bytes(b"SELECT 1\\r\\nFROM t\\r\\n")
+    >>> _read_exact(f)
+    'SELECT 1\\r\\nFROM t\\r\\n'
+    """
+    with open(path, encoding="utf-8", newline="") as handle:
+        return handle.read()
 
 
 def _dbt_relations(consumer: Consumer) -> dict[str, str]:
@@ -57,7 +71,7 @@ def request_for_file(campaign: Campaign, schemas: dict[str, dict[str, str]], pat
     from skein.lineage import analyze_sql
 
     path = Path(path).resolve()
-    text = path.read_text(encoding="utf-8")
+    text = _read_exact(path)
     root = next((p for p in path.parents if (p / "dbt_project.yml").is_file()), None)
     sql = text
     consumer = Consumer(id=path.name, kind="sql", dialect=dialect or campaign.sql_dialect, sql=text,
