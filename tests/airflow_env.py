@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
+HUMAN_DELAY_S = 5  # see AirflowEnv.wait_for_approval
 
 
 def free_port() -> int:
@@ -205,10 +206,13 @@ class AirflowEnv:
             for detail in pending.get("hitl_details", []):
                 ti = detail.get("task_instance") or {}
                 if ti.get("task_id") == task_id and not detail.get("response_received"):
-                    # Answer once the task is parked: the request is written a moment before
-                    # the task raises to wait, and a reply inside that moment can be lost.
+                    # Answer as a person would, not within a second of the request: Airflow
+                    # 3.3.2 fails a HITL task whose answer re-queues it before the scheduler
+                    # has processed the executor's report of the task parking ("finished with
+                    # state success, but the task instance's state attribute is queued").
                     state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
                     if state.get("state") == "awaiting_input":
+                        time.sleep(HUMAN_DELAY_S)
                         return detail
             if self.run_state(dag_id, run_id) in ("success", "failed"):
                 raise AssertionError(f"run ended before {task_id} asked: {self.task_states(dag_id, run_id)}")

@@ -183,11 +183,12 @@ def test_fleet_settings_become_task_settings(mixed):
         "apply_canary__default__tier1": ("default", 10), "apply_canary__default__other": ("default", 1)}
     apply = fleet["apply_rest__eu__tier1"]
     assert (apply["retries"], apply["retry_delay"], apply["backoff"], apply["timeout"]) == (3, 10, 2.0, 1200)  # backoff factor 2: the delay doubles
-    # Approvals: the spec's approvers, no worker time limit, never retried; one per later wave.
+    # Approvals: the spec's approvers, no worker time limit, asked again once if Airflow loses
+    # the answer; one per later wave.
     assert fleet["approval"]["assigned_users"] == [{"id": "alice", "name": "alice"},
                                                    {"id": "bob", "name": "bob"}]
     assert fleet["approval"]["options"] == ["Approve all", "Approve canary only", "Reject"]
-    assert (fleet["approval"]["timeout"], fleet["approval"]["retries"]) == (None, 0)
+    assert (fleet["approval"]["timeout"], fleet["approval"]["retries"]) == (None, 1)
     assert fleet["approve_rest"]["options"] == ["Continue", "Stop"]
     assert fleet["start_rest"]["upstream"] == ["approve_rest"]
     assert "approve_canary" not in fleet

@@ -7,6 +7,7 @@ The answer is written to the campaign store, where the wave tasks read it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
@@ -26,8 +27,10 @@ class CampaignApproval(HITLOperator):
         super().__init__(
             subject=subject, options=options, defaults=None, multiple=False,
             assigned_users=[{"id": a, "name": a} for a in approvers] or None,
-            # The wait is for a human: a worker-time limit must not end it.
-            execution_timeout=None, retries=0, **kwargs)
+            # The wait is for a human: a worker-time limit must not end it. One retry asks
+            # again should Airflow lose an answer (3.3.2 fails the task when the answer comes
+            # before the scheduler saw it park), rather than ending the campaign run.
+            execution_timeout=None, retries=1, retry_delay=timedelta(seconds=5), **kwargs)
         self.campaign_file = campaign_file
         self.wave = wave
 
