@@ -460,3 +460,23 @@ def test_view_applier_refuses_other_warehouses():
         ViewApplier().current(view_target("bigquery://project/dataset"))
     with pytest.raises(ApplyError, match="no applier for 'notebook'"):
         applier_for(Target(consumer="x", kind="notebook", campaign="plays-v2"))
+
+
+def test_a_write_refuses_content_changed_since_it_was_read(repo, duckdb_warehouse):
+    """The hash the caller read is checked again under the write's lock: another campaign's
+    write in between is never overwritten."""
+    target = file_target(repo)
+    applier = GitApplier()
+    read = sha(applier.current(target))
+    applier.write(target, b"SELECT 'other campaign'\n", "skein(other): first\n")
+    with pytest.raises(ApplyError, match="changed meanwhile"):
+        applier.write(target, b"SELECT 'mine'\n", "skein(plays-v2): second\n", expected=read)
+    assert (repo / target.path).read_bytes() == b"SELECT 'other campaign'\n"
+
+    view = view_target(f"duckdb:///{duckdb_warehouse}")
+    views = ViewApplier()
+    original = views.current(view)
+    with pytest.raises(ApplyError, match="changed meanwhile"):
+        views.write(view, DUCKDB_NEW.encode(), "skein", expected=sha(b"something else"))
+    assert views.current(view) == original
+    assert views.write(view, DUCKDB_NEW.encode(), "skein", expected=sha(original)) != original

@@ -47,8 +47,21 @@ class Applier(Protocol):
     def current(self, target: Target) -> bytes | None:
         """The consumer's code as it is now (``None``: it does not exist)."""
 
-    def write(self, target: Target, content: bytes, message: str) -> bytes:
-        """Make ``content`` the consumer's code; returns the code as stored afterwards."""
+    def write(self, target: Target, content: bytes, message: str, expected: str | None = None) -> bytes:
+        """Make ``content`` the consumer's code; returns the code as stored afterwards.
+        ``expected``: the SHA-256 the current code must still have, checked under the same
+        lock as the write (another campaign may have changed it since it was read)."""
+
+
+def _check_unchanged(target: Target, current: bytes | None, expected: str | None) -> None:
+    import hashlib
+
+    if expected is None:
+        return
+    now = None if current is None else hashlib.sha256(current).hexdigest()
+    if now != expected:
+        raise ApplyError(f"{target.consumer} changed meanwhile (hash {str(now)[:12]}, expected "
+                         f"{expected[:12]}): not written")
 
 
 def applier_for(target: Target) -> Applier:
@@ -75,10 +88,11 @@ class GitApplier:
         with _repo_lock(target.repo):
             return self._committed(target)
 
-    def write(self, target: Target, content: bytes, message: str) -> bytes:
+    def write(self, target: Target, content: bytes, message: str, expected: str | None = None) -> bytes:
         repo, path = target.repo, target.path
         with _repo_lock(repo):
             _recover(repo)
+            _check_unchanged(target, self._committed(target), expected)
             if (repo / ".git" / "index.lock").exists():
                 raise ApplyError(f"{target.consumer}: {repo}/.git/index.lock exists: another git "
                                  "command is running there (or was killed: remove the lock)")
@@ -163,9 +177,10 @@ class ViewApplier:
         with self._session(target) as (conn, dialect):
             return _view_ddl(conn, dialect, target.view)
 
-    def write(self, target: Target, content: bytes, message: str) -> bytes:
+    def write(self, target: Target, content: bytes, message: str, expected: str | None = None) -> bytes:
         statement = _replace_view_statement(content.decode("utf-8"), target)
         with self._session(target, write=True) as (conn, dialect):
+            _check_unchanged(target, _view_ddl(conn, dialect, target.view), expected)
             try:
                 if dialect == "duckdb":
                     conn.execute("BEGIN TRANSACTION")

@@ -364,7 +364,7 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
     ctx.store.put_blob(new)
     ctx.record("apply_started", consumer=consumer.id, wave=wave, before=now, after=sha256(new))
     message = _commit_message(ctx, consumer, wave)
-    stored = applier.write(target, new, message)
+    stored = applier.write(target, new, message, expected=now)
     ctx.record("applied", consumer=consumer.id, wave=wave, before=now, after=sha256(stored))
     return "applied"
 
@@ -470,7 +470,7 @@ def rollback_step(ctx: RunContext, reason: str = "") -> RolledBack:
                                  f"applied {str(ours)[:12]}): left as it is")
             if now != before:
                 previous = ctx.store.blob(before)
-                applier.write(target, previous, _rollback_message(ctx, consumer, reason))
+                applier.write(target, previous, _rollback_message(ctx, consumer, reason), expected=now)
                 now = sha256(applier.current(target))
         except Exception as exc:  # noqa: BLE001 - every consumer gets its try
             problems[cid] = str(exc) if isinstance(exc, ApplyError) else f"{type(exc).__name__}: {exc}"
