@@ -75,7 +75,7 @@ def with_airflow(tmp: Path, consumers: int) -> dict:
         # The human's part is not the orchestrator's: time from the answer on. (The helper
         # waits a few seconds after the task parks before answering; see airflow_env.)
         answered = time.perf_counter()
-        env.answer(dag, run, "approval", "Approve all", user="admin")
+        env.decide(dag, run, "approval", "Approve all", user="admin")
         state = env.wait_for_run(dag, run, timeout=3600)
         seconds = asked + (time.perf_counter() - answered)
         instances = sum(len(v) for v in env.task_states(dag, run).values())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
-HUMAN_DELAY_S = 5  # see AirflowEnv.wait_for_approval
+HUMAN_DELAY_S = 8  # see AirflowEnv.wait_for_approval
 
 
 def free_port() -> int:
@@ -222,3 +222,24 @@ class AirflowEnv:
     def answer(self, dag_id: str, run_id: str, task_id: str, option: str, user: str, map_index: int = -1):
         return self.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}"
                           "/hitlDetails", {"chosen_options": [option], "params_input": {}}, user=user)
+
+    def decide(self, dag_id: str, run_id: str, task_id: str, option: str, user: str,
+               timeout: float = 120) -> dict:
+        """Answer ``task_id`` and see the answer taken; when Airflow lost it (the race in
+        ``wait_for_approval``) the approval's retry asks again, and it is answered again."""
+        deadline = time.time() + timeout
+        answer = self.answer(dag_id, run_id, task_id, option, user)
+        while time.time() < deadline:
+            ti = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+            if ti["state"] in ("success", "skipped"):
+                return answer
+            if ti["state"] in ("failed", "upstream_failed"):
+                raise AssertionError(f"{task_id} ended {ti['state']} after the answer")
+            if ti["state"] == "awaiting_input":
+                pending = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails")
+                if any((d.get("task_instance") or {}).get("task_id") == task_id
+                       and not d.get("response_received") for d in pending.get("hitl_details", [])):
+                    self.wait_for_approval(dag_id, run_id, task_id)
+                    answer = self.answer(dag_id, run_id, task_id, option, user)
+            time.sleep(1)
+        raise TimeoutError(f"{task_id} did not take the answer {option!r} in {timeout} s")

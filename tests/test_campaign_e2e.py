@@ -183,7 +183,7 @@ def test_trigger_approve_apply(world):
     with pytest.raises(ApiError) as refused:
         env.answer(dag, run, "approval", "Approve all", user="bob")
     assert refused.value.status == 403
-    answer = env.answer(dag, run, "approval", "Approve all", user="alice")
+    answer = env.decide(dag, run, "approval", "Approve all", user="alice")
     assert answer["responded_by"]["id"] == "alice"
     assert env.wait_for_run(dag, run) == "success", env.task_states(dag, run)
 
@@ -234,7 +234,7 @@ def test_broken_target_rolls_back_everything(world):
     env.wait_for_dag(dag)
     run = env.trigger(dag)
     env.wait_for_approval(dag, run, "approval")
-    env.answer(dag, run, "approval", "Approve all", user="alice")
+    env.decide(dag, run, "approval", "Approve all", user="alice")
     env.wait_for_approval(dag, run, "approve_everyone")
     canary = [e for e in audit(env, "plays-v2-rb") if e["action"] == "applied"]
     assert canary and {e["wave"] for e in canary} == {"canary"}
@@ -242,7 +242,7 @@ def test_broken_target_rolls_back_everything(world):
     # The target breaks while the second wave waits: every consumer of it now misses its suite.
     with duckdb.connect(str(fleet / "warehouse.duckdb")) as con:
         con.execute("DELETE FROM analytics_v2.plays")
-    env.answer(dag, run, "approve_everyone", "Continue", user="alice")
+    env.decide(dag, run, "approve_everyone", "Continue", user="alice")
     assert env.wait_for_run(dag, run) == "failed"
     states = env.task_states(dag, run)
     assert states["rollback"] == ["success"] and states["finalize"] == ["failed"]
@@ -266,7 +266,7 @@ def test_scheduler_killed_mid_wave_applies_nothing_twice(world):
     env.wait_for_dag(dag)
     run = env.trigger(dag)
     env.wait_for_approval(dag, run, "approval")
-    env.answer(dag, run, "approval", "Approve all", user="alice")
+    env.decide(dag, run, "approval", "Approve all", user="alice")
     deadline = time.time() + 300
     while time.time() < deadline:
         if any(e["action"] == "applied" and e["wave"] == "everyone" for e in audit(env, "plays-v2-crash")):
@@ -304,7 +304,7 @@ def test_rejected_run_ends_cleanly_with_nothing_applied(world):
     run = env.trigger(dag, {"consumers": "sandbox/*"})
     request = env.wait_for_approval(dag, run, "approval")
     assert "sandbox/" in request["body"]
-    env.answer(dag, run, "approval", "Reject", user="alice")
+    env.decide(dag, run, "approval", "Reject", user="alice")
     assert env.wait_for_run(dag, run) == "success", env.task_states(dag, run)
     states = env.task_states(dag, run)
     assert states["apply_canary__default"] == ["skipped"] and states["monitor_canary"] == ["skipped"]

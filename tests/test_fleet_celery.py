@@ -182,7 +182,7 @@ def test_region_queue_routes_apply_to_its_worker(world):
     env.wait_for_dag(DAG)
     run = env.trigger(DAG)
     env.wait_for_approval(DAG, run, "approval")
-    env.answer(DAG, run, "approval", "Approve all", user="alice")
+    env.decide(DAG, run, "approval", "Approve all", user="alice")
     state = env.wait_for_run(DAG, run, timeout=420)
     assert state == "success", (env.task_states(DAG, run),
                                 tail(env, "worker-default"), tail(env, "worker-eu"))
