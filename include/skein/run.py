@@ -16,6 +16,7 @@ import fnmatch
 import json
 import pickle
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,23 +63,20 @@ class RunContext:
         return self._cache["report"]
 
     def results(self) -> dict[str, Patch | Escalation]:
-        folder = self.directory / "agents"
-        out = {}
-        for item in self.report().consumers:
-            path = folder / f"{_file_name(item.id)}.json"
-            if path.is_file():
-                out[item.id] = _RESULT.validate_json(path.read_text(encoding="utf-8"))
-        return out
+        return self._per_consumer("agents", _RESULT.validate_json)
 
     def simulations(self) -> dict:
         from skein.simulation.simulate import Simulation
 
-        folder = self.directory / "simulation"
+        return self._per_consumer("simulation", Simulation.model_validate_json)
+
+    def _per_consumer(self, folder: str, parse) -> dict:
+        """``<folder>/<consumer>.json`` of every consumer of the report that has one."""
         out = {}
         for item in self.report().consumers:
-            path = folder / f"{_file_name(item.id)}.json"
+            path = self.directory / folder / f"{_file_name(item.id)}.json"
             if path.is_file():
-                out[item.id] = Simulation.model_validate_json(path.read_text(encoding="utf-8"))
+                out[item.id] = parse(path.read_text(encoding="utf-8"))
         return out
 
     def waves(self) -> dict[str, list[str]]:
@@ -553,10 +551,7 @@ def _plan_counts(ctx: RunContext) -> dict[str, int]:
 
 
 def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for value in values:
-        out[value] = out.get(value, 0) + 1
-    return out
+    return dict(Counter(values))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -611,7 +606,8 @@ def run_campaign(ctx: RunContext, *, approve: str = "all", dry_run: bool = False
 
 def apply_batches(ctx: RunContext, summary: Summary) -> dict[str, dict[str, list[list[str]]]]:
     """wave -> apply group -> batches of consumer ids, for the mapped apply tasks (every
-    group of ``skein.rollout.apply_groups`` is present, maybe empty)."""
+    group of ``skein.rollout.apply_groups`` is present, maybe empty); frozen in
+    ``apply_batches.json`` for ``wave_batches``."""
     from skein.batches import batch_size, chunk
     from skein.rollout import apply_groups, group_of
 
@@ -626,4 +622,10 @@ def apply_batches(ctx: RunContext, summary: Summary) -> dict[str, dict[str, list
                              fleet)].append(cid)
         size = batch_size(len(ids), fleet.batch_size)
         out[wave] = {g: chunk(members, size) for g, members in grouped.items()}
+    _write_atomic(ctx.directory / "apply_batches.json", json.dumps(out, indent=1).encode())
     return out
+
+
+def wave_batches(ctx: RunContext, wave: str) -> dict[str, list[list[str]]]:
+    """Apply group -> batches of one wave, as ``apply_batches`` froze them."""
+    return json.loads((ctx.directory / "apply_batches.json").read_text(encoding="utf-8"))[wave]

@@ -7,6 +7,7 @@ store. Engine imports happen inside the tasks, never at DAG parse time.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from airflow.sdk import Asset, AssetAlias, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -85,7 +86,7 @@ def agents(campaign_file: str, ids: list[str]) -> dict[str, int]:
     _label(ids)
     ctx = run_context(campaign_file)
     outcome = agents_step(ctx, ids, _llm_model(ctx))
-    return _tally(outcome.values())
+    return dict(Counter(outcome.values()))
 
 
 @task(map_index_template=LABEL)
@@ -94,7 +95,7 @@ def simulate(campaign_file: str, ids: list[str]) -> dict[str, int]:
     from skein.run import simulate_step
 
     _label(ids)
-    return _tally(simulate_step(run_context(campaign_file), ids).values())
+    return dict(Counter(simulate_step(run_context(campaign_file), ids).values()))
 
 
 @task
@@ -114,22 +115,8 @@ def summarize(campaign_file: str) -> dict[str, int]:
                f"{len(summary.escalated)} escalated, {len(summary.failed)} failed simulation "
                f"(run {ctx.run_id}); evidence in {ctx.directory}.\n\n" + "\n".join(lines), context)
     log.info("plan: %s; waves: %s", summary.counts, {w: len(ids) for w, ids in summary.waves.items()})
-    _write_json(ctx.directory / "apply_batches.json", apply_batches(ctx, summary))
+    apply_batches(ctx, summary)
     return summary.counts
-
-
-def _write_json(path, data) -> None:
-    import json
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _batches(ctx, wave: str) -> dict[str, list[list[str]]]:
-    import json
-
-    return json.loads((ctx.directory / "apply_batches.json").read_text(encoding="utf-8"))[wave]
 
 
 @task(trigger_rule="none_failed")
@@ -139,7 +126,7 @@ def start_wave(campaign_file: str, wave: str, group: str | None) -> list[list[st
     ``group`` to apply (nothing when ``group`` is None: ``select_batches`` then picks each
     group's), or nothing when the wave does not run: it never skips itself, so the mapped
     apply task always finds a list to expand (an empty one skips it)."""
-    from skein.run import approved_scope
+    from skein.run import approved_scope, wave_batches
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
@@ -162,15 +149,17 @@ def start_wave(campaign_file: str, wave: str, group: str | None) -> list[list[st
         log.info("wave %s does not run: %s", wave, reason)
         return []
     ctx.record("wave_started", wave=wave)
-    return _batches(ctx, wave)[group] if group else []
+    return wave_batches(ctx, wave)[group] if group else []
 
 
 @task(trigger_rule="none_failed")
 def select_batches(campaign_file: str, wave: str, group: str) -> list[list[str]]:
     """One apply group's batches (campaigns with several regions or tiers: queue and priority
     are fixed per mapped task, so each group is its own mapped task)."""
+    from skein.run import wave_batches
+
     ctx = run_context(campaign_file)
-    return _batches(ctx, wave)[group] if _wave_started(ctx, wave) else []
+    return wave_batches(ctx, wave)[group] if _wave_started(ctx, wave) else []
 
 
 def _wave_started(ctx, wave: str) -> bool:
@@ -303,10 +292,3 @@ def _llm_model(ctx):
     from skein_airflow.llm import model_from_connection
 
     return model_from_connection(settings.conn_id)
-
-
-def _tally(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for value in values:
-        out[value] = out.get(value, 0) + 1
-    return out
