@@ -9,7 +9,7 @@ import sqlglot
 from skein.agents.edit_check import check_edits
 from skein.agents.scope_check import check_scope
 from skein.rewrite.edits import Edit, apply_edits
-from skein.rewrite.testing import rule_patch
+from skein.agents.testing import rule_patch
 from test_rule_agent import CASES, OTHER_DIALECTS, request
 
 PATCHED = [c for c in CASES if c.values[3] is None]

@@ -11,7 +11,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.agents.gate import (
     CheckResult,
     DuckDBDryRun,

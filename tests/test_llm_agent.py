@@ -17,7 +17,7 @@ from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
-from skein.agents.base import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch
 from skein.agents.evidence import Evidence
 from skein.agents.gate import DuckDBDryRun, Gate, default_gate, locality_check, unchanged_check
 from skein.agents.llm import INSTRUCTIONS, LLMAgent, build_prompt, changes_from_diff
@@ -274,7 +274,7 @@ AIRFLOW_PROBE = """
 import json
 from airflow.sdk.exceptions import AirflowNotFoundException
 from pydantic_ai.models.test import TestModel
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.agents.gate import Gate, unchanged_check
 from skein.agents.llm import LLMAgent
 from skein_airflow.llm import model_from_connection

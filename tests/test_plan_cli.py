@@ -116,7 +116,7 @@ def _refusing_model():
 
 
 def test_plan_sends_rule_escalations_to_the_llm_agent(fleet, tmp_path):
-    from skein.agents.base import Escalation
+    from skein.rewrite.request import Escalation
     from skein.plan import build_plan, write_plan
     from skein.spec import load_campaign
 
@@ -147,7 +147,7 @@ def test_llm_agent_fixes_a_macro_call_the_rules_escalate(fleet):
     from pydantic_ai.messages import ModelResponse, ToolCallPart
     from pydantic_ai.models.function import FunctionModel
 
-    from skein.agents.base import Escalation, Patch
+    from skein.rewrite.request import Escalation, Patch
     from skein.agents.gate import default_gate
     from skein.agents.llm import LLMAgent
     from skein.agents.requests import request_for
@@ -188,7 +188,7 @@ def test_llm_agent_fixes_a_macro_call_the_rules_escalate(fleet):
 def test_simulation_refutes_a_wrong_patch(fleet, tmp_path):
     """A patch that passes no data check (here: a join on the wrong key, written by hand)
     is caught by the dry run with the differing rows, and never counts as patched."""
-    from skein.agents.base import Patch
+    from skein.rewrite.request import Patch
     from skein.plan import build_plan
     from skein.spec import load_campaign
 
@@ -209,7 +209,7 @@ def test_a_refuted_patch_goes_back_to_the_llm_agent(fleet):
     from pydantic_ai.messages import ModelResponse, ToolCallPart
     from pydantic_ai.models.function import FunctionModel
 
-    from skein.agents.base import Patch
+    from skein.rewrite.request import Patch
     from skein.plan import build_plan, retry_refuted, simulate_plan
     from skein.spec import load_campaign
 

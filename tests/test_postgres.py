@@ -218,7 +218,7 @@ def test_discover_finds_repo_consumers_and_the_postgres_view(fleet):
 
 
 def test_plan_dry_runs_every_patch_on_postgres_data(fleet):
-    from skein.agents.base import Patch
+    from skein.rewrite.request import Patch
     from skein.plan import build_plan, simulate_plan
     from skein.spec import load_campaign
 
@@ -255,7 +255,7 @@ def test_forward_query_in_postgres_dialect_builds_the_target(fleet):
 
 
 def test_simulation_refutes_a_wrong_patch_on_postgres_data(fleet, tmp_path):
-    from skein.agents.base import Patch
+    from skein.rewrite.request import Patch
     from skein.plan import build_plan
     from skein.spec import load_campaign
 

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 import sqlglot
 
-from skein.agents.base import Escalation, Patch, RewriteRequest
+from skein.rewrite.request import Escalation, Patch, RewriteRequest
 from skein.agents.rule import rewrite
 from skein.agents.scope_check import check_scope
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skein.agents.base import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch
 from skein.agents.rule import rewrite
 from skein.agents.scope_check import check_patch, check_scope
 from test_rule_agent import DBT_MODEL, assert_same_rows, dbt_project, dbt_request, request

@@ -45,7 +45,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_rewrite(args) -> int:
-    from skein.agents.base import Patch
+    from skein.rewrite.request import Patch
     from skein.agents.requests import request_for_file
     from skein.agents.rule import rewrite
     from skein.discovery import connect

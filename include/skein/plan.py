@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from skein.agents.base import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch
 from skein.agents.requests import request_for
 from skein.agents.rule import rewrite
 from skein.catalog import Catalog, build_catalog

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from skein.agents.base import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch
 from skein.apply import ApplyError, Target, applier_for
 from skein.catalog import Catalog, Consumer
 from skein.discovery import DiscoveryReport

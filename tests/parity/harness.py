@@ -21,7 +21,7 @@ import duckdb
 from parity.compare import Result, difference, run
 from parity.migrations import Migration
 from parity.tpc import open_database, table_schemas
-from skein.agents.base import Escalation, Patch, RewriteRequest
+from skein.rewrite.request import Escalation, Patch, RewriteRequest
 
 Rewrite = Callable[[RewriteRequest], "Patch | Escalation"]
 QUERY_TIMEOUT_S = 30.0

@@ -10,7 +10,7 @@ from parity.compare import Result, difference
 from parity.harness import make_baseline, migrated, run_migration
 from parity.migrations import Migration
 from parity.tpc import load_queries
-from skein.agents.base import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch
 
 RETYPE = Migration("discount-pct", "main.lineitem", "main.lineitem_v2",
                    forward={"discount_pct": "CAST(l_discount * 100 AS INTEGER)"},

@@ -36,7 +36,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.rewrite.references import rows_ignore_projections
 from skein.rewrite.resolve import SOURCE, USING, Catalog, Resolution  # noqa: F401 - Catalog: the doctest
 

@@ -24,7 +24,8 @@ It only ever accepts. Whatever it cannot prove (a ``*`` or USING join over the m
 table, a pinned output name, an unexpected edit, a mismatch) makes it answer False, and
 the full check decides, with its own messages.
 
->>> from skein.rewrite.testing import example_request, rule_patch
+>>> from skein.rewrite.testing import example_request
+>>> from skein.agents.testing import rule_patch
 >>> request = example_request("SELECT user_id, SUM(ms_played) AS ms FROM analytics.plays p GROUP BY 1",
 ...                           {"user_id": "account_id", "ms_played": "CAST(duration_s * 1000 AS BIGINT)"})
 >>> original, edits, text = rule_patch(request)
@@ -48,7 +49,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.scope import Scope
 from sqlglot.tokens import TokenType
 
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.agents.canonical import campaign_pattern
 from skein.rewrite.edits import Edit, apply_edits
 from skein.rewrite.parsed import ParsedSQL, tokenize_and_parse

@@ -4,7 +4,7 @@ Every attempt keeps its prompt, the model's answer, the gate's verdict and timin
 the evidence adds the outcome and which model answered. The simulation stores it
 next to the patch.
 
->>> from skein.agents.base import Escalation
+>>> from skein.rewrite.request import Escalation
 >>> from skein.agents.gate import CheckResult, GateVerdict
 >>> attempt = Attempt(number=1, prompt="Rewrite ...", answer=Answer(text="SELECT 1", explanation="x"),
 ...                   verdict=GateVerdict(results=[CheckResult(name="scope", passed=False,
@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from skein.agents.base import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch
 from skein.agents.gate import GateVerdict
 
 

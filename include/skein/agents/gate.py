@@ -4,7 +4,7 @@ A check is a plain callable ``(request, new_text) -> CheckResult``, one concern 
 (like sqlglot's optimizer rules); a ``Gate`` runs them all and returns a frozen
 ``GateVerdict`` whose ``feedback`` is what the LLM agent reads on its next attempt.
 
->>> from skein.agents.base import RewriteRequest
+>>> from skein.rewrite.request import RewriteRequest
 >>> req = RewriteRequest(consumer_id="r/q.sql", text="SELECT user_id FROM analytics.plays\\n",
 ...                      dialect="duckdb", source="analytics.plays", target="analytics_v2.plays",
 ...                      columns={"user_id": "account_id"},
@@ -41,7 +41,7 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, computed_field
 from sqlglot import exp
 
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.lineage import dataset_name
 
 PYTHON_SUFFIXES = (".py", ".ipynb")
@@ -144,7 +144,7 @@ def default_gate(samples: SampleData | None = None) -> Gate:
 def consumer_kind(request: RewriteRequest) -> Literal["sql", "python"]:
     """``python`` for ``.py``/``.ipynb`` files (or dialect ``python``), else ``sql``.
 
-    >>> from skein.agents.base import RewriteRequest
+    >>> from skein.rewrite.request import RewriteRequest
     >>> r = RewriteRequest(consumer_id="team/jobs/report.py", text="", dialect="duckdb", source="a.b",
     ...                    target="c.d", columns={}, schemas={})
     >>> consumer_kind(r)
@@ -192,7 +192,7 @@ def locality_check(request: RewriteRequest, new_text: str) -> CheckResult:
     and punctuation-only lines added or removed are free); the source's
     ``schema.table`` must be gone; a file that parsed must still parse. Skipped for SQL.
 
-    >>> from skein.agents.base import RewriteRequest
+    >>> from skein.rewrite.request import RewriteRequest
     >>> old = "df = read('analytics.plays')\\nx = df['ms_played']\\nprint('hi')\\n"
     >>> r = RewriteRequest(consumer_id="t/job.py", text=old, dialect="duckdb", source="analytics.plays",
     ...                    target="analytics_v2.plays", columns={"ms_played": "duration_s * 1000"},
@@ -296,7 +296,7 @@ class DuckDBDryRun:
     Jinja, file access disabled. Skipped when it cannot judge (no samples, not SQL, the
     original does not run). The full simulation replaces it behind the same interface.
 
-    >>> from skein.agents.base import RewriteRequest
+    >>> from skein.rewrite.request import RewriteRequest
     >>> r = RewriteRequest(consumer_id="r/q.sql", text="SELECT user_id, ms_played FROM analytics.plays",
     ...                    dialect="duckdb", source="analytics.plays", target="analytics_v2.plays",
     ...                    columns={"user_id": "account_id", "ms_played": "duration_s * 1000"},

@@ -13,7 +13,7 @@ Airflow, ``skein_airflow.llm.model_from_connection`` builds it from a ``pydantic
 connection. This module never opens a network connection itself.
 
 >>> from pydantic_ai.models.test import TestModel
->>> from skein.agents.base import RewriteRequest
+>>> from skein.rewrite.request import RewriteRequest
 >>> from skein.agents.gate import Gate, unchanged_check
 >>> req = RewriteRequest(consumer_id="r/q.sql", text="SELECT user_id FROM analytics.plays\\n",
 ...                      dialect="duckdb", source="analytics.plays", target="analytics_v2.plays",
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from skein.agents.base import Change, Escalation, Patch, RewriteRequest, unified_diff
+from skein.rewrite.request import Change, Escalation, Patch, RewriteRequest, unified_diff
 from skein.agents.evidence import Answer, Attempt, Evidence
 from skein.agents.gate import Gate, consumer_kind
 

@@ -6,7 +6,7 @@ resolution cost grows with the schema, and a request is self-contained evidence.
 
 from __future__ import annotations
 
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.catalog import Catalog, Consumer
 from skein.spec import Campaign
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from sqlglot.errors import SqlglotError
 
-from skein.agents.base import Change, Escalation, Patch, RewriteRequest
+from skein.rewrite.request import Change, Escalation, Patch, RewriteRequest
 from skein.agents.scope_check import check_patch
 from skein.dbt import DbtRenderError
 from skein.lineage import SchemaCache

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.agents.canonical import Migration, Unverifiable, canonicalize, strip_cosmetics
 from skein.lineage import split_statement
 from skein.rewrite.jinja import RELATION_CALL

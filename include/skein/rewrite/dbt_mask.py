@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.rewrite.jinja import JinjaMask, mask_jinja
 
 

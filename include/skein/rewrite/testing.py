@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlglot
 
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 from skein.lineage import SchemaCache
 from skein.rewrite.edits import apply_edits
 from skein.rewrite.references import find_references
@@ -30,11 +30,3 @@ def run_rule(rule, sql: str, columns: dict, dialect: str = "duckdb") -> str:
     statement = sqlglot.parse_one(sql, read=dialect)
     refs = find_references(statement, request.source, dialect, SchemaCache(request.schemas))
     return apply_edits(sql, rule(RuleContext(text=sql, request=request), refs))
-
-
-def rule_patch(request: RewriteRequest):
-    """The rule agent's parsed original, edits and patched text, before any check."""
-    from skein.agents.rule import plan_edits
-
-    parsed, edits = plan_edits(request)
-    return parsed, edits, apply_edits(request.text, edits)

@@ -15,7 +15,7 @@ import time
 import duckdb
 from pydantic import BaseModel, ConfigDict
 
-from skein.agents.base import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch
 from skein.catalog import Catalog, Consumer
 from skein.discovery import DiscoveryReport
 from skein.simulation.parity import compare_tables, describe

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from skein.agents.base import RewriteRequest
+from skein.rewrite.request import RewriteRequest
 
 
 class Escalate(Exception):
