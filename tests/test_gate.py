@@ -1,4 +1,4 @@
-"""The verification gate: the Gate itself, each default check, and the DuckDB dry run.
+"""The verification gate: the Gate itself, each default check, and the dry run on samples.
 
 The running example: ``analytics.plays(user_id, ms_played, legacy_flag)`` becomes
 ``analytics_v2.plays(account_id, duration_s)``; consumers also join ``analytics.users``,
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
+from skein.agents.dry_run import DryRun
 from skein.rewrite.request import RewriteRequest
 from skein.agents.gate import (
     CheckResult,
-    DuckDBDryRun,
     Gate,
     GateVerdict,
     consumer_kind,
@@ -29,9 +30,10 @@ SCHEMAS = {
     "analytics_v2.plays": {"account_id": "BIGINT", "duration_s": "DOUBLE"},
     "analytics.users": {"user_id": "BIGINT", "country": "VARCHAR"},
 }
-COLUMNS = {"user_id": "account_id", "ms_played": "duration_s * 1000", "legacy_flag": None}
+COLUMNS = {"user_id": "account_id", "ms_played": "CAST(duration_s * 1000 AS BIGINT)", "legacy_flag": None}
 
-SAMPLES = {
+# The same plays before and after the migration, as Arrow (BIGINT, BOOLEAN, DOUBLE, VARCHAR).
+SAMPLES = {name: pa.Table.from_pylist(rows) for name, rows in {
     "analytics.plays": [{"user_id": 1, "ms_played": 1500, "legacy_flag": False},
                         {"user_id": 1, "ms_played": 500, "legacy_flag": True},
                         {"user_id": 2, "ms_played": 2000, "legacy_flag": False}],
@@ -39,7 +41,7 @@ SAMPLES = {
                            {"account_id": 1, "duration_s": 0.5},
                            {"account_id": 2, "duration_s": 2.0}],
     "analytics.users": [{"user_id": 1, "country": "SE"}, {"user_id": 2, "country": "DE"}],
-}
+}.items()}
 
 ORIGINAL = """\
 -- Listening per user and country, for the finance dashboard.
@@ -57,7 +59,7 @@ CORRECT = """\
 SELECT
     p.account_id AS user_id,
     u.country,
-    SUM(p.duration_s * 1000) AS total_ms
+    SUM(CAST(p.duration_s * 1000 AS BIGINT)) AS total_ms
 FROM analytics_v2.plays AS p
 JOIN analytics.users AS u ON u.user_id = p.account_id
 GROUP BY p.account_id, u.country
@@ -228,86 +230,177 @@ def test_locality_is_skipped_for_sql():
     assert result.passed and result.skipped
 
 
-# ---- DuckDB dry run --------------------------------------------------------------------------------
+# ---- dry run on samples (skein.agents.dry_run) --------------------------------------------------
 
 def test_dry_run_passes_a_faithful_rewrite():
-    result = DuckDBDryRun(SAMPLES)(request(), CORRECT)
+    result = DryRun(SAMPLES)(request(), CORRECT)
     assert result.passed and not result.skipped, result.feedback
 
 
 def test_dry_run_catches_a_renamed_output_column():
-    result = DuckDBDryRun(SAMPLES)(request(), OUTPUT_RENAMED)
+    result = DryRun(SAMPLES)(request(), OUTPUT_RENAMED)
     assert not result.passed
     assert result.feedback == ("output columns differ: expected ['user_id', 'country', 'total_ms'], "
-                               "got ['account_id', 'country', 'total_ms'] (keep names and order)")
+                               "got ['account_id', 'country', 'total_ms'] "
+                               "(keep names and order; missing: user_id; unexpected: account_id)")
+
+
+def test_dry_run_catches_a_changed_output_type():
+    uncast = CORRECT.replace("SUM(CAST(p.duration_s * 1000 AS BIGINT))", "SUM(p.duration_s * 1000)")
+    result = DryRun(SAMPLES)(request(), uncast)
+    assert not result.passed
+    assert result.feedback == ("output types differ: total_ms: HUGEINT -> DOUBLE "
+                               "(keep each output column's type, e.g. with a CAST)")
 
 
 def test_dry_run_catches_an_unrelated_column_renamed():
-    result = DuckDBDryRun(SAMPLES)(request(), UNRELATED_TOUCHED)
+    result = DryRun(SAMPLES)(request(), UNRELATED_TOUCHED)
     assert not result.passed
-    assert result.feedback.startswith("the new query fails on analytics_v2.plays:")
+    assert result.feedback.startswith("the new text fails on the sample: BinderException")
     assert "account_id" in result.feedback
 
 
-def test_dry_run_catches_different_rows():
-    wrong = CORRECT.replace("SUM(p.duration_s * 1000)", "SUM(p.duration_s)")
-    result = DuckDBDryRun(SAMPLES)(request(), wrong)
+def test_dry_run_catches_different_rows_and_quotes_them():
+    wrong = CORRECT.replace("p.duration_s * 1000 AS", "p.duration_s * 100 AS")
+    result = DryRun(SAMPLES)(request(), wrong)
     assert not result.passed
-    assert result.feedback.startswith("rows differ on the sample: 2 expected, 2 returned; "
-                                      "first expected row not returned: ")
+    assert result.feedback.splitlines() == [
+        "rows differ on the sample (2 expected, 2 returned): 2 row(s) only in old, 2 only in new",
+        "  the original returns, the new text does not: "
+        "{'user_id': 1, 'country': 'SE', 'total_ms': 2000}; {'user_id': 2, 'country': 'DE', 'total_ms': 2000}",
+        "  the new text returns, the original does not: "
+        "{'user_id': 1, 'country': 'SE', 'total_ms': 200}; {'user_id': 2, 'country': 'DE', 'total_ms': 200}",
+    ]
+
+
+def test_dry_run_compares_floats_within_the_campaign_tolerance():
+    from skein.spec import Simulation
+
+    req = request("SELECT user_id, CAST(ms_played AS DOUBLE) AS ms FROM analytics.plays\n")
+    noisy = "SELECT account_id AS user_id, duration_s * 1000 * (1 + 1e-7) AS ms FROM analytics_v2.plays\n"
+    strict = DryRun(SAMPLES)(req, noisy)
+    assert not strict.passed and strict.feedback.startswith("rows differ on the sample")
+    assert DryRun(SAMPLES, settings=Simulation(rel_tol=1e-6))(req, noisy).passed
 
 
 def test_dry_run_fails_a_leftover_source_reference():
     leftover = CORRECT.replace("JOIN analytics.users AS u ON u.user_id = p.account_id",
                                "JOIN analytics.plays AS old ON old.user_id = p.account_id\n"
                                "JOIN analytics.users AS u ON u.user_id = p.account_id")
-    result = DuckDBDryRun(SAMPLES)(request(), leftover)
-    assert not result.passed and "analytics.plays" in result.feedback
+    result = DryRun(SAMPLES)(request(), leftover)
+    assert not result.passed
+    assert result.feedback.startswith("the new text fails on the sample: CatalogException")
+    assert result.feedback.endswith("(it still reads analytics.plays, which does not exist after the "
+                                    "migration: read analytics_v2.plays)")
 
 
 def test_dry_run_fails_text_that_does_not_parse():
-    result = DuckDBDryRun(SAMPLES)(request(), "SELEC account_id FROM analytics_v2.plays WHERE (")
-    assert not result.passed and result.feedback.startswith("the new text cannot be run:")
+    result = DryRun(SAMPLES)(request(), "SELEC account_id FROM analytics_v2.plays WHERE (")
+    assert not result.passed and result.feedback.startswith("the new text fails on the sample: does not parse")
 
 
 def test_dry_run_cannot_read_files():
     sneaky = "SELECT * FROM read_csv('/etc/passwd')"
-    result = DuckDBDryRun(SAMPLES)(request(), sneaky)
+    result = DryRun(SAMPLES)(request(), sneaky)
     assert not result.passed and "Permission" in result.feedback
 
 
+def test_dry_run_runs_other_dialects_transpiled():
+    req = request("SELECT user_id, IFF(ms_played > 1000, 1, 0) AS is_long FROM analytics.plays\n",
+                  dialect="snowflake")
+    good = ("SELECT account_id AS user_id, IFF(CAST(duration_s * 1000 AS BIGINT) > 1000, 1, 0) AS is_long "
+            "FROM analytics_v2.plays\n")
+    assert DryRun(SAMPLES)(req, good).passed
+    assert not DryRun(SAMPLES)(req, good.replace("> 1000", ">= 500")).passed
+
+
+class CountingSamples(dict):
+    """Samples that record which datasets were read."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read: list[str] = []
+
+    def __getitem__(self, name):
+        self.read.append(name)
+        return super().__getitem__(name)
+
+
+def test_dry_run_reads_only_the_datasets_the_texts_name():
+    samples = CountingSamples(SAMPLES | {"analytics.tracks": pa.Table.from_pylist([{"track_id": 1}])})
+    assert DryRun(samples)(request(), CORRECT).passed
+    assert sorted(samples.read) == ["analytics.plays", "analytics.users", "analytics.users",
+                                    "analytics_v2.plays"]  # users: in both worlds
+
+
+FLOAT16 = pa.table({"account_id": [1], "duration_s": pa.array([1.5], pa.float16())})
+
+
 @pytest.mark.parametrize(("req", "samples", "why"), [
-    (request(), {}, "no sample rows for analytics.plays, analytics_v2.plays"),
+    (request(), {}, "no samples for analytics.plays, analytics_v2.plays"),
+    (request(), {"analytics.plays": SAMPLES["analytics.plays"]}, "no samples for analytics_v2.plays"),
     (request(consumer_id="reports/weekly.py"), SAMPLES, "not SQL"),
-    (request(), SAMPLES | {"analytics.other": []}, "schemas: analytics.other"),
     (request("SELECT no_such_column FROM analytics.plays"), SAMPLES,
-     "the original fails on the sample"),
-    (request("{% if x %}SELECT 1{% endif %}"), SAMPLES, "Jinja other than ref()/source()"),
-    (request("DELETE FROM analytics.plays"), SAMPLES, "the last statement is a DELETE"),
-    (request(schemas=SCHEMAS | {"analytics_v2.plays": dict.fromkeys(["account_id", "duration_s"],
-                                                                    "UNKNOWN")}),
-     SAMPLES, "cannot load the sample"),
+     "the original fails on the sample: BinderException"),
+    (request("{% if x %}SELECT 1{% endif %}"), SAMPLES, "the original fails on the sample: does not parse"),
+    (request("DELETE FROM analytics.plays"), SAMPLES,
+     "the original fails on the sample: only queries run in the sandbox, not DELETE"),
+    (request("SELECT 1; SELECT 2"), SAMPLES, "the original fails on the sample: expected one statement"),
+    (request(), SAMPLES | {"analytics_v2.plays": FLOAT16}, "cannot load the samples: Not implemented"),
 ])
 def test_dry_run_skips_when_it_cannot_judge(req, samples, why):
-    result = DuckDBDryRun(samples)(req, CORRECT)
-    assert result.passed and result.skipped and why in result.feedback
+    result = DryRun(samples)(req, CORRECT)
+    assert result.passed and result.skipped and result.feedback.startswith(why), result.feedback
 
 
-def test_dry_run_runs_views_and_dbt_models():
+def test_dry_run_runs_views():
     view = request("CREATE VIEW marts.listening AS\nSELECT user_id, ms_played FROM analytics.plays\n",
                    consumer_id="warehouse/marts.listening")
     good = ("CREATE VIEW marts.listening AS\n"
-            "SELECT account_id AS user_id, duration_s * 1000 AS ms_played FROM analytics_v2.plays\n")
-    assert DuckDBDryRun(SAMPLES)(view, good).passed
-    assert not DuckDBDryRun(SAMPLES)(view, good.replace(" * 1000", "")).passed
+            "SELECT account_id AS user_id, CAST(duration_s * 1000 AS BIGINT) AS ms_played FROM analytics_v2.plays\n")
+    assert DryRun(SAMPLES)(view, good).passed
+    assert not DryRun(SAMPLES)(view, good.replace(" * 1000", "")).passed
 
-    relations = {"source('analytics','plays')": "analytics.plays",
-                 "source('analytics_v2','plays')": "analytics_v2.plays"}
-    model = request("select user_id from {{ source('analytics', 'plays') }}\n",
-                    dbt_relations=relations, consumer_id="music/models/a.sql")
-    migrated = 'select account_id as user_id from {{ source("analytics_v2", "plays") }}\n'
-    result = DuckDBDryRun(SAMPLES)(model, migrated)
+
+def dbt_model(tmp_path, text: str):
+    """A dbt project declaring both datasets as sources, with one model."""
+    root = tmp_path / "music"
+    (root / "models").mkdir(parents=True)
+    (root / "macros").mkdir()
+    (root / "dbt_project.yml").write_text("name: music\nprofile: music\nvars: {min_ms: 1000}\n")
+    (root / "profiles.yml").write_text("music: {target: dev, outputs: {dev: {type: duckdb, schema: dbt}}}\n")
+    (root / "models" / "sources.yml").write_text(
+        "sources:\n  - name: analytics\n    tables: [{name: plays}]\n"
+        "  - name: analytics_v2\n    tables: [{name: plays}]\n")
+    (root / "macros" / "s.sql").write_text("{% macro to_seconds(c) %}{{ c }} / 1000.0{% endmacro %}\n")
+    model = root / "models" / "long_plays.sql"
+    model.write_text(text)
+    return request(text, consumer_id="music/models/long_plays.sql", dbt_project_root=str(root),
+                   consumer_path=str(model))
+
+
+DBT_MODEL = """\
+select user_id, {{ to_seconds('ms_played') }} as seconds
+from {{ source('analytics', 'plays') }}
+where ms_played >= {{ var('min_ms') }}
+"""
+
+
+def test_dry_run_renders_dbt_models_through_their_project(tmp_path):
+    model = dbt_model(tmp_path, DBT_MODEL)
+    migrated = (DBT_MODEL.replace("select user_id", "select account_id as user_id")
+                .replace("'ms_played'", "'CAST(duration_s * 1000 AS BIGINT)'")
+                .replace("where ms_played", "where CAST(duration_s * 1000 AS BIGINT)")
+                .replace("source('analytics', 'plays')", 'source("analytics_v2", "plays")'))
+    result = DryRun(SAMPLES)(model, migrated)
     assert result.passed and not result.skipped, result.feedback
+    wrong = DryRun(SAMPLES)(model, migrated.replace("{{ var('min_ms') }}", "0"))
+    assert not wrong.passed and "1 only in new" in wrong.feedback  # the 500 ms play comes back
+    unknown = DryRun(SAMPLES)(model, migrated.replace("to_seconds", "to_secs"))
+    assert not unknown.passed and unknown.feedback.startswith("the new text does not render: cannot render Jinja")
+    broken = dbt_model(tmp_path / "other", "select {{ nope() }}\n")
+    skipped = DryRun(SAMPLES)(broken, migrated)
+    assert skipped.skipped and skipped.feedback.startswith("the original does not render")
 
 
 def test_dry_run_in_the_default_gate():
@@ -315,3 +408,94 @@ def test_dry_run_in_the_default_gate():
     assert verdict.passed, verdict.feedback
     assert [(r.name, r.skipped) for r in verdict.results] == [
         ("unchanged", False), ("scope", True), ("locality", False), ("dry_run", True)]
+    sql = default_gate(SAMPLES).verify(request(), CORRECT)
+    assert sql.passed and [(r.name, r.skipped) for r in sql.results] == [
+        ("unchanged", False), ("scope", False), ("locality", True), ("dry_run", False)]
+    assert default_gate().verify(request(), CORRECT).results[-1].skipped  # no samples: cannot judge
+
+
+# ---- samples read from the campaign's warehouse (skein.simulation.worlds) ------------------------
+
+def warehouse_campaign(tmp_path, **simulation):
+    """A DuckDB file warehouse with the source but not the target (the campaign's forward
+    query builds it), 1000 plays of 100 users and one table no consumer reads."""
+    import duckdb
+
+    from skein.spec import Campaign
+
+    path = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA analytics; "
+                "CREATE TABLE analytics.plays AS SELECT range % 100 AS user_id, range * 10 AS ms_played, "
+                "range % 7 = 0 AS legacy_flag FROM range(1000); "
+                "CREATE TABLE analytics.users AS SELECT range AS user_id, "
+                "CASE WHEN range % 2 = 0 THEN 'SE' ELSE 'DE' END AS country FROM range(100); "
+                "CREATE TABLE analytics.tracks AS SELECT range AS track_id FROM range(10)")
+    con.close()
+    return Campaign.model_validate({
+        "campaign": "c", "title": "t", "owners": ["o"], "warehouse": f"duckdb:///{path}",
+        "source": "analytics.plays", "target": "analytics_v2.plays", "columns": COLUMNS,
+        "forward": "SELECT user_id AS account_id, ms_played / 1000 AS duration_s FROM analytics.plays",
+        "simulation": simulation})
+
+
+def test_warehouse_samples_are_read_on_first_access_and_kept(tmp_path, monkeypatch):
+    from skein.simulation.worlds import WarehouseSamples
+    from skein.warehouse import DuckDBWarehouse
+
+    later = tmp_path / "later"
+    samples = WarehouseSamples(warehouse_campaign(tmp_path).model_copy(
+        update={"warehouse": f"duckdb:///{later / 'wh.duckdb'}"}))  # no file there yet
+    later.mkdir()
+    warehouse_campaign(later)
+    queries: list[str] = []
+    read = DuckDBWarehouse.read
+    monkeypatch.setattr(DuckDBWarehouse, "read", lambda self, sql: queries.append(sql) or read(self, sql))
+
+    assert "analytics.users" in samples and "analytics_v2.plays" in samples  # forward builds it
+    assert "analytics.nope" not in samples and len(samples) == 4
+    assert queries == []  # the catalog only
+    users = samples["analytics.users"]
+    assert users.num_rows == 100 and samples["Analytics.Users"] is users
+    reads = len(queries)
+    assert samples["analytics.users"] is users and len(queries) == reads  # kept, not read again
+    with pytest.raises(KeyError):
+        samples["analytics.nope"]
+    assert repr(samples) == "WarehouseSamples('c', read=['analytics.users'])"
+
+
+def test_warehouse_samples_sample_by_key_hash_like_the_simulation(tmp_path):
+    import duckdb
+
+    from skein.simulation.worlds import WarehouseSamples
+
+    campaign = warehouse_campaign(tmp_path, sample_rows=200, sample_keys={"analytics.plays": ["user_id"]})
+    samples = WarehouseSamples(campaign)
+    plays, target = samples["analytics.plays"], samples["analytics_v2.plays"]
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    # 1000 rows, 200 per sample: 5 buckets, the users hashing into bucket 0 kept
+    kept = {r[0] for r in con.sql("SELECT DISTINCT user_id FROM analytics.plays t "
+                                  "WHERE hash(t.user_id) % 5 = 0").fetchall()}
+    con.close()
+    assert 0 < plays.num_rows < 1000 and set(plays.column("user_id").to_pylist()) == kept
+    assert plays.num_rows == 10 * len(kept)  # every play of a kept user
+    # the target is built by the forward query from the sampled source: the same users
+    assert target.column_names == ["account_id", "duration_s"] and target.num_rows == plays.num_rows
+    assert set(target.column("account_id").to_pylist()) == kept
+    assert samples["analytics.users"].num_rows == 100  # under sample_rows: whole
+
+
+def test_dry_run_on_warehouse_samples(tmp_path):
+    from skein.simulation.worlds import WarehouseSamples
+
+    campaign = warehouse_campaign(tmp_path, sample_rows=200, sample_keys={"analytics.plays": ["user_id"]},
+                                  rel_tol=1e-6)
+    samples = WarehouseSamples(campaign)
+    dry_run = DryRun(samples)
+    assert dry_run.simulation is campaign.simulation
+    result = dry_run(request(), CORRECT)
+    assert result.passed and not result.skipped, result.feedback
+    wrong = dry_run(request(), CORRECT.replace("p.duration_s * 1000 AS", "p.duration_s * 100 AS"))
+    assert not wrong.passed and wrong.feedback.startswith("rows differ on the sample")
+    assert "analytics.tracks" not in repr(samples)  # read only what the texts name
+    assert default_gate(samples).verify(request(), CORRECT).passed

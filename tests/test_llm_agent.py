@@ -1,6 +1,6 @@
 """The LLM agent's loop, with pydantic-ai's own FunctionModel/TestModel (no network).
 
-A scripted model answers in turn; the gate (the DuckDB dry run, plus small checks)
+A scripted model answers in turn; the gate (the dry run on samples, plus small checks)
 judges every answer; rejected answers' feedback must reach the next prompt.
 """
 
@@ -19,7 +19,8 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 from skein.rewrite.request import Escalation, Patch
 from skein.agents.evidence import Evidence
-from skein.agents.gate import DuckDBDryRun, Gate, default_gate, locality_check, unchanged_check
+from skein.agents.dry_run import DryRun
+from skein.agents.gate import Gate, default_gate, locality_check, unchanged_check
 from skein.agents.llm import INSTRUCTIONS, LLMAgent, build_prompt, changes_from_diff
 from test_gate import (
     CORRECT,
@@ -34,7 +35,7 @@ from test_gate import (
 )
 
 HINT = "line 7: user_id of analytics.users has the same name as a renamed column (ambiguous)"
-DRY_RUN_GATE = Gate([unchanged_check, DuckDBDryRun(SAMPLES)])
+DRY_RUN_GATE = Gate([unchanged_check, DryRun(SAMPLES)])
 
 
 class Script:
@@ -159,7 +160,7 @@ def test_patch_changes_come_from_the_line_diff():
         (3, "p.user_id,", "p.account_id AS user_id,"),
         (5, "SUM(p.ms_played) AS total_ms\nFROM analytics.plays AS p\n"
             "JOIN analytics.users AS u ON u.user_id = p.user_id\nGROUP BY p.user_id, u.country",
-         "SUM(p.duration_s * 1000) AS total_ms\nFROM analytics_v2.plays AS p\n"
+         "SUM(CAST(p.duration_s * 1000 AS BIGINT)) AS total_ms\nFROM analytics_v2.plays AS p\n"
             "JOIN analytics.users AS u ON u.user_id = p.account_id\nGROUP BY p.account_id, u.country"),
     ]
     assert {c.why for c in result.changes} == {"moved to v2"}
@@ -179,7 +180,7 @@ def test_prompt_contains_mapping_schemas_hint_and_the_consumer_verbatim():
                  "Source dataset (being replaced): analytics.plays",
                  "Target dataset (its replacement): analytics_v2.plays",
                  "  user_id -> account_id",
-                 "  ms_played -> duration_s * 1000",
+                 "  ms_played -> CAST(duration_s * 1000 AS BIGINT)",
                  "  legacy_flag -> (none: the target has no replacement)",
                  "Schema of analytics.plays (source):\n  user_id BIGINT\n  ms_played BIGINT\n"
                  "  legacy_flag BOOLEAN",

@@ -186,7 +186,7 @@ def test_read_gives_typed_arrow_even_when_empty(database):
 
 
 def test_sampling_sql_runs_in_postgres_and_keeps_join_partners(database):
-    from skein.simulation.simulate import sample_query
+    from skein.simulation.worlds import sample_query
 
     warehouse = open_warehouse(database)
     plays = warehouse.read(sample_query("analytics.plays", 2000, 500, ["user_id"], 4, "postgres"))

@@ -116,7 +116,7 @@ def test_sampling_keeps_join_partners_together():
     """Rows of two datasets sampled on the same key values survive together."""
     import duckdb
 
-    from skein.simulation.simulate import sample_query
+    from skein.simulation.worlds import sample_query
 
     con = duckdb.connect()
     con.execute("CREATE SCHEMA a; CREATE TABLE a.plays AS SELECT range AS play_id, range % 500 AS user_id "

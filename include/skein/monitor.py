@@ -31,7 +31,7 @@ def monitor(campaign: Campaign, catalog: Catalog, report: DiscoveryReport, texts
     rendered); ``check``: the ids to validate (the wave's)."""
     from skein.simulation import expectations as ex
     from skein.simulation.parity import describe
-    from skein.simulation.simulate import _load_worlds
+    from skein.simulation.worlds import load_worlds
 
     settings = campaign.simulation
     warehouse = open_warehouse(campaign.warehouse, campaign.base_dir)
@@ -45,7 +45,7 @@ def monitor(campaign: Campaign, catalog: Catalog, report: DiscoveryReport, texts
         if report.target not in warehouse.schemas():
             return {cid: Checked(id=cid, ok=False, reason=f"target {report.target} does not exist")
                     for cid in check}
-        _load_worlds(campaign, warehouse, inputs, report.source, report.target, None, world)
+        load_worlds(campaign, warehouse, inputs, report.source, report.target, None, world)
         for number, item in enumerate(running):
             consumer = by_id[item.id]
             into = f"__mon_{number}"

@@ -20,29 +20,27 @@ A check is a plain callable ``(request, new_text) -> CheckResult``, one concern 
 True
 
 Which checks apply depends on the consumer's kind (``consumer_kind``): SQL consumers go
-through the scope check (``skein.agents.scope_check``) and a DuckDB dry run; Python
-consumers cannot be parsed as SQL, so the scope check is replaced by ``locality_check``
-(every changed line names something the migration is about, the old dataset name is gone,
-the file still parses). A check that does not apply returns ``skipped=True`` and passes.
+through the scope check (``skein.agents.scope_check``) and a dry run on sample data
+(``skein.agents.dry_run``); Python consumers cannot be parsed as SQL, so the scope check
+is replaced by ``locality_check`` (every changed line names something the migration is
+about, the old dataset name is gone, the file still parses). A check that does not apply
+returns ``skipped=True`` and passes.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-import sqlglot
 from pydantic import BaseModel, ConfigDict, computed_field
-from sqlglot import exp
 
 from skein.rewrite.request import RewriteRequest
-from skein.lineage import dataset_name
+
+if TYPE_CHECKING:
+    import pyarrow
 
 PYTHON_SUFFIXES = (".py", ".ipynb")
 
@@ -132,13 +130,19 @@ def check_name(check: Check) -> str:
     return name.removesuffix("_check")
 
 
-def default_gate(samples: SampleData | None = None) -> Gate:
+def default_gate(samples: Mapping[str, pyarrow.Table] | None = None) -> Gate:
     """The gate both agents use: unchanged, scope (SQL), locality (Python), dry run (SQL).
+
+    ``samples``: the dry run's data (``skein.simulation.worlds.WarehouseSamples``, or small
+    Arrow tables); without them the dry run skips.
 
     >>> default_gate()
     Gate([unchanged, scope, locality, dry_run])
     """
-    return Gate([unchanged_check, scope_check, locality_check, DuckDBDryRun(samples or {})])
+    from skein.agents.dry_run import DryRun  # it builds on this module's CheckResult
+
+    return Gate([unchanged_check, scope_check, locality_check,
+                 DryRun(samples if samples is not None else {})])
 
 
 def consumer_kind(request: RewriteRequest) -> Literal["sql", "python"]:
@@ -273,197 +277,3 @@ def _syntax_error(text: str) -> SyntaxError | None:
     except SyntaxError as exc:
         return exc
     return None
-
-
-# ---- dry run on DuckDB ------------------------------------------------------------------------
-
-SampleData = Mapping[str, Sequence[Mapping[str, Any]]]  # dataset -> rows ({column: value})
-Output = tuple[list[str], list[tuple]]  # a query's column names and rows
-
-
-@dataclass(frozen=True)
-class DuckDBDryRun:
-    """Executable parity on sample rows: the original on the source, the new text on the target.
-
-    ``samples`` holds rows of the source, of the target (the same data, migrated) and of any
-    other dataset the consumer reads; column types come from ``request.schemas``. The
-    original runs in an in-memory DuckDB without the target table, the new text in one
-    without the source, so a leftover source reference fails. Output column names and the
-    sorted rows must match (numbers compared as floats to 9 significant digits).
-
-    Minimal on purpose: one query (the file's last statement's query, a ``CREATE VIEW``'s
-    body), dbt ``ref``/``source`` substituted from ``request.dbt_relations``, no other
-    Jinja, file access disabled. Skipped when it cannot judge (no samples, not SQL, the
-    original does not run). The full simulation replaces it behind the same interface.
-
-    >>> from skein.rewrite.request import RewriteRequest
-    >>> r = RewriteRequest(consumer_id="r/q.sql", text="SELECT user_id, ms_played FROM analytics.plays",
-    ...                    dialect="duckdb", source="analytics.plays", target="analytics_v2.plays",
-    ...                    columns={"user_id": "account_id", "ms_played": "duration_s * 1000"},
-    ...                    schemas={"analytics.plays": {"user_id": "BIGINT", "ms_played": "BIGINT"},
-    ...                             "analytics_v2.plays": {"account_id": "BIGINT",
-    ...                                                    "duration_s": "DOUBLE"}})
-    >>> dry_run = DuckDBDryRun({"analytics.plays": [{"user_id": 1, "ms_played": 1500}],
-    ...                         "analytics_v2.plays": [{"account_id": 1, "duration_s": 1.5}]})
-    >>> dry_run(r, "SELECT account_id AS user_id, duration_s * 1000 AS ms_played "
-    ...            "FROM analytics_v2.plays").passed
-    True
-    >>> wrong = "SELECT account_id AS user_id, duration_s AS ms_played FROM analytics_v2.plays"
-    >>> print(dry_run(r, wrong).feedback)
-    rows differ on the sample: 1 expected, 1 returned; first expected row not returned: (1, 1500)
-    """
-
-    samples: SampleData = field(default_factory=dict)
-    name: str = "dry_run"
-
-    def __call__(self, request: RewriteRequest, new_text: str) -> CheckResult:
-        if consumer_kind(request) != "sql":
-            return self._skip("not SQL")
-        missing = [d for d in (request.source, request.target) if d not in self.samples]
-        if missing:
-            return self._skip(f"no sample rows for {', '.join(missing)}")
-        untyped = [d for d in self.samples if d not in request.schemas]
-        if untyped:
-            return self._skip("sample datasets missing from the request's schemas: "
-                              + ", ".join(untyped))
-        original, why = _runnable_query(request, request.text)
-        if original is None:
-            return self._skip(f"the original cannot be run: {why}")
-        proposed, why = _runnable_query(request, new_text)
-        if proposed is None:
-            return self._fail(f"the new text cannot be run: {why}")
-        if request.source in _datasets(proposed, request.default_schema):
-            return self._fail(f"the new query still reads {request.source}")
-        try:
-            databases = [self._database(request, without=without)
-                         for without in (request.target, request.source)]
-        except Exception as exc:  # noqa: BLE001 - e.g. a type DuckDB does not know
-            return self._skip(f"cannot load the sample: {_first_line(exc)}")
-        source_db, target_db = databases
-        with source_db, target_db:
-            try:
-                expected = _run(source_db, original.sql(dialect="duckdb"))
-            except Exception as exc:  # noqa: BLE001 - duckdb.Error and friends: cannot judge
-                return self._skip(f"the original fails on the sample: {_first_line(exc)}")
-            try:
-                actual = _run(target_db, proposed.sql(dialect="duckdb"))
-            except Exception as exc:  # noqa: BLE001
-                return self._fail(f"the new query fails on {request.target}: {_first_line(exc)}")
-        return CheckResult(name=self.name, passed=(problem := _compare(expected, actual)) is None,
-                           feedback=problem or "")
-
-    def _fail(self, why: str) -> CheckResult:
-        return CheckResult(name=self.name, passed=False, feedback=why)
-
-    def _skip(self, why: str) -> CheckResult:
-        return CheckResult(name=self.name, passed=True, skipped=True, feedback=why)
-
-    def _database(self, request: RewriteRequest, without: str):
-        """An in-memory DuckDB holding every sample but ``without``; no file access."""
-        import duckdb
-
-        con = duckdb.connect(":memory:", config={"enable_external_access": False})
-        try:
-            schemas = {request.default_schema} | {d.split(".")[0] for d in self.samples if "." in d}
-            for schema in sorted(schemas):
-                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            for dataset, rows in self.samples.items():
-                if dataset == without:
-                    continue
-                columns = request.schemas[dataset]
-                qualified = dataset if "." in dataset else f"{request.default_schema}.{dataset}"
-                name = ".".join(f'"{part}"' for part in qualified.split("."))
-                definition = ", ".join(f'"{c}" {t}' for c, t in columns.items())
-                con.execute(f"CREATE TABLE {name} ({definition})")
-                if rows:
-                    marks = ", ".join("?" for _ in columns)
-                    con.executemany(f"INSERT INTO {name} VALUES ({marks})",
-                                    [[row.get(c) for c in columns] for row in rows])
-            con.execute(f'USE "{request.default_schema}"')
-            con.execute("SET lock_configuration = true")
-        except Exception:
-            con.close()
-            raise
-        return con
-
-
-def _run(con, sql: str) -> Output:
-    cursor = con.execute(sql)
-    return [d[0].lower() for d in cursor.description], cursor.fetchall()
-
-
-def _runnable_query(request: RewriteRequest, text: str) -> tuple[exp.Query | None, str]:
-    """The text's result query (its last statement's), or None and why not."""
-    text = _substitute_dbt(text, request.dbt_relations)
-    if "{{" in text or "{%" in text:
-        return None, "Jinja other than ref()/source() is not executed by the dry run"
-    try:
-        statements = [s for s in sqlglot.parse(text, read=request.dialect) if s is not None]
-    except sqlglot.errors.SqlglotError as exc:
-        return None, f"does not parse as {request.dialect}: {_first_line(exc)}"
-    if not statements:
-        return None, "no SQL statement"
-    last = statements[-1]
-    query = last if isinstance(last, exp.Query) else (
-        last.expression if isinstance(last, (exp.Create, exp.Insert)) else None)
-    if not isinstance(query, exp.Query):
-        return None, f"the last statement is a {last.key.upper()}, not a query"
-    return query, ""
-
-
-def _datasets(query: exp.Query, default_schema: str) -> set[str]:
-    ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
-    return {dataset_name(t) if t.db else f"{default_schema}.{t.name.lower()}"
-            for t in query.find_all(exp.Table)
-            if t.name and not isinstance(t.this, exp.Func) and not (not t.db and t.name.lower() in ctes)}
-
-
-_DBT_CALL = re.compile(r"\{\{\s*((?:ref|source)\s*\([^)]*\))\s*\}\}")
-
-
-def _substitute_dbt(text: str, relations: Mapping[str, str]) -> str:
-    """Replace ``{{ ref(..) }}``/``{{ source(..) }}`` that ``relations`` knows.
-
-    >>> _substitute_dbt("from {{ source(\\"a\\", \\"b\\") }}", {"source('a','b')": "a.b"})
-    'from a.b'
-    """
-    known = {_call_key(k): v for k, v in relations.items()}
-    return _DBT_CALL.sub(lambda m: known.get(_call_key(m.group(1)), m.group(0)), text)
-
-
-def _call_key(call: str) -> str:
-    return re.sub(r"\s+", "", call).replace('"', "'")
-
-
-def _compare(expected: Output, actual: Output) -> str | None:
-    (want_cols, want_rows), (got_cols, got_rows) = expected, actual
-    if want_cols != got_cols:
-        return f"output columns differ: expected {want_cols}, got {got_cols} (keep names and order)"
-    want = {_comparable_row(r): r for r in want_rows}
-    got = {_comparable_row(r): r for r in got_rows}
-    if sorted(map(_comparable_row, want_rows), key=repr) == \
-            sorted(map(_comparable_row, got_rows), key=repr):
-        return None
-    missing = next((raw for key, raw in want.items() if key not in got), None)
-    extra = next((raw for key, raw in got.items() if key not in want), None)
-    detail = (f"first expected row not returned: {missing}" if missing is not None
-              else f"first unexpected row: {extra}" if extra is not None
-              else "the same rows, returned a different number of times")
-    return f"rows differ on the sample: {len(want_rows)} expected, {len(got_rows)} returned; {detail}"
-
-
-def _comparable_row(row: tuple) -> tuple:
-    return tuple(map(_comparable, row))
-
-
-def _comparable(value: Any) -> Any:
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float, Decimal)):
-        number = float(value)
-        return number if math.isnan(number) or number == 0 else float(f"{number:.9g}")
-    return value
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-import duckdb
 from pydantic import BaseModel, ConfigDict
 
 from skein.rewrite.request import Escalation, Patch
@@ -20,8 +19,9 @@ from skein.catalog import Catalog, Consumer
 from skein.discovery import DiscoveryReport
 from skein.simulation.parity import compare_tables, describe
 from skein.simulation.sandbox import Sandbox, SandboxError
+from skein.simulation.worlds import load_worlds
 from skein.spec import Campaign
-from skein.warehouse import Warehouse, open_warehouse
+from skein.warehouse import open_warehouse
 
 
 class Simulation(BaseModel):
@@ -54,7 +54,7 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
     out: dict[str, Simulation] = {}
     limits = {"timeout_s": settings.timeout_s, "memory_limit": settings.memory_limit}
     with Sandbox(**limits) as old_world, Sandbox(**limits) as new_world:
-        _load_worlds(campaign, warehouse, inputs, source, target, old_world, new_world)
+        load_worlds(campaign, warehouse, inputs, source, target, old_world, new_world)
         broken: set[str] = set()  # datasets the new world cannot have (their producer escalated)
         statuses = {c.id: c.status for c in report.consumers}
         for number, consumer in enumerate(impacted):
@@ -64,96 +64,6 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
             out[consumer.id] = _simulate_one(consumer, number, result, old_world,
                                              new_world, broken, settings.rel_tol, campaign)
     return out
-
-
-def sample_query(name: str, rows: int, limit: int, keys: list[str] | None, buckets: int,
-                 dialect: str = "duckdb") -> str:
-    """All rows up to ``limit``; above it, the rows whose key hashes into bucket 0 of
-    ``buckets``. One bucket count per run, so a key kept in one dataset is kept in all of
-    them and joins keep their partners; without a key, a hash of the whole row. The query
-    runs in the warehouse (``dialect``: duckdb or postgres).
-
-    >>> sample_query("analytics.plays", 10, 100, ["user_id"], 10)
-    'SELECT * FROM analytics.plays'
-    >>> sample_query("analytics.plays", 1000, 100, ["user_id"], 10)
-    'SELECT * FROM analytics.plays AS t WHERE hash(t."user_id") % 10 = 0'
-    >>> sample_query("analytics.plays", 1000, 100, ["user_id"], 10, "postgres")
-    'SELECT * FROM analytics.plays AS t WHERE abs(hashtext((t."user_id")::text)::bigint) % 10 = 0'
-    """
-    from sqlglot import exp
-
-    table = exp.to_table(name).sql(dialect=dialect)
-    if rows <= limit:
-        return f"SELECT * FROM {table}"
-    columns = [f"t.{exp.to_identifier(k, quoted=True).sql(dialect)}" for k in keys or []]
-    if dialect == "duckdb":
-        bucket = f"hash({', '.join(columns) or 't'})"
-    elif dialect == "postgres":  # hashtext of the text form: the same for int and bigint keys
-        key = columns[0] if len(columns) == 1 else f"ROW({', '.join(columns)})" if columns else "t"
-        bucket = f"abs(hashtext(({key})::text)::bigint)"
-    else:
-        raise SandboxError(f"cannot sample a {dialect} warehouse")
-    return f"SELECT * FROM {table} AS t WHERE {bucket} % {buckets} = 0"
-
-
-def _load_worlds(campaign, warehouse: Warehouse, inputs, source, target, old_world, new_world) -> None:
-    """Read every input (sampled, in the warehouse's own SQL) into both worlds as Arrow.
-
-    ``old_world`` may be ``None`` (monitoring runs the new code only); the target must then
-    exist in the warehouse."""
-    schemas = warehouse.schemas()
-    settings = campaign.simulation
-    sizes = {name: warehouse.row_count(name) for name in [*inputs, target] if name in schemas}
-    buckets = max(1, -(-max(sizes.values(), default=0) // settings.sample_rows))
-
-    def read(name: str):
-        rows = sizes[name]
-        keys = settings.sample_keys.get(name)
-        if keys is None and name == target:  # the source's keys, renamed as the campaign says
-            from skein.rewrite.render import is_plain_column
-
-            keys = [is_plain_column(campaign.columns.get(k, k), campaign.sql_dialect) or k
-                    for k in settings.sample_keys.get(source, [])] or None
-        return warehouse.read(sample_query(name, rows, settings.sample_rows, keys, buckets,
-                                           warehouse.dialect))
-
-    for name in inputs:
-        if name not in schemas or (old_world is None and name == source):
-            continue  # a table the catalog does not know: consumers reading it will fail
-        data = read(name)
-        if old_world is not None:
-            old_world.load(name, data)
-        if name != source:
-            new_world.load(name, data)
-    if target in schemas:
-        new_world.load(target, read(target))
-    elif campaign.forward and old_world is not None:
-        # The campaign's own SQL, trusted like the campaign file: built before locking, on
-        # the old world's (sampled) inputs, in DuckDB whatever the campaign's dialect.
-        try:
-            built = old_world.connection.sql(_in_duckdb(campaign.forward, campaign.sql_dialect))
-            new_world.load(target, built.to_arrow_table())
-        except duckdb.Error as exc:
-            raise campaign.error(f"does not run in the simulation (as DuckDB SQL): "
-                                 f"{str(exc).splitlines()[0]}", "forward") from None
-    if old_world is not None:
-        old_world.lock()
-    new_world.lock()
-
-
-def _in_duckdb(sql: str, dialect: str) -> str:
-    """A query in ``dialect`` as DuckDB SQL, catalog parts dropped as in the sandbox.
-
-    >>> _in_duckdb("SELECT user_id::text AS u FROM wh.analytics.plays", "postgres")
-    'SELECT CAST(user_id AS TEXT) AS u FROM analytics.plays'
-    """
-    import sqlglot
-    from sqlglot import exp
-
-    query = sqlglot.parse_one(sql, read=dialect)
-    for table in query.find_all(exp.Table):
-        table.set("catalog", None)
-    return query.sql(dialect="duckdb")
 
 
 def _new_sql(consumer: Consumer, result) -> str | None:
