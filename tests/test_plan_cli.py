@@ -238,3 +238,6 @@ def test_a_refuted_patch_goes_back_to_the_llm_agent(fleet):
     assert second[victim].status == "pass"
     assert built.results[victim].agent == "llm"
     assert any("failed its dry run on data" in h for h in hints)
+    # the gate's own dry run judged the answer on the warehouse's samples (not skipped)
+    checks = json.loads(built.evidence[victim])["attempts"][-1]["verdict"]["results"]
+    assert [(c["name"], c["passed"], c["skipped"]) for c in checks][-1] == ("dry_run", True, False), checks

@@ -113,8 +113,10 @@ def _llm_agent(campaign: Campaign, model):
                              "agents", "llm", "model")
     from skein.agents.gate import default_gate
     from skein.agents.llm import LLMAgent
+    from skein.simulation.worlds import WarehouseSamples
 
-    return LLMAgent(model, gate=default_gate(), attempts=settings.attempts)
+    # The dry run reads the warehouse's samples only if an answer reaches it.
+    return LLMAgent(model, gate=default_gate(WarehouseSamples(campaign)), attempts=settings.attempts)
 
 
 def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation],
