@@ -26,19 +26,31 @@ def make_git_repo(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def refute_patch(campaign, built, victim: str, wrong_text: str, out: Path) -> None:
-    """Replace one patch with a wrong one: the dry run must refute it, with differing rows,
-    and the written plan must count it as failed, never patched."""
-    from skein.plan import simulate_plan, write_plan
+def rewritten(campaign, out: Path, llm_model=None):
+    """``skein plan``'s first steps (discover, rewrite) into ``out``; returns (context, ids)."""
+    from skein.pipeline import discover, open_plan, rewrite_consumers
 
-    built.results[victim] = built.results[victim].model_copy(update={"text": wrong_text})
-    simulations = simulate_plan(campaign, built)
-    assert simulations[victim].status == "fail", simulations[victim]
-    assert simulations[victim].samples
-    plan = write_plan(out, built.report, built.results, built.evidence, simulations)
+    ctx = open_plan(campaign, out)
+    ids = discover(ctx, workers=1)
+    rewrite_consumers(ctx, ids, llm_model)
+    return ctx, ids
+
+
+def refute_patch(ctx, victim: str, wrong_text: str) -> None:
+    """Replace one patch with a wrong one: the dry run must refute it, with differing rows,
+    and the plan must count it as failed, never patched."""
+    from skein.pipeline import simulate_consumers, summarize
+
+    patch = ctx.results()[victim]
+    ctx.files.write_agent_result(victim, patch.model_copy(update={"text": wrong_text}))
+    assert simulate_consumers(ctx, ctx.consumer_ids())[victim] == "fail"
+    simulation = ctx.simulations()[victim]
+    assert simulation.samples
+    plan = summarize(ctx).plan
     item = next(i for i in plan.items if i.id == victim)
     assert item.status == "failed" and item.reason.startswith("simulation fail")
     assert plan.counts["failed"] == 1
+    assert ctx.files.plan() == plan
 
 
 @pytest.fixture(scope="module")

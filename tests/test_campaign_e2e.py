@@ -166,7 +166,7 @@ def audit_patched(env: AirflowEnv, campaign_id: str, consumer: str) -> bool:
 
 
 def run_dir(env: AirflowEnv, campaign_id: str, run_id: str) -> Path:
-    from skein.run import run_directory
+    from skein.pipeline import run_directory
 
     return run_directory(campaign_id, run_id, env.home / "skein")
 

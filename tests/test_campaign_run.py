@@ -1,4 +1,4 @@
-"""Campaign runs end to end (``skein.run``, ``skein run``) on the demo fleet: real git
+"""Campaign runs end to end (``skein.pipeline``, ``skein run``) on the demo fleet: real git
 repositories, a real DuckDB warehouse, the real simulation and monitoring.
 
 The fleet is built once per module; every test that changes it works on its own copy, with
@@ -26,21 +26,21 @@ import pytest
 from conftest import GIT_ENV
 from skein.apply import GitApplier
 from skein.cli import main as skein_main
-from skein.plan import _file_name
-from skein.run import (
-    apply_step,
-    agents_step,
-    discover_step,
-    finalize_step,
-    monitor_step,
+from skein.pipeline import (
+    apply_wave,
+    discover,
+    finalize,
+    monitor_wave,
     record_decision,
+    rewrite_consumers,
+    rollback,
     run_campaign,
-    rollback_step,
-    simulate_step,
+    simulate_consumers,
     start_run,
-    summarize_step,
+    summarize,
     target_for,
 )
+from skein.rundir import file_name
 from skein.store import CampaignStore, sha256
 
 SKEIN = Path(sys.executable).with_name("skein")
@@ -125,7 +125,7 @@ def is_view(consumer: str) -> bool:
 
 
 def patched_bytes(run_dir: Path, consumer: str) -> bytes:
-    return (run_dir / "patched" / _file_name(consumer)).read_bytes()
+    return (run_dir / "patched" / file_name(consumer)).read_bytes()
 
 
 def applied_counts(store: CampaignStore, run_id: str | None = None) -> Counter:
@@ -156,14 +156,14 @@ def store_url(home: Path) -> str:
 
 
 def planned_steps(campaign: Path, home: Path, run_id: str, consumer_filter: str | None = None):
-    """start_run .. summarize_step, as the DAG's first tasks run them."""
+    """start_run .. summarize, as the DAG's first tasks run them."""
     home.mkdir(parents=True, exist_ok=True)
     ctx = start_run(campaign, run_id, store=CampaignStore(store_url(home)), home=home,
                     actor="task:test")
-    ids = discover_step(ctx, consumer_filter)
-    agents_step(ctx, ids)
-    simulate_step(ctx, ids)
-    return ctx, summarize_step(ctx)
+    ids = discover(ctx, consumer_filter)
+    rewrite_consumers(ctx, ids)
+    simulate_consumers(ctx, ids)
+    return ctx, summarize(ctx)
 
 
 # --- one whole run ---------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def first_run(fleet_template, tmp_path_factory):
         mp.setenv("SKEIN_HOME", str(home))
         mp.delenv("SKEIN_STORE_URL", raising=False)
         mp.chdir(root)
-        returncode = skein_main(["run", str(campaign), "--run-id", "first", "--no-soak"])
+        returncode = skein_main(["run", str(campaign), "--run-id", "first", "--no-soak", "--approve", "all"])
     store = CampaignStore(store_url(home))  # the default store: SQLite in SKEIN_HOME
     run_dir = home / "runs" / CAMPAIGN_ID / "first"
     return {"campaign": campaign, "fleet": fleet, "home": home, "store": store, "run_dir": run_dir,
@@ -204,7 +204,7 @@ def test_run_applies_every_verified_patch_exactly_once(first_run):
                                               "rollback_started")] == []
     outcome = first_run["outcome"]
     assert outcome["status"] == "finished" and outcome["applied"] == len(expected)
-    assert outcome["escalated"] == plan["counts"]["escalate"] > 0
+    assert outcome["escalated"] == plan["counts"]["escalated"] > 0
     assert first_run["returncode"] == 3  # done, but a human must look at the escalations
 
 
@@ -291,8 +291,8 @@ def test_rerun_same_run_id_and_new_run_apply_nothing_more(first_run, monkeypatch
     url = store_url(first_run["home"])
     before_counts = applied_counts(store)
 
-    assert cli(campaign, "--run-id", "first", store=url) in (0, 3)
-    assert cli(campaign, "--run-id", "second", store=url) in (0, 3)
+    assert cli(campaign, "--run-id", "first", "--approve", "all", store=url) in (0, 3)
+    assert cli(campaign, "--run-id", "second", "--approve", "all", store=url) in (0, 3)
 
     assert applied_counts(store) == before_counts
     assert max(before_counts.values()) == 1
@@ -332,7 +332,7 @@ def test_crash_between_apply_started_and_applied_is_not_written_twice(fleet_temp
     ctx.record("apply_started", consumer=not_written, wave=wave, before=sha256(old2),
                after=sha256(results[not_written].text.encode()))
 
-    retried = apply_step(ctx, wave, ids)
+    retried = apply_wave(ctx, wave, ids)
 
     assert written in retried.already and written not in retried.applied
     assert not_written in retried.applied
@@ -348,13 +348,13 @@ def test_crash_between_apply_started_and_applied_is_not_written_twice(fleet_temp
 
     # the task retried once more: nothing written, nothing recorded as applied
     tips = heads(fleet)
-    again = apply_step(ctx, wave, ids)
+    again = apply_wave(ctx, wave, ids)
     assert again.applied == [] and set(again.already) == set(files)
     assert heads(fleet) == tips
     assert applied_counts(ctx.store, "crash") == counts
 
     # and a rollback restores both, the one whose "applied" was missing included
-    rolled = rollback_step(ctx, "test")
+    rolled = rollback(ctx, "test")
     assert rolled.verified and set(rolled.restored) == set(files)
     assert file_path(fleet, written).read_bytes() == old
     assert file_path(fleet, not_written).read_bytes() == old2
@@ -368,25 +368,25 @@ def test_broken_target_after_the_canary_rolls_everything_back(fleet_template, tm
     # the view consumers and the files that deploy views: files of two repositories and a
     # warehouse view, in both waves
     ctx, summary = planned_steps(campaign, home, "broken", "*v_*")
-    record_decision(ctx, "Approve all", "alice", "all")
+    record_decision(ctx, "Approve all", "alice")
 
-    canary = apply_step(ctx, "canary", summary.waves["canary"])
+    canary = apply_wave(ctx, "canary", summary.waves["canary"])
     assert canary.applied and not canary.failed
-    health = monitor_step(ctx, "canary")
+    health = monitor_wave(ctx, "canary")
     assert health.passed and health.error_rate == 0.0
 
     con = duckdb.connect(str(fleet / "warehouse.duckdb"))  # the target's data goes wrong
     con.execute("DELETE FROM analytics_v2.plays WHERE play_id % 2 = 0")
     con.close()
 
-    everyone = apply_step(ctx, "everyone", summary.waves["everyone"])
+    everyone = apply_wave(ctx, "everyone", summary.waves["everyone"])
     assert any(is_view(c) for c in everyone.applied) and not everyone.failed
     applied = set(canary.applied) | set(everyone.applied)
     assert snapshot(fleet) != before
-    health = monitor_step(ctx, "everyone")
+    health = monitor_wave(ctx, "everyone")
     assert not health.passed and health.error_rate > health.threshold == 0.1
 
-    rolled = rollback_step(ctx, f"wave everyone: error rate {health.error_rate:.0%}")
+    rolled = rollback(ctx, f"wave everyone: error rate {health.error_rate:.0%}")
 
     assert rolled.verified and rolled.problems == {}
     assert set(rolled.restored) == applied
@@ -403,7 +403,7 @@ def test_broken_target_after_the_canary_rolls_everything_back(fleet_template, tm
     actions = [e.action for e in ctx.store.events(CAMPAIGN_ID, "broken")]
     assert actions.index("wave_failed") < actions.index("rollback_started") < actions.index(
         "campaign_rolled_back")
-    assert finalize_step(ctx)["status"] == "rolled_back"
+    assert finalize(ctx)["status"] == "rolled_back"
 
 
 @pytest.mark.slow
@@ -420,7 +420,7 @@ def test_skein_run_rolls_back_and_exits_5_when_the_target_is_missing(fleet_templ
     url = store_url(home)
 
     done = subprocess.run([str(SKEIN), "run", str(campaign), "--run-id", "missing", "--no-soak",
-                           "--consumers", "legacy-scripts/*", "--store", url],
+                           "--consumers", "legacy-scripts/*", "--store", url, "--approve", "all"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 5, done.stderr
     assert json.loads(done.stdout)["status"] == "rolled_back"
@@ -445,7 +445,7 @@ def test_a_consumer_changed_after_planning_fails_alone(fleet_template, tmp_path,
     campaign = copy_fleet(fleet_template, tmp_path)
     fleet = fleet_of(campaign)
     ctx, summary = planned_steps(campaign, home, "human", "sandbox/*")
-    record_decision(ctx, "Approve all", "alice", "all")
+    record_decision(ctx, "Approve all", "alice")
     everything = [c for wave in summary.waves.values() for c in wave]
     patched = [c for c in everything if c in {p["id"] for p in json.loads(
         (ctx.directory / "plan.json").read_text())["items"] if p["status"] == "patched"}]
@@ -460,7 +460,7 @@ def test_a_consumer_changed_after_planning_fails_alone(fleet_template, tmp_path,
     editing = file_path(fleet, uncommitted).read_bytes() + b"-- work in progress\n"
     file_path(fleet, uncommitted).write_bytes(editing)
 
-    outcomes = {wave: apply_step(ctx, wave, ids) for wave, ids in summary.waves.items()}
+    outcomes = {wave: apply_wave(ctx, wave, ids) for wave, ids in summary.waves.items()}
 
     failed = {c: m for o in outcomes.values() for c, m in o.failed.items()}
     assert set(failed) == {committed, uncommitted}
@@ -480,7 +480,7 @@ def test_a_consumer_changed_after_planning_fails_alone(fleet_template, tmp_path,
     assert not ctx.store.events(CAMPAIGN_ID, "human", consumer=committed, actions=("apply_started",))
     # the monitor counts both failures against their wave
     wave = next(w for w, ids in summary.waves.items() if committed in ids)
-    health = monitor_step(ctx, wave)
+    health = monitor_wave(ctx, wave)
     assert {committed, uncommitted} & set(summary.waves[wave]) <= set(health.failed)
     assert health.error_rate >= 1 / len(summary.waves[wave])
 
@@ -508,6 +508,17 @@ def test_rejected_or_dry_run_applies_nothing(fleet_template, tmp_path, home, arg
     assert "approved" not in actions
     assert (home / "runs" / CAMPAIGN_ID / "r" / "plan.json").is_file()
     assert snapshot(fleet) == before and heads(fleet) == tips
+
+
+def test_skein_run_applies_nothing_without_an_explicit_answer(fleet_template, tmp_path, home, capsys):
+    """A bare ``skein run CAMPAIGN`` must not apply everything: it asks for --approve."""
+    campaign = copy_fleet(fleet_template, tmp_path)
+    before = snapshot(fleet_of(campaign))
+    url = store_url(home)
+    assert cli(str(campaign), "--run-id", "bare", store=url) == 2
+    assert "--approve all|canary|none" in capsys.readouterr().err
+    assert CampaignStore(url).events(CAMPAIGN_ID, "bare") == []
+    assert snapshot(fleet_of(campaign)) == before
 
 
 def test_approve_canary_applies_only_the_canary(fleet_template, tmp_path, home):
@@ -540,7 +551,7 @@ def test_consumer_glob_limits_the_work(fleet_template, tmp_path, home):
     before = snapshot(fleet)
     url = store_url(home)
 
-    assert cli(str(campaign), "--run-id", "g", "--consumers", "sandbox/*", store=url) in (0, 3)
+    assert cli(str(campaign), "--run-id", "g", "--consumers", "sandbox/*", "--approve", "all", store=url) in (0, 3)
 
     events = CampaignStore(url).events(CAMPAIGN_ID, "g")
     worked_on = {e.consumer for e in events if e.consumer}
@@ -569,15 +580,15 @@ def test_restarted_run_continues_where_it_stopped(fleet_template, tmp_path, home
     campaign = copy_fleet(fleet_template, tmp_path)
     fleet = fleet_of(campaign)
     ctx, summary = planned_steps(campaign, home, "restart", "legacy-scripts/*")
-    record_decision(ctx, "Approve all", "alice", "all")
-    first = apply_step(ctx, "canary", summary.waves["canary"])
+    record_decision(ctx, "Approve all", "alice")
+    first = apply_wave(ctx, "canary", summary.waves["canary"])
     assert first.applied
     planned = {i["id"] for i in json.loads((ctx.directory / "plan.json").read_text())["items"]
                if i["status"] == "patched"}
     patched = {cid: patched_bytes(ctx.directory, cid) for cid in planned}
 
     again = start_run(campaign, "restart", store=ctx.store, home=home)
-    outcome = run_campaign(again, consumer_filter="legacy-scripts/*", soak=False)
+    outcome = run_campaign(again, approve="all", consumer_filter="legacy-scripts/*", soak=False)
 
     assert outcome["status"] == "finished"
     assert applied_counts(ctx.store) == Counter({cid: 1 for cid in planned})
@@ -593,8 +604,8 @@ def test_a_stale_apply_started_of_an_older_run_does_not_hide_a_new_patch(fleet_t
     campaign = copy_fleet(fleet_template, tmp_path)
     fleet = fleet_of(campaign)
     ctx = start_run(campaign, "died", store=CampaignStore(store_url(home)), home=home)
-    ids = discover_step(ctx, "legacy-scripts/*")
-    victim = next(cid for cid, status in agents_step(ctx, ids).items() if status == "patched")
+    ids = discover(ctx, "legacy-scripts/*")
+    victim = next(cid for cid, status in rewrite_consumers(ctx, ids).items() if status == "patched")
     old = file_path(fleet, victim).read_bytes()
     ctx.record("apply_started", consumer=victim, wave="everyone", before=sha256(old),
                after=sha256(ctx.results()[victim].text.encode()))
@@ -605,7 +616,7 @@ def test_a_stale_apply_started_of_an_older_run_does_not_hide_a_new_patch(fleet_t
     git(fleet / "repos" / repo, "commit", "-q", "-am", "a human edit")
 
     later = start_run(campaign, "later", store=ctx.store, home=home)
-    assert run_campaign(later, consumer_filter=victim, soak=False)["status"] == "finished"
+    assert run_campaign(later, approve="all", consumer_filter=victim, soak=False)["status"] == "finished"
 
     new = patched_bytes(later.directory, victim)
     assert new.startswith(b"-- reviewed by a human\n") and b"analytics_v2.plays" in new
@@ -618,15 +629,15 @@ def test_a_stale_apply_started_of_an_older_run_does_not_hide_a_new_patch(fleet_t
 def test_a_crashed_wave_is_rolled_back_but_a_later_human_edit_is_kept(fleet_template, tmp_path, home):
     """A wave that started and never got a verdict (its monitor crashed) counts as failed;
     its rollback restores what the run wrote, and leaves alone a file a person changed since."""
-    from skein.run import unfinished_waves
+    from skein.pipeline import unfinished_waves
 
     campaign = copy_fleet(fleet_template, tmp_path)
     fleet = fleet_of(campaign)
     before = snapshot(fleet)
     ctx, summary = planned_steps(campaign, home, "crashed")
-    record_decision(ctx, "Approve all", "alice", "all")
+    record_decision(ctx, "Approve all", "alice")
     ctx.record("wave_started", wave="canary")
-    done = apply_step(ctx, "canary", summary.waves["canary"])
+    done = apply_wave(ctx, "canary", summary.waves["canary"])
     files = [c for c in done.applied if not is_view(c)]
     assert len(files) >= 2
     assert unfinished_waves(ctx) == ["canary"]  # no wave_passed / wave_failed: a crash
@@ -637,11 +648,11 @@ def test_a_crashed_wave_is_rolled_back_but_a_later_human_edit_is_kept(fleet_temp
     git(repo, "commit", "-qam", "a later change by a person")
     kept = edited.read_bytes()
 
-    rolled = rollback_step(ctx, "wave canary did not finish")
+    rolled = rollback(ctx, "wave canary did not finish")
 
     assert set(rolled.restored) == set(done.applied) - {files[0]}
     assert "changed since this run applied it" in rolled.problems[files[0]]
     assert edited.read_bytes() == kept
     for cid in files[1:]:
         assert file_path(fleet, cid).read_bytes() == before["files"][cid]
-    assert finalize_step(ctx)["status"] == "rolled_back"
+    assert finalize(ctx)["status"] == "rolled_back"

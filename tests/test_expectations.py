@@ -243,7 +243,6 @@ def fleet(tmp_path_factory):
     import duckdb
 
     from conftest import make_git_repo
-    from skein.plan import build_plan
 
     root = tmp_path_factory.mktemp("gx-fleet")
     con = duckdb.connect(str(root / "warehouse.duckdb"))
@@ -258,18 +257,23 @@ def fleet(tmp_path_factory):
             - {type: ExpectColumnValuesToNotBeNull, kwargs: {column: plan}}
         """))
     (root / "plain.yaml").write_text(CAMPAIGN)
+    return root
+
+
+def simulated(campaign_file, out):
+    """``skein plan``'s steps up to the simulation; returns (context, simulations)."""
+    from conftest import rewritten
+    from skein.pipeline import simulate_consumers
     from skein.spec import load_campaign
 
-    return root, build_plan(load_campaign(root / "campaign.yaml"), workers=1)
+    ctx, ids = rewritten(load_campaign(campaign_file), out)
+    simulate_consumers(ctx, ids)
+    return ctx, ctx.simulations()
 
 
-def test_simulation_evidence_carries_expectations(fleet):
+def test_simulation_evidence_carries_expectations(fleet, tmp_path):
     """Without campaign expectations, only the dbt model (its contract) fails."""
-    from skein.plan import simulate_plan
-    from skein.spec import load_campaign
-
-    root, built = fleet
-    simulations = simulate_plan(load_campaign(root / "plain.yaml"), built)
+    _, simulations = simulated(fleet / "plain.yaml", tmp_path)
     assert {cid: s.status for cid, s in simulations.items()} == {
         "growth/queries/plans.sql": "pass", "growth/queries/top.sql": "pass",
         "music-dbt/models/daily.sql": "fail"}
@@ -289,11 +293,9 @@ def test_simulation_evidence_carries_expectations(fleet):
 def test_failed_expectations_fail_the_simulation(fleet, tmp_path):
     """A campaign expectation the data breaks turns a passing dry run into a failure naming
     it, in the evidence written by the plan."""
-    from skein.plan import simulate_plan, write_plan
-    from skein.spec import load_campaign
+    from skein.pipeline import summarize
 
-    root, built = fleet
-    simulations = simulate_plan(load_campaign(root / "campaign.yaml"), built)
+    ctx, simulations = simulated(fleet / "campaign.yaml", tmp_path)
     top = simulations["growth/queries/top.sql"]
     assert top.status == "fail" and top.expectations_passed is False
     assert top.reason == "expectations failed: ExpectTableRowCountToBeBetween() [campaign]"
@@ -305,7 +307,7 @@ def test_failed_expectations_fail_the_simulation(fleet, tmp_path):
         ["ExpectColumnValuesToNotBeNull"]
     assert not any(r["origin"] == "campaign" for r in top.expectations if r["success"])  # no `plan` column
 
-    plan = write_plan(tmp_path, built.report, built.results, built.evidence, simulations)
+    plan = summarize(ctx).plan
     items = {i.id: i for i in plan.items}
     assert items["growth/queries/top.sql"].status == "failed"
     assert items["growth/queries/top.sql"].reason.startswith("simulation fail")

@@ -203,7 +203,7 @@ def test_region_queue_routes_apply_to_its_worker(world):
 
     # The audit log (PostgreSQL): finance-reporting's root-catalog consumers were applied by the
     # eu group; treasury/ (its own catalog file, no region) and every other repo by default.
-    from skein.run import run_directory
+    from skein.pipeline import run_directory
     from skein.store import CampaignStore
 
     plan = json.loads((run_directory(CAMPAIGN, run, env.home / "skein") / "plan.json").read_text())

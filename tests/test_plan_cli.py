@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import refute_patch
+from conftest import refute_patch, rewritten
 
 from skein.cli import main
 from skein.demo.fleet import build_demo_fleet
@@ -30,7 +30,7 @@ def test_plan_writes_patches_and_escalations(fleet, tmp_path, capsys):
     for item in plan["items"]:
         by_status.setdefault(item["status"], []).append(item)
     assert plan["counts"] == {s: len(by_status.get(s, []))
-                              for s in ("patched", "escalate", "unchanged", "failed")}
+                              for s in ("patched", "escalated", "unchanged", "failed")}
     assert plan["counts"]["failed"] == 0  # every patch returns the original rows on the data
     for item in by_status["unchanged"]:  # downstream of an escalated producer: nothing to run
         assert item["simulation"] == "pass" or item["simulation_reason"].startswith("upstream")
@@ -38,7 +38,7 @@ def test_plan_writes_patches_and_escalations(fleet, tmp_path, capsys):
         assert item["simulation"] == "pass", item
         evidence = json.loads((tmp_path / "simulation" / (item["id"].replace("/", "__") + ".json")).read_text())
         assert evidence["status"] == "pass" and evidence["old_rows"] == evidence["new_rows"]
-    for item in by_status["escalate"]:
+    for item in by_status["escalated"]:
         assert item["simulation"] == "skipped"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["by_status"] == {k: v for k, v in plan["counts"].items() if v}
@@ -67,7 +67,7 @@ def test_plan_writes_patches_and_escalations(fleet, tmp_path, capsys):
     for c in discovery["consumers"]:
         item = next(i for i in plan["items"] if i["id"] == c["id"])
         if c["status"] == "escalate":
-            assert item["status"] == "escalate" and item["reason"]
+            assert item["status"] == "escalated" and item["reason"]
         if c["status"] == "verify":
             assert item["status"] == "unchanged"
     for item in by_status["patched"]:
@@ -117,7 +117,6 @@ def _refusing_model():
 
 def test_plan_sends_rule_escalations_to_the_llm_agent(fleet, tmp_path):
     from skein.rewrite.request import Escalation
-    from skein.plan import build_plan, write_plan
     from skein.spec import load_campaign
 
     _, campaign_path = fleet
@@ -126,19 +125,21 @@ def test_plan_sends_rule_escalations_to_the_llm_agent(fleet, tmp_path):
                              + "agents:\n  llm: {enabled: true, attempts: 2}\n")
     try:
         model, prompts = _refusing_model()
-        report, results, evidence, _ = build_plan(load_campaign(campaign_file), llm_model=model)
+        ctx, _ = rewritten(load_campaign(campaign_file), tmp_path, llm_model=model)
     finally:
         campaign_file.unlink()
-    rule_escalated = {cid for cid, r in results.items() if isinstance(r, Escalation)}
-    assert rule_escalated and set(evidence) == rule_escalated
-    assert all(results[cid].agent == "llm" for cid in evidence)
-    assert len(prompts) == len(evidence)  # a refusal ends the loop at once
-    for cid in evidence:
+    results = ctx.results()
+    llm_answered = {cid for cid, r in results.items() if r.agent == "llm"}
+    assert llm_answered and all(isinstance(results[cid], Escalation) for cid in llm_answered)
+    assert len(prompts) == len(llm_answered)  # a refusal ends the loop at once
+    for cid in llm_answered:
         assert any(f"<<<BEGIN {cid}>>>" in p and "Why the rule-based agent could not do it" in p
                    for p in prompts)
-    write_plan(tmp_path, report, results, evidence)
     assert sorted(p.name for p in (tmp_path / "llm").iterdir()) == sorted(
-        cid.replace("/", "__") + ".json" for cid in evidence)
+        cid.replace("/", "__") + ".json" for cid in llm_answered)
+    for cid in llm_answered:  # the transcript keeps the hint the LLM agent was given
+        transcript = json.loads((tmp_path / "llm" / (cid.replace("/", "__") + ".json")).read_text())
+        assert transcript["hint"] and any(transcript["hint"] in p for p in prompts)
 
 
 def test_llm_agent_fixes_a_macro_call_the_rules_escalate(fleet):
@@ -189,28 +190,26 @@ def test_simulation_refutes_a_wrong_patch(fleet, tmp_path):
     """A patch that passes no data check (here: a join on the wrong key, written by hand)
     is caught by the dry run with the differing rows, and never counts as patched."""
     from skein.rewrite.request import Patch
-    from skein.plan import build_plan
     from skein.spec import load_campaign
 
     _, campaign_path = fleet
-    campaign = load_campaign(campaign_path)
-    built = build_plan(campaign, workers=1)
-    victim, patch = next((cid, r) for cid, r in built.results.items()
+    ctx, _ = rewritten(load_campaign(campaign_path), tmp_path)
+    victim, patch = next((cid, r) for cid, r in ctx.results().items()
                          if isinstance(r, Patch) and "GROUP BY" in r.text.upper()
                          and "account_id" in r.text and "JOIN" not in r.text.upper())
     wrong = patch.text.replace("account_id", "track_id", 1)  # a plausible, wrong mapping
     assert wrong != patch.text
-    refute_patch(campaign, built, victim, wrong, tmp_path)
+    refute_patch(ctx, victim, wrong)
 
 
-def test_a_refuted_patch_goes_back_to_the_llm_agent(fleet):
+def test_a_refuted_patch_goes_back_to_the_llm_agent(fleet, tmp_path):
     """The dry run refutes a patch; the LLM agent gets the verdict as its hint, answers a
     correct patch (the stand-in model knows the right text), and the re-run passes."""
     from pydantic_ai.messages import ModelResponse, ToolCallPart
     from pydantic_ai.models.function import FunctionModel
 
+    from skein.pipeline import simulate_consumers, summarize
     from skein.rewrite.request import Patch
-    from skein.plan import build_plan, retry_refuted, simulate_plan
     from skein.spec import load_campaign
 
     _, campaign_path = fleet
@@ -219,12 +218,11 @@ def test_a_refuted_patch_goes_back_to_the_llm_agent(fleet):
                              + "agents:\n  llm: {enabled: true, attempts: 2}\n")
     try:
         campaign = load_campaign(campaign_file)
-        built = build_plan(campaign, workers=1, llm_model=_refusing_model()[0])
-        victim, good = next((cid, r) for cid, r in built.results.items() if isinstance(r, Patch)
+        ctx, ids = rewritten(campaign, tmp_path, llm_model=_refusing_model()[0])
+        victim, good = next((cid, r) for cid, r in ctx.results().items() if isinstance(r, Patch)
                             and r.agent == "rule" and "account_id" in r.text and "JOIN" not in r.text.upper())
-        built.results[victim] = good.model_copy(update={"text": good.text.replace("account_id", "track_id", 1)})
-        first = simulate_plan(campaign, built)
-        assert first[victim].status == "fail"
+        ctx.files.write_agent_result(victim, good.model_copy(
+            update={"text": good.text.replace("account_id", "track_id", 1)}))
         hints = []
 
         def answer(messages, info):
@@ -232,12 +230,17 @@ def test_a_refuted_patch_goes_back_to_the_llm_agent(fleet):
             return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name,
                                                      {"text": good.text, "explanation": "fixed"})])
 
-        built, second = retry_refuted(campaign, built, first, llm_model=FunctionModel(answer))
+        statuses = simulate_consumers(ctx, ids, llm_model=FunctionModel(answer))
+        plan = summarize(ctx).plan
     finally:
         campaign_file.unlink()
-    assert second[victim].status == "pass"
-    assert built.results[victim].agent == "llm"
+    assert statuses[victim] == "pass"
+    assert ctx.results()[victim].agent == "llm"
     assert any("failed its dry run on data" in h for h in hints)
+    retry = json.loads((tmp_path / "retry" / (victim.replace("/", "__") + ".json")).read_text())
+    assert retry["refuted_by"].startswith("a patch failed its dry run on data (fail)")
+    assert next(i for i in plan.items if i.id == victim).status == "patched"
     # the gate's own dry run judged the answer on the warehouse's samples (not skipped)
-    checks = json.loads(built.evidence[victim])["attempts"][-1]["verdict"]["results"]
+    transcript = json.loads((tmp_path / "llm" / (victim.replace("/", "__") + ".retry.json")).read_text())
+    checks = transcript["attempts"][-1]["verdict"]["results"]
     assert [(c["name"], c["passed"], c["skipped"]) for c in checks][-1] == ("dry_run", True, False), checks

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import make_git_repo, refute_patch
+from conftest import make_git_repo, refute_patch, rewritten
 from skein.errors import SkeinError, WarehouseError
 from skein.warehouse import PostgresWarehouse, open_warehouse
 
@@ -217,16 +217,22 @@ def test_discover_finds_repo_consumers_and_the_postgres_view(fleet):
     assert by_id["growth/reports/top_users.sql"].upstream == ["growth/models/user_totals.sql"]
 
 
-def test_plan_dry_runs_every_patch_on_postgres_data(fleet):
+def simulated(campaign, out):
+    from skein.pipeline import simulate_consumers
+
+    ctx, ids = rewritten(campaign, out)
+    simulate_consumers(ctx, ids)
+    return ctx, ctx.simulations()
+
+
+def test_plan_dry_runs_every_patch_on_postgres_data(fleet, tmp_path):
     from skein.rewrite.request import Patch
-    from skein.plan import build_plan, simulate_plan
     from skein.spec import load_campaign
 
     campaign = load_campaign(fleet["existing"])
-    built = build_plan(campaign, workers=1)
-    patched = {cid for cid, r in built.results.items() if isinstance(r, Patch)}
-    assert patched == {cid for cid, (status, _) in IMPACTED.items() if status == "rewrite"}, built.results
-    simulations = simulate_plan(campaign, built)
+    ctx, simulations = simulated(campaign, tmp_path)
+    patched = {cid for cid, r in ctx.results().items() if isinstance(r, Patch)}
+    assert patched == {cid for cid, (status, _) in IMPACTED.items() if status == "rewrite"}, ctx.results()
     assert set(simulations) == set(IMPACTED)
     for cid, simulation in simulations.items():
         assert simulation.status == "pass", (cid, simulation.reason, simulation.samples)
@@ -241,14 +247,12 @@ def warehouse_count(url: str, sql: str) -> int:
     return open_warehouse(url).read(sql).column(0)[0].as_py()
 
 
-def test_forward_query_in_postgres_dialect_builds_the_target(fleet):
-    from skein.plan import build_plan, simulate_plan
+def test_forward_query_in_postgres_dialect_builds_the_target(fleet, tmp_path):
     from skein.spec import load_campaign
 
     campaign = load_campaign(fleet["forward"])
     assert campaign.sql_dialect == "postgres"
-    built = build_plan(campaign, workers=1)
-    simulations = simulate_plan(campaign, built)
+    _, simulations = simulated(campaign, tmp_path)
     assert set(simulations) == set(IMPACTED)
     assert all(s.status == "pass" for s in simulations.values()), \
         {cid: s.reason for cid, s in simulations.items() if s.status != "pass"}
@@ -256,15 +260,13 @@ def test_forward_query_in_postgres_dialect_builds_the_target(fleet):
 
 def test_simulation_refutes_a_wrong_patch_on_postgres_data(fleet, tmp_path):
     from skein.rewrite.request import Patch
-    from skein.plan import build_plan
     from skein.spec import load_campaign
 
-    campaign = load_campaign(fleet["existing"])
-    built = build_plan(campaign, workers=1)
+    ctx, _ = rewritten(load_campaign(fleet["existing"]), tmp_path)
     victim = "growth/reports/country_listeners.sql"
-    patch = built.results[victim]
+    patch = ctx.results()[victim]
     assert isinstance(patch, Patch) and "account_id" in patch.text
-    refute_patch(campaign, built, victim, patch.text.replace("account_id", "track_id"), tmp_path)
+    refute_patch(ctx, victim, patch.text.replace("account_id", "track_id"))
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
@@ -285,7 +287,6 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
 
 
 def test_a_forward_query_duckdb_cannot_run_names_the_field(fleet, tmp_path):
-    from skein.plan import build_plan, simulate_plan
     from skein.spec import load_campaign
 
     text = fleet["forward"].read_text().replace("AS play_day", "AS play_day, nosuchfn(track_id) AS x")
@@ -293,4 +294,4 @@ def test_a_forward_query_duckdb_cannot_run_names_the_field(fleet, tmp_path):
     broken.write_text(text.replace("campaign: pg-plays-v3", "campaign: pg-plays-broken"))
     campaign = load_campaign(broken)
     with pytest.raises(SkeinError, match=r"broken-forward.yaml:\d+: forward: does not run"):
-        simulate_plan(campaign, build_plan(campaign, workers=1))
+        simulated(campaign, tmp_path / "plan")

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from skein.store import CONSUMER_STATES, CampaignStore, StoreError, default_store_url, sha256
+from skein.audit import CONSUMER_STATES
+from skein.store import CampaignStore, StoreError, default_store_url, sha256
 
 SERVER = os.environ.get("SKEIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 SKEIN = Path(sys.executable).with_name("skein")

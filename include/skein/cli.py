@@ -67,24 +67,20 @@ def _cmd_rewrite(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from skein.plan import build_plan, retry_refuted, simulate_plan, write_plan
+    from skein.pipeline import open_plan, plan_campaign
     from skein.spec import load_campaign
 
     campaign = load_campaign(args.campaign)
-    built = build_plan(campaign, workers=args.workers)
-    simulations = None
-    if not args.no_simulate:
-        built, simulations = retry_refuted(campaign, built, simulate_plan(campaign, built))
-    plan = write_plan(Path(args.out), built.report, built.results, built.evidence, simulations,
-                      campaign.rollout.waves)
+    summary = plan_campaign(open_plan(campaign, args.out), workers=args.workers,
+                            simulate=not args.no_simulate)
+    plan = summary.plan
     print(f"plan for {plan.campaign} written to {args.out}: "
           + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
-    for item in plan.items:
-        if item.status in ("escalate", "failed"):
-            print(f"  {item.status} {item.id}: {item.reason}")
+    for item in plan.with_status("escalated", "failed"):
+        print(f"  {item.status} {item.id}: {item.reason}")
     if plan.counts["failed"]:
         return EXIT_SIMULATION_FAILED
-    return 0 if plan.counts["escalate"] == 0 else EXIT_ESCALATED
+    return 0 if plan.counts["escalated"] == 0 else EXIT_ESCALATED
 
 
 def _cmd_schema(args) -> int:
@@ -109,15 +105,20 @@ def _cmd_demo_fleet(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from skein.run import run_campaign, start_run
+    from skein.pipeline import run_campaign, start_run
     from skein.store import CampaignStore
 
+    if args.approve is None and not args.dry_run:
+        print("skein: run: say what to apply: --approve all|canary|none (or --dry-run to plan "
+              "and simulate only)", file=sys.stderr)
+        return EXIT_USER_ERROR
     run_id = args.run_id or _new_run_id()
     store = CampaignStore(args.store) if args.store else None
     ctx = start_run(args.campaign, run_id, store=store, actor="cli")
-    outcome = run_campaign(ctx, approve=args.approve, dry_run=args.dry_run, waves=args.waves,
-                           error_threshold=args.error_threshold, consumer_filter=args.consumers,
-                           soak=not args.no_soak, workers=args.workers)
+    outcome = run_campaign(ctx, approve=args.approve or "none", dry_run=args.dry_run,
+                           waves=args.waves, error_threshold=args.error_threshold,
+                           consumer_filter=args.consumers, soak=not args.no_soak,
+                           workers=args.workers)
     print(json.dumps({"run_id": run_id, "directory": str(ctx.directory), **outcome}, indent=2))
     if outcome["status"] in ("rolled_back", "rejected", "failed"):
         return EXIT_NOT_APPLIED
@@ -178,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a whole campaign without Airflow: plan, approve, waves")
     p.add_argument("campaign")
     p.add_argument("--run-id", help="default: cli__<UTC time>; reuse one to continue a run")
-    p.add_argument("--approve", choices=["all", "canary", "none"], default="all",
-                   help="the approval's answer (default: all waves)")
+    p.add_argument("--approve", choices=["all", "canary", "none"],
+                   help="the approval's answer: all waves, the canary wave only, or none "
+                        "(required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="plan and simulate; apply nothing")
     p.add_argument("--waves", nargs="+", help="only these waves")
     p.add_argument("--error-threshold", type=float, help="override the campaign's threshold")

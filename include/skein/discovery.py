@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import heapq
 from collections import defaultdict
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,7 +19,8 @@ from skein.errors import SpecError, SpecErrors, WarehouseError
 from skein.spec import Campaign
 from skein.warehouse import Warehouse, open_warehouse
 
-STATUSES = ("rewrite", "escalate", "verify")
+DiscoveryStatus = Literal["rewrite", "escalate", "verify"]
+STATUSES: tuple[DiscoveryStatus, ...] = ("rewrite", "escalate", "verify")
 
 
 class Reference(BaseModel):
@@ -40,7 +42,7 @@ class ImpactedConsumer(BaseModel):
     impact: str  # direct | transitive
     level: int
     order: int
-    status: str  # rewrite | escalate | verify
+    status: DiscoveryStatus
     reason: str | None
     columns: list[str]
     references: list[Reference]
@@ -62,11 +64,17 @@ class DiscoveryReport(BaseModel):
 
 
 def discover(campaign: Campaign, workers: int | None = None) -> DiscoveryReport:
+    """What ``skein discover`` prints (see ``discover_catalog``)."""
+    return discover_catalog(campaign, workers)[1]
+
+
+def discover_catalog(campaign: Campaign, workers: int | None = None
+                     ) -> tuple[Catalog, DiscoveryReport]:
+    """Check the campaign against the warehouse, build the catalog, assess the impact."""
     warehouse = connect(campaign)
-    schemas = warehouse.schemas()
-    check_against_catalog(campaign, schemas)
+    check_against_catalog(campaign, warehouse.schemas())
     catalog = build_catalog(campaign, warehouse, workers)
-    return assess_impact(campaign, catalog)
+    return catalog, assess_impact(campaign, catalog)
 
 
 def connect(campaign: Campaign) -> Warehouse:

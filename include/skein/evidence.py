@@ -13,13 +13,14 @@ as Markdown and HTML; a campaign summary counts by status and by owner.
 from __future__ import annotations
 
 import json
+from html import escape
 import platform
 from collections import Counter, defaultdict
-from pathlib import Path
 
 from markdown_it import MarkdownIt
 
 import skein
+from skein.rundir import file_name
 
 
 def engine_versions() -> dict[str, str]:
@@ -94,8 +95,11 @@ def summary_counts(records: list[dict]) -> dict:
             "by_wave": {w: dict(sorted(c.items())) for w, c in by_wave.items()}}
 
 
-def summary_markdown(campaign: str, records: list[dict]) -> str:
+def summary_markdown(campaign: str, records: list[dict], wave_order: list[str] | None = None) -> str:
+    """The campaign summary; waves listed in ``wave_order`` (the rollout's), canary first."""
     counts = summary_counts(records)
+    rank = {w: n for n, w in enumerate(wave_order or [])}
+    counts["by_wave"] = dict(sorted(counts["by_wave"].items(), key=lambda kv: rank.get(kv[0], len(rank))))
     lines = [f"# Campaign {campaign}", "", "| status | consumers |", "|---|---|"]
     lines += [f"| {s} | {n} |" for s, n in counts["by_status"].items()]
     statuses = sorted(counts["by_status"])
@@ -107,14 +111,10 @@ def summary_markdown(campaign: str, records: list[dict]) -> str:
         lines += [f"| {wave} | " + " | ".join(str(c.get(s, 0)) for s in statuses) + " |"
                   for wave, c in counts["by_wave"].items()]
     lines += ["", "| # | consumer | status | wave | owner | why |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['order']} | [{r['id']}](evidence/{_file(r['id'])}.md) | {r['status']} | "
+    lines += [f"| {r['order']} | [{r['id']}](evidence/{file_name(r['id'])}.md) | {r['status']} | "
               f"{r.get('wave') or '-'} | {r['owner']} | {(r.get('reason') or '').replace('|', '/')} |"
               for r in records]
     return "\n".join(lines) + "\n"
-
-
-def _file(consumer_id: str) -> str:
-    return consumer_id.replace("/", "__")
 
 
 def markdown_html(markdown: str) -> str:
@@ -123,40 +123,49 @@ def markdown_html(markdown: str) -> str:
     >>> markdown_html("**5** patched")
     '<p><strong>5</strong> patched</p>\\n'
     """
-    return MarkdownIt("commonmark").enable("table").render(markdown)
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
 
 
-def _html(title: str, markdown: str) -> str:
+def html_page(title: str, markdown: str) -> str:
+    """A standalone HTML page of ``markdown`` (evidence and summary files)."""
     body = markdown_html(markdown)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
             "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}"
             "pre{background:#f6f6f6;padding:.5em;overflow:auto}</style></head><body>"
             f"{body}</body></html>\n")
 
 
-def write_evidence(out: Path, plan, report, results: dict, simulations: dict | None,
-                   waves: dict[str, str] | None = None) -> list[dict]:
-    """``out/evidence/<id>.{json,md,html}`` and ``out/summary.{json,md,html}``;
-    ``waves`` (consumer id -> wave) for the consumers that will be applied."""
-    folder = out / "evidence"
-    folder.mkdir(parents=True, exist_ok=True)
-    impacted = {c.id: c for c in report.consumers}
-    records = []
-    for item in plan.items:
-        record = consumer_record(item, impacted[item.id], results.get(item.id),
-                                 (simulations or {}).get(item.id), (waves or {}).get(item.id))
-        records.append(record)
-        name = _file(item.id)
-        markdown = consumer_markdown(record)
-        (folder / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n",
-                                             encoding="utf-8")
-        (folder / f"{name}.md").write_text(markdown, encoding="utf-8")
-        (folder / f"{name}.html").write_text(_html(item.id, markdown), encoding="utf-8")
-    summary = summary_markdown(plan.campaign, records)
-    (out / "summary.md").write_text(summary, encoding="utf-8")
-    (out / "summary.html").write_text(_html(plan.campaign, summary.replace(".md)", ".html)")),
-                                      encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps({"campaign": plan.campaign, **summary_counts(records)},
-                                                 indent=2) + "\n", encoding="utf-8")
-    return records
+def approval_markdown(campaign, run_id: str, plan, summary: dict, waves: dict[str, list[str]],
+                      link: str, params: dict | None = None) -> str:
+    """What an approver reads: counts, waves, failures, escalations, the per-owner table, and
+    the trigger's params that change what happens (an approver must see a raised threshold)."""
+    from skein.rollout import wave_threshold
+
+    c = plan.counts
+    lines = [f"## {campaign.title}",
+             f"`{campaign.source}` -> `{campaign.target}`, run `{run_id}`.", "",
+             f"**{c.get('patched', 0)} patched**, {c.get('unchanged', 0)} verified unchanged, "
+             f"**{c.get('escalated', 0)} escalated**, **{c.get('failed', 0)} failed simulation**.", "",
+             "| wave | consumers | soak | threshold |", "|---|---|---|---|"]
+    params = params or {}
+    for wave in campaign.rollout.waves:
+        threshold = wave_threshold(campaign, wave.name, params.get("error_threshold"))
+        lines.append(f"| {wave.name} | {len(waves.get(wave.name, []))} | {wave.soak_minutes:g} min | "
+                     f"{threshold:.0%} |")
+    all_waves = [w.name for w in campaign.rollout.waves]
+    chosen = [f"{name} = `{params[name]}`" for name in ("waves", "error_threshold", "consumers")
+              if params.get(name) is not None and not (name == "waves" and params[name] == all_waves)]
+    if chosen:
+        lines += ["", "**This run was triggered with** " + ", ".join(chosen) + "."]
+    problems = plan.with_status("escalated", "failed")
+    if problems:
+        lines += ["", "Not applied (a human decides):", ""]
+        lines += [f"- `{i.id}`: {i.status}: {i.reason}" for i in problems[:20]]
+        if len(problems) > 20:
+            lines.append(f"- ... and {len(problems) - 20} more")
+    lines += ["", "| owner | consumers by status |", "|---|---|"]
+    for owner, counts in summary["by_owner"].items():
+        lines.append(f"| {owner} | " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + " |")
+    lines += ["", f"Evidence: [{link}]({link})"]
+    return "\n".join(lines) + "\n"

@@ -1,25 +1,32 @@
-"""``skein plan``: discovery, then an agent per impacted consumer; frozen results on disk.
+"""The plan: what each impacted consumer gets, as frozen data (SQLMesh style).
 
-The plan is data (SQLMesh style): what each consumer gets (a patch, an escalation, or
-nothing because only its upstream changes), in migration order. Simulation adds its
-evidence to the same directory in a later stage.
+A plan item is a patch, an escalation to a human, nothing (only its upstream changes), or a
+failure (the dry run refuted the patch), in migration order. ``plan_items`` builds it from
+discovery, the agents' results and the simulations; ``skein.pipeline.summarize`` freezes it
+in the run directory.
+
+>>> from skein.rewrite.request import Escalation
+>>> report = _example_report()
+>>> plan = plan_items(report, {"r/a.sql": Escalation(consumer_id="r/a.sql", agent="rule",
+...                                                  reason="uses legacy_flag")})
+>>> [(i.id, i.status) for i in plan.items], plan.counts["escalated"]
+([('r/a.sql', 'escalated'), ('r/b.sql', 'unchanged')], 1)
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import NamedTuple
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from skein.discovery import DiscoveryReport
 from skein.rewrite.request import Escalation, Patch
-from skein.agents.requests import request_for
-from skein.agents.rule import rewrite
-from skein.catalog import Catalog, build_catalog
-from skein.discovery import DiscoveryReport, assess_impact, check_against_catalog, connect
-from skein.evidence import write_evidence
-from skein.spec import Campaign
+from skein.simulation.simulate import SimulationStatus
+
+PlanStatus = Literal["patched", "escalated", "unchanged", "failed"]
+PLAN_STATUSES: tuple[PlanStatus, ...] = ("patched", "escalated", "unchanged", "failed")
+
+UNCHANGED_REASON = "its upstream changes but keeps its output columns: verified, not patched"
 
 
 class PlanItem(BaseModel):
@@ -27,104 +34,49 @@ class PlanItem(BaseModel):
     id: str
     order: int
     impact: str
-    status: str  # patched | escalate | unchanged | failed (the simulation refuted the patch)
+    status: PlanStatus  # failed: the simulation refuted the patch (or the unchanged code)
     agent: str | None
     reason: str | None
     patch_file: str | None
     changes: int
-    simulation: str | None = None  # pass | fail | error | skipped
+    simulation: SimulationStatus | None = None
     simulation_reason: str | None = None
+    discovery_status: str | None = None  # what discovery decided (rewrite | escalate | verify)
 
 
 class Plan(BaseModel):
     model_config = ConfigDict(frozen=True)
     campaign: str
     items: list[PlanItem]
-    counts: dict[str, int]
+    counts: dict[PlanStatus, int]
 
-
-class Built(NamedTuple):
-    report: DiscoveryReport
-    results: dict[str, Patch | Escalation]
-    evidence: dict[str, str]  # consumer id -> the LLM agent's evidence (JSON)
-    catalog: Catalog
-
-
-def build_plan(campaign: Campaign, workers: int | None = None, llm_model=None) -> Built:
-    """``llm_model`` (a pydantic-ai model or name) overrides ``agents.llm.model``; the LLM
-    agent only runs when the campaign enables it. ``simulate_plan`` dry-runs the result."""
-    warehouse = connect(campaign)
-    check_against_catalog(campaign, warehouse.schemas())
-    catalog = build_catalog(campaign, warehouse, workers)
-    report = assess_impact(campaign, catalog)
-    by_id = catalog.by_id()
-    results: dict[str, Patch | Escalation] = {}
-    evidence: dict[str, str] = {}  # consumer id -> the LLM agent's evidence (JSON)
-    llm = _llm_agent(campaign, llm_model)
-    for item in report.consumers:
-        if item.status != "rewrite":
-            continue
-        request = request_for(campaign, catalog, by_id[item.id])
-        result = rewrite(request)
-        if isinstance(result, Escalation) and llm is not None:
-            hint = result.reason
-            result, attempts = llm.rewrite(request, hint=hint)
-            evidence[item.id] = llm.evidence(result, attempts, hint=hint).to_json()
-        results[item.id] = result
-    return Built(report, results, evidence, catalog)
-
-
-def simulate_plan(campaign: Campaign, built: Built) -> dict:
-    """Dry-run every patch (and its downstream) on the warehouse's data."""
-    from skein.simulation.simulate import simulate
-
-    return simulate(campaign, built.catalog, built.report, built.results)
-
-
-def retry_refuted(campaign: Campaign, built: Built, simulations: dict, llm_model=None
-                  ) -> tuple[Built, dict]:
-    """Patches the dry run refuted go back to the LLM agent (when the campaign enables it),
-    with the simulation's verdict as the hint; then everything is simulated again."""
-    llm = _llm_agent(campaign, llm_model)
-    refuted = [cid for cid, sim in simulations.items()
-               if sim.status in ("fail", "error") and isinstance(built.results.get(cid), Patch)]
-    if llm is None or not refuted:
-        return built, simulations
-    by_id = built.catalog.by_id()
-    for cid in refuted:
-        sim = simulations[cid]
-        hint = f"a patch failed its dry run on data ({sim.status}): {sim.reason}"
-        if sim.samples:
-            hint += f"; first differing rows: {json.dumps(sim.samples[:3], default=str)}"
-        result, attempts = llm.rewrite(request_for(campaign, built.catalog, by_id[cid]), hint=hint)
-        built.results[cid] = result
-        built.evidence[cid] = llm.evidence(result, attempts, hint=hint).to_json()
-    return built, simulate_plan(campaign, built)
-
-
-def _llm_agent(campaign: Campaign, model):
-    settings = campaign.agents.llm
-    if not settings.enabled:
-        return None
-    model = model if model is not None else settings.model
-    if model is None:
-        raise campaign.error("the LLM agent is enabled but no model is configured "
-                             "(set agents.llm.model, or run in Airflow with a pydanticai connection)",
-                             "agents", "llm", "model")
-    from skein.agents.gate import default_gate
-    from skein.agents.llm import LLMAgent
-    from skein.simulation.worlds import WarehouseSamples
-
-    # The dry run reads the warehouse's samples only if an answer reaches it.
-    return LLMAgent(model, gate=default_gate(WarehouseSamples(campaign)), attempts=settings.attempts)
+    def with_status(self, *statuses: PlanStatus) -> list[PlanItem]:
+        return [i for i in self.items if i.status in statuses]
 
 
 def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation],
                simulations: dict | None = None) -> Plan:
-    items = [_with_simulation(item, (simulations or {}).get(item.id))
-             for item in _agent_items(report, results)]
-    counts = {s: sum(1 for i in items if i.status == s)
-              for s in ("patched", "escalate", "unchanged", "failed")}
+    """The plan of a discovery report, the agents' results and (optionally) the simulations."""
+    from skein.rundir import file_name
+
+    items = []
+    for c in report.consumers:
+        result = results.get(c.id)
+        common = {"id": c.id, "order": c.order, "impact": c.impact, "discovery_status": c.status}
+        if isinstance(result, Patch):
+            item = PlanItem(**common, status="patched", agent=result.agent, reason=None,
+                            changes=len(result.changes),
+                            patch_file=f"patches/{file_name(c.id)}.diff")
+        elif isinstance(result, Escalation) or c.status == "escalate":
+            item = PlanItem(**common, status="escalated",
+                            agent=result.agent if result else None,
+                            reason=result.reason if isinstance(result, Escalation) else c.reason,
+                            patch_file=None, changes=0)
+        else:
+            item = PlanItem(**common, status="unchanged", agent=None, patch_file=None, changes=0,
+                            reason=UNCHANGED_REASON)
+        items.append(_with_simulation(item, (simulations or {}).get(c.id)))
+    counts = {s: sum(1 for i in items if i.status == s) for s in PLAN_STATUSES}
     return Plan(campaign=report.campaign, items=items, counts=counts)
 
 
@@ -135,67 +87,39 @@ def _with_simulation(item: PlanItem, simulation) -> PlanItem:
     if simulation.status in ("fail", "error") and item.status in ("patched", "unchanged"):
         # Never applied: back to the LLM agent or a human, with the evidence.
         update.update(status="failed", reason=f"simulation {simulation.status}: {simulation.reason}")
+    elif simulation.status == "skipped" and item.status == "unchanged":
+        # Its upstream was escalated: it cannot be verified, so it is not applied either.
+        update.update(reason=f"not verified: {simulation.reason}")
     return item.model_copy(update=update)
 
 
-def _agent_items(report: DiscoveryReport, results: dict[str, Patch | Escalation]) -> list[PlanItem]:
-    items = []
-    for c in report.consumers:
-        result = results.get(c.id)
-        if isinstance(result, Patch):
-            items.append(PlanItem(id=c.id, order=c.order, impact=c.impact, status="patched",
-                                  agent=result.agent, reason=None, changes=len(result.changes),
-                                  patch_file=f"patches/{_file_name(c.id)}.diff"))
-        elif isinstance(result, Escalation) or c.status == "escalate":
-            reason = result.reason if isinstance(result, Escalation) else c.reason
-            items.append(PlanItem(id=c.id, order=c.order, impact=c.impact, status="escalate",
-                                  agent=result.agent if result else None, reason=reason,
-                                  patch_file=None, changes=0))
-        else:
-            items.append(PlanItem(id=c.id, order=c.order, impact=c.impact, status="unchanged",
-                                  agent=None, patch_file=None, changes=0,
-                                  reason="its upstream keeps its output columns; verified, not patched"))
-    return items
-
-
-def write_plan(out: Path, report: DiscoveryReport, results: dict[str, Patch | Escalation],
-               evidence: dict[str, str] | None = None, simulations: dict | None = None,
-               waves=None) -> Plan:
-    plan = plan_items(report, results, simulations)
-    if simulations:
-        (out / "simulation").mkdir(parents=True, exist_ok=True)
-        for cid, simulation in simulations.items():
-            (out / "simulation" / f"{_file_name(cid)}.json").write_text(
-                simulation.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    for cid, record in (evidence or {}).items():
-        (out / "llm").mkdir(parents=True, exist_ok=True)
-        (out / "llm" / f"{_file_name(cid)}.json").write_text(record + "\n", encoding="utf-8")
-    (out / "patches").mkdir(parents=True, exist_ok=True)
-    (out / "patched").mkdir(parents=True, exist_ok=True)
-    for cid, result in results.items():
-        if isinstance(result, Patch):
-            name = _file_name(cid)
-            (out / "patches" / f"{name}.diff").write_text(result.diff, encoding="utf-8")
-            (out / "patched" / name).write_text(result.text, encoding="utf-8")
-    (out / "discovery.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    (out / "plan.json").write_text(plan.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    patches = {cid: json.loads(r.model_dump_json()) for cid, r in results.items()}
-    (out / "agents.json").write_text(json.dumps(patches, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    write_evidence(out, plan, report, results, simulations, plan_waves(plan, report, waves))
-    return plan
+def applicable(item: PlanItem) -> bool:
+    """Whether a wave applies the item: a patch, or unchanged code the dry run verified."""
+    return item.status == "patched" or (item.status == "unchanged" and item.simulation in (None, "pass"))
 
 
 def plan_waves(plan: Plan, report: DiscoveryReport, waves) -> dict[str, str]:
-    """The wave of every consumer the plan would apply (patched, or unchanged and verified)."""
+    """The wave of every consumer the plan would apply (see ``applicable``)."""
     if not waves:
         return {}
     from skein.rollout import assign_waves
 
-    applied = {i.id for i in plan.items if i.status == "patched" or
-               (i.status == "unchanged" and i.simulation in (None, "pass"))}
+    applied = {i.id for i in plan.items if applicable(i)}
     return assign_waves([c for c in report.consumers if c.id in applied], waves)
 
 
-def _file_name(consumer_id: str) -> str:
-    """A flat, readable file name for a consumer id (``repo/models/x.sql`` -> ``repo__models__x.sql``)."""
-    return consumer_id.replace("/", "__")
+def _example_report() -> DiscoveryReport:
+    """Two consumers: ``r/a.sql`` reads the source, ``r/b.sql`` reads what a.sql produces."""
+    from skein.discovery import ImpactedConsumer
+
+    def consumer(cid, order, status, impact, upstream):
+        return ImpactedConsumer(id=cid, kind="sql_file", repo="r", path=cid[2:], dialect="duckdb",
+                                owner="team", tier=None, lifecycle=None, impact=impact, level=order,
+                                order=order, status=status, reason=None, columns=[], references=[],
+                                produces=None, upstream=upstream)
+
+    return DiscoveryReport(campaign="demo", source="a.p", target="b.p", scanned=2,
+                           consumers=[consumer("r/a.sql", 1, "rewrite", "direct", []),
+                                      consumer("r/b.sql", 2, "verify", "transitive", ["r/a.sql"])],
+                           counts={"rewrite": 1, "verify": 1}, derived_datasets={}, unparseable=[],
+                           problems=[])

@@ -92,3 +92,19 @@ def group_settings(group: str, fleet) -> tuple[str | None, int]:
     region, _, tier = group.partition("__")
     weight = fleet.tier_priority.get(int(tier[4:]), 1) if tier.startswith("tier") else 1
     return fleet.queues.get(region), weight
+
+
+def wave_threshold(campaign, wave: str, override: float | None = None) -> float:
+    """The error rate above which ``wave`` rolls back: the run's override (a trigger param,
+    ``--error-threshold``), else the wave's own setting, else the campaign's.
+
+    >>> from types import SimpleNamespace as S
+    >>> c = S(rollout=S(error_threshold=0.05, waves=[S(name="canary", error_threshold=0.0),
+    ...                                              S(name="everyone", error_threshold=None)]))
+    >>> wave_threshold(c, "canary"), wave_threshold(c, "everyone"), wave_threshold(c, "canary", 0.5)
+    (0.0, 0.05, 0.5)
+    """
+    if override is not None:
+        return override
+    setting = next(w.error_threshold for w in campaign.rollout.waves if w.name == wave)
+    return setting if setting is not None else campaign.rollout.error_threshold

@@ -13,8 +13,8 @@ SQLAlchemy Core because both must behave the same and Airflow already ships it.
 >>> store.record("demo", "run-1", "task:apply", "applied", consumer="repo/a.sql",
 ...              before=sha256(b"old"), after=sha256(b"new"))
 1
->>> store.consumer_states("demo")["repo/a.sql"].action
-'applied'
+>>> store.consumer_states("demo")["repo/a.sql"].action is Action.APPLIED
+True
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from skein.audit import CONSUMER_STATES, Action
 from skein.errors import SkeinError
 
 metadata = sa.MetaData()
@@ -55,9 +56,6 @@ blobs = sa.Table(
     sa.Column("content", sa.LargeBinary, nullable=False),
 )
 
-# Events that change a consumer's state; the others (notified, monitored...) only inform.
-CONSUMER_STATES = ("apply_started", "applied", "apply_failed", "monitor_failed", "rolled_back",
-                   "rollback_failed")
 
 _APPEND_ONLY = {
     "sqlite": [
@@ -114,7 +112,7 @@ class Event:
     campaign: str
     run_id: str
     actor: str
-    action: str
+    action: Action
     consumer: str | None
     wave: str | None
     before_hash: str | None
@@ -152,12 +150,13 @@ class CampaignStore:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    def record(self, campaign: str, run_id: str, actor: str, action: str, *,
+    def record(self, campaign: str, run_id: str, actor: str, action: Action | str, *,
                consumer: str | None = None, wave: str | None = None, before: str | None = None,
                after: str | None = None, **detail: Any) -> int:
-        """Append one event; returns its id."""
+        """Append one event; returns its id. ``action`` must be one of ``skein.audit.Action``
+        (a misspelt action would be an event no query ever finds)."""
         row = {"at": datetime.now(UTC), "campaign": campaign, "run_id": run_id, "actor": actor,
-               "action": action, "consumer": consumer, "wave": wave, "before_hash": before,
+               "action": Action(action).value, "consumer": consumer, "wave": wave, "before_hash": before,
                "after_hash": after, "detail": json.dumps(detail, default=str, sort_keys=True)}
         with self.engine.begin() as conn:
             return conn.execute(audit.insert().values(**row)).inserted_primary_key[0]
@@ -182,14 +181,14 @@ class CampaignStore:
         return bytes(row[0])
 
     def events(self, campaign: str, run_id: str | None = None, *, consumer: str | None = None,
-               actions: tuple[str, ...] | None = None) -> list[Event]:
+               actions: tuple[Action, ...] | None = None) -> list[Event]:
         query = sa.select(audit).where(audit.c.campaign == campaign).order_by(audit.c.id)
         if run_id is not None:
             query = query.where(audit.c.run_id == run_id)
         if consumer is not None:
             query = query.where(audit.c.consumer == consumer)
         if actions is not None:
-            query = query.where(audit.c.action.in_(actions))
+            query = query.where(audit.c.action.in_([Action(a).value for a in actions]))
         with self.engine.connect() as conn:
             return [_event(row) for row in conn.execute(query)]
 
@@ -225,7 +224,7 @@ def _engine(url: str) -> sa.Engine:
 def _event(row) -> Event:
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)  # SQLite drops the zone
     return Event(id=row.id, at=at, campaign=row.campaign, run_id=row.run_id, actor=row.actor,
-                 action=row.action, consumer=row.consumer, wave=row.wave,
+                 action=Action(row.action), consumer=row.consumer, wave=row.wave,
                  before_hash=row.before_hash, after_hash=row.after_hash,
                  detail=json.loads(row.detail or "{}"))
 

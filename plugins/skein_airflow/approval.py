@@ -12,9 +12,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 
-APPROVE_ALL, APPROVE_CANARY, REJECT = "Approve all", "Approve canary only", "Reject"
-CONTINUE, STOP = "Continue", "Stop"
-SCOPES = {APPROVE_ALL: "all", APPROVE_CANARY: "canary", REJECT: "none", CONTINUE: "all", STOP: "none"}
+from skein.approvals import CAMPAIGN_OPTIONS, WAVE_OPTIONS
 
 
 class CampaignApproval(HITLOperator):
@@ -22,7 +20,7 @@ class CampaignApproval(HITLOperator):
     of one later wave (continue / stop), when the campaign asks again before each wave."""
 
     def __init__(self, *, campaign_file: str, approvers: list[str], wave: str | None, **kwargs: Any):
-        options = [APPROVE_ALL, APPROVE_CANARY, REJECT] if wave is None else [CONTINUE, STOP]
+        options = list(CAMPAIGN_OPTIONS if wave is None else WAVE_OPTIONS)
         subject = "Approve the migration campaign" if wave is None else f"Continue with wave {wave}?"
         super().__init__(
             subject=subject, options=options, defaults=None, multiple=False,
@@ -37,22 +35,23 @@ class CampaignApproval(HITLOperator):
     def execute(self, context):
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from skein.run import approval_markdown, approved_scope
+        from skein.audit import Action
+        from skein.pipeline import approval_text, approved_scope, rollback_reason
         from skein_airflow.campaign_tasks import run_context
         from skein_airflow.notify import notify
 
         ctx = run_context(self.campaign_file, context)
         if context["params"].get("dry_run"):
-            ctx.record("approval_skipped", message="dry run: nothing will be applied")
+            ctx.record(Action.APPROVAL_SKIPPED, message="dry run: nothing will be applied")
             raise AirflowSkipException("dry run: no approval needed")
         if self.wave is not None:
-            if approved_scope(ctx) != "all" or _failed_before(ctx):
+            if approved_scope(ctx) != "all" or rollback_reason(ctx):
                 raise AirflowSkipException("the run stopped before this wave")
             self.subject = f"{ctx.campaign.campaign}: continue with wave {self.wave}?"
         else:
             self.subject = f"{ctx.campaign.campaign}: approve {ctx.campaign.title}"
-        self.body = approval_markdown(ctx, params=dict(context["params"]))
-        ctx.record("approval_requested", wave=self.wave,
+        self.body = approval_text(ctx, params=dict(context["params"]))
+        ctx.record(Action.APPROVAL_REQUESTED, wave=self.wave,
                    approvers=[u["id"] for u in self.assigned_users or []])
         notify(ctx, "approval", self.subject,
                f"An approval waits in Airflow (Browse -> Required Actions), run {ctx.run_id}.\n\n"
@@ -60,15 +59,12 @@ class CampaignApproval(HITLOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event: dict[str, Any]):
-        from skein.run import record_decision
+        from skein.pipeline import record_decision
         from skein_airflow.campaign_tasks import run_context
 
         result = super().execute_complete(context, event)
         chosen = result["chosen_options"][0]
         user = (result.get("responded_by_user") or {}).get("id")
-        record_decision(run_context(self.campaign_file, context), chosen, user, SCOPES[chosen])
+        record_decision(run_context(self.campaign_file, context), chosen, user)
         return result
 
-
-def _failed_before(ctx) -> bool:
-    return bool(ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_failed",)))

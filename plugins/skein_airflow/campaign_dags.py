@@ -1,6 +1,6 @@
 """One Airflow DAG per campaign file: the only place Skein campaigns become Airflow objects.
 
-Each task calls one engine step (``skein.run``); the tasks themselves are in
+Each task calls one engine step (``skein.pipeline``); the tasks themselves are in
 ``campaign_tasks``, the approval operator in ``approval``.
 
 Parsing stays cheap and pure: ``load_campaign`` only reads the YAML (no
@@ -132,7 +132,7 @@ def _describe(error: Exception, path: Path) -> str:
 
 
 def campaign_dag(campaign: Campaign) -> DAG:
-    """The Airflow DAG of one campaign: every task calls one engine step (``skein.run``).
+    """The Airflow DAG of one campaign: every task calls one engine step (``skein.pipeline``).
 
     discover -> agents (mapped) -> simulate (mapped) -> summarize -> approval -> per wave:
     [approval] -> start -> apply (mapped, one task per region/tier group) -> [soak] -> monitor

@@ -1,4 +1,4 @@
-"""The campaign DAG's tasks: each opens the run and calls one engine step (``skein.run``).
+"""The campaign DAG's tasks: each opens the run and calls one engine step (``skein.pipeline``).
 
 XCom carries consumer ids only; everything else is in the run directory and the campaign
 store. Engine imports happen inside the tasks, never at DAG parse time.
@@ -33,7 +33,7 @@ def dataset_asset(name: str) -> Asset:
 
 def run_context(campaign_file: str, context=None):
     """The engine's view of this DAG run, acting as this task."""
-    from skein.run import start_run
+    from skein.pipeline import start_run
 
     context = context or get_current_context()
     ti = context["ti"]
@@ -66,14 +66,16 @@ def _label(ids: list[str]) -> str:
 @_user_error
 def discover(campaign_file: str) -> list[list[str]]:
     """Discovery and the catalog; returns the batches agents and simulation map over."""
-    from skein.run import discover_step, work_batches
+    from skein.audit import Action
+    from skein.pipeline import discover as discover_consumers
+    from skein.pipeline import work_batches
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
     params = context["params"]
-    ctx.record("run_started", dry_run=params.get("dry_run"), waves=params.get("waves"),
+    ctx.record(Action.RUN_STARTED, dry_run=params.get("dry_run"), waves=params.get("waves"),
                error_threshold=params.get("error_threshold"), filter=params.get("consumers"))
-    ids = discover_step(ctx, params.get("consumers"))
+    ids = discover_consumers(ctx, params.get("consumers"))
     log.info("%d impacted consumers; run directory %s", len(ids), ctx.directory)
     return work_batches(ctx)
 
@@ -81,33 +83,33 @@ def discover(campaign_file: str) -> list[list[str]]:
 @task(map_index_template=LABEL)
 @_user_error
 def agents(campaign_file: str, ids: list[str]) -> dict[str, int]:
-    from skein.run import agents_step
+    from skein.pipeline import rewrite_consumers
 
     _label(ids)
     ctx = run_context(campaign_file)
-    outcome = agents_step(ctx, ids, _llm_model(ctx))
-    return dict(Counter(outcome.values()))
+    return dict(Counter(rewrite_consumers(ctx, ids, _llm_model(ctx)).values()))
 
 
 @task(map_index_template=LABEL)
 @_user_error
 def simulate(campaign_file: str, ids: list[str]) -> dict[str, int]:
-    from skein.run import simulate_step
+    from skein.pipeline import simulate_consumers
 
     _label(ids)
-    return dict(Counter(simulate_step(run_context(campaign_file), ids).values()))
+    ctx = run_context(campaign_file)
+    return dict(Counter(simulate_consumers(ctx, ids, _llm_model(ctx)).values()))
 
 
 @task
 @_user_error
 def summarize(campaign_file: str) -> dict[str, int]:
     """The plan, evidence, waves and the apply batches of every wave; returns the plan's counts."""
-    from skein.run import apply_batches, summarize_step
+    from skein.pipeline import summarize as summarize_plan
     from skein_airflow.notify import notify
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
-    summary = summarize_step(ctx)
+    summary = summarize_plan(ctx)
     held = summary.escalated + summary.failed
     if held:
         lines = [f"- `{cid}`" for cid in held[:30]] + ([f"- ... {len(held) - 30} more"] if len(held) > 30 else [])
@@ -115,7 +117,6 @@ def summarize(campaign_file: str) -> dict[str, int]:
                f"{len(summary.escalated)} escalated, {len(summary.failed)} failed simulation "
                f"(run {ctx.run_id}); evidence in {ctx.directory}.\n\n" + "\n".join(lines), context)
     log.info("plan: %s; waves: %s", summary.counts, {w: len(ids) for w, ids in summary.waves.items()})
-    apply_batches(ctx, summary)
     return summary.counts
 
 
@@ -126,44 +127,29 @@ def start_wave(campaign_file: str, wave: str, group: str | None) -> list[list[st
     ``group`` to apply (nothing when ``group`` is None: ``select_batches`` then picks each
     group's), or nothing when the wave does not run: it never skips itself, so the mapped
     apply task always finds a list to expand (an empty one skips it)."""
-    from skein.run import approved_scope, wave_batches
+    from skein.pipeline import start_wave as decide, wave_batches
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
     params = context["params"]
-    names = [w.name for w in ctx.campaign.rollout.waves]
-    scope = approved_scope(ctx)
-    reason = None
-    if params.get("dry_run"):
-        reason = "dry run"
-    elif scope in (None, "none"):
-        reason = "not approved" if scope is None else "rejected or stopped by an approver"
-    elif scope == "canary" and names.index(wave) > 0:
-        reason = "approved for the canary wave only"
-    elif ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_failed",)):
-        reason = "an earlier wave failed"
-    elif params.get("waves") is not None and wave not in params["waves"]:
-        reason = "not selected for this run"
+    reason = decide(ctx, wave, dry_run=bool(params.get("dry_run")), selected=params.get("waves"))
     if reason:
-        ctx.record("wave_skipped", wave=wave, message=reason)
         log.info("wave %s does not run: %s", wave, reason)
         return []
-    ctx.record("wave_started", wave=wave)
-    return wave_batches(ctx, wave)[group] if group else []
+    return wave_batches(ctx, wave, group) if group else []
 
 
 @task(trigger_rule="none_failed")
 def select_batches(campaign_file: str, wave: str, group: str) -> list[list[str]]:
     """One apply group's batches (campaigns with several regions or tiers: queue and priority
     are fixed per mapped task, so each group is its own mapped task)."""
-    from skein.run import wave_batches
+    from skein.pipeline import wave_batches
 
-    ctx = run_context(campaign_file)
-    return wave_batches(ctx, wave)[group] if _wave_started(ctx, wave) else []
+    return wave_batches(run_context(campaign_file), wave, group)
 
 
 def _wave_started(ctx, wave: str) -> bool:
-    from skein.run import wave_running
+    from skein.pipeline import wave_running
 
     return wave_running(ctx, wave)
 
@@ -171,13 +157,13 @@ def _wave_started(ctx, wave: str) -> bool:
 @task(trigger_rule="none_failed", map_index_template=LABEL)
 @_user_error
 def apply(campaign_file: str, wave: str, ids: list[str]) -> dict[str, int]:
-    from skein.run import apply_step
+    from skein.pipeline import apply_wave
 
     _label(ids)
     ctx = run_context(campaign_file)
     if not _wave_started(ctx, wave):
         raise AirflowSkipException(f"wave {wave} does not run")
-    done = apply_step(ctx, wave, ids)
+    done = apply_wave(ctx, wave, ids)
     for cid, problem in done.failed.items():
         log.warning("not applied: %s: %s", cid, problem)
     return {"applied": len(done.applied), "already": len(done.already), "verified": len(done.verified),
@@ -190,25 +176,24 @@ def soak(campaign_file: str, wave: str, minutes: float) -> bool:
     did not run)."""
     from datetime import UTC, datetime, timedelta
 
+    from skein.pipeline import last_wave_activity
+
     ctx = run_context(campaign_file)
     if not _wave_started(ctx, wave):
         return True
-    events = ctx.store.events(ctx.campaign.campaign, ctx.run_id,
-                              actions=("wave_started", "applied", "apply_failed", "apply_skipped"))
-    last = [e for e in events if e.wave == wave][-1]
-    return datetime.now(UTC) - last.at >= timedelta(minutes=minutes)
+    return datetime.now(UTC) - last_wave_activity(ctx, wave) >= timedelta(minutes=minutes)
 
 
 @task(trigger_rule="none_failed")
 @_user_error
 def monitor(campaign_file: str, wave: str) -> dict:
-    from skein.run import monitor_step
+    from skein.pipeline import monitor_wave
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
     if not _wave_started(ctx, wave):
         raise AirflowSkipException(f"wave {wave} did not run")
-    health = monitor_step(ctx, wave, context["params"].get("error_threshold"))
+    health = monitor_wave(ctx, wave, context["params"].get("error_threshold"))
     log.info("wave %s: %d consumers, error rate %.1f%% (threshold %.1f%%)", wave, health.checked,
              100 * health.error_rate, 100 * health.threshold)
     for cid, reason in health.failed.items():
@@ -222,22 +207,16 @@ def monitor(campaign_file: str, wave: str) -> dict:
 def rollback(campaign_file: str) -> dict:
     """Runs after the waves whatever happened; rolls back if a wave failed its monitoring or
     never got a verdict (a task crashed after it started applying)."""
-    from skein.run import rollback_step, unfinished_waves
+    from skein.pipeline import rollback as roll_back
+    from skein.pipeline import rollback_reason
     from skein_airflow.notify import notify
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
-    failures = ctx.store.events(ctx.campaign.campaign, ctx.run_id, actions=("wave_failed",))
-    crashed = unfinished_waves(ctx)
-    if not failures and not crashed:
+    reason = rollback_reason(ctx)
+    if reason is None:
         raise AirflowSkipException("no wave failed")
-    if failures:
-        first = failures[0]
-        reason = (f"wave {first.wave}: error rate {first.detail['error_rate']:.0%} > "
-                  f"{first.detail['threshold']:.0%}")
-    else:
-        reason = f"wave {crashed[0]} did not finish (a task failed)"
-    done = rollback_step(ctx, reason)
+    done = roll_back(ctx, reason)
     problems = "".join(f"\n- `{cid}`: {p}" for cid, p in done.problems.items())
     notify(ctx, "rollback", f"{ctx.campaign.campaign}: rolled back ({reason})",
            f"Run {ctx.run_id}: {len(done.restored)} consumer(s) restored to their exact previous "
@@ -252,16 +231,16 @@ def rollback(campaign_file: str) -> dict:
 def finalize(campaign_file: str) -> dict:
     """Record the outcome, notify, and emit asset events for what was migrated. A rolled back
     or failed campaign fails this task, so the run shows red."""
-    from skein.run import finalize_step
+    from skein.pipeline import finalize as finish
     from skein_airflow.notify import notify
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
-    outcome = finalize_step(ctx, "dry_run" if context["params"].get("dry_run") else None)
+    outcome = finish(ctx, "dry_run" if context["params"].get("dry_run") else None)
     notify(ctx, "finished", f"{ctx.campaign.campaign}: {outcome['status']}",
            f"Run {ctx.run_id}: {outcome['applied']} applied, {outcome['escalated']} escalated, "
            f"{outcome['failed']} failed, {outcome['rolled_back']} rolled back. "
-           f"Evidence: {ctx.directory / 'summary.html'}", context)
+           f"Evidence: {ctx.files.summary_html}", context)
     if outcome["status"] in ("rolled_back", "failed"):
         raise AirflowFailException(f"campaign {outcome['status']}: {outcome}")
     if outcome["applied"]:
@@ -271,17 +250,15 @@ def finalize(campaign_file: str) -> dict:
 
 def _emit_assets(ctx, context) -> None:
     """The target, and each migrated consumer that is itself a dataset (view, dbt model)."""
-    states = ctx.store.consumer_states(ctx.campaign.campaign, ctx.run_id)
-    by_id = ctx.catalog().by_id()
+    from skein.pipeline.finalize import migrated_outputs
+
     events = context["outlet_events"]
     alias = consumers_alias(ctx.campaign.campaign)
     # Through the alias, so only a run that applied something announces the target.
     events[alias].add(dataset_asset(ctx.campaign.target),
                       extra={"campaign": ctx.campaign.campaign, "run_id": ctx.run_id})
-    for cid, event in states.items():
-        output = by_id[cid].output if cid in by_id else None
-        if event.action == "applied" and output:
-            events[alias].add(dataset_asset(output), extra={"consumer": cid, "after": event.after_hash})
+    for cid, output, after in migrated_outputs(ctx):
+        events[alias].add(dataset_asset(output), extra={"consumer": cid, "after": after})
 
 
 def _llm_model(ctx):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from skein.audit import Action
+
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +42,7 @@ def _send(ctx, event: str, channel: str, sent: list[str], call) -> None:
         call()
     except Exception as exc:  # noqa: BLE001 - reported, never fatal
         log.warning("Skein %s notification over %s failed: %s", event, channel, exc)
-        ctx.record("notify_failed", event=event, channel=channel, message=str(exc))
+        ctx.record(Action.NOTIFY_FAILED, event=event, channel=channel, message=str(exc))
         return
-    ctx.record("notified", event=event, channel=channel)
+    ctx.record(Action.NOTIFIED, event=event, channel=channel)
     sent.append(channel)

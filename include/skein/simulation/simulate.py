@@ -11,6 +11,7 @@ Each consumer's two outputs are then compared value by value (``parity``).
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,11 +24,15 @@ from skein.simulation.worlds import load_worlds
 from skein.spec import Campaign
 from skein.warehouse import open_warehouse
 
+SimulationStatus = Literal["pass", "fail", "error", "skipped"]
 
-class Simulation(BaseModel):
+
+class SimulationResult(BaseModel):
+    """One consumer's dry run: the parity verdict, differing rows, expectations."""
+
     model_config = ConfigDict(frozen=True)
     id: str
-    status: str  # pass | fail | error | skipped
+    status: SimulationStatus
     reason: str
     old_rows: int | None = None
     new_rows: int | None = None
@@ -43,7 +48,7 @@ class Simulation(BaseModel):
 
 
 def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
-             results: dict[str, Patch | Escalation]) -> dict[str, Simulation]:
+             results: dict[str, Patch | Escalation]) -> dict[str, SimulationResult]:
     settings = campaign.simulation
     warehouse = open_warehouse(campaign.warehouse, campaign.base_dir)  # DuckDB or PostgreSQL
     by_id = catalog.by_id()
@@ -51,7 +56,7 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
     source, target = report.source, report.target
     produced = {c.output for c in impacted if c.output}
     inputs = sorted({d for c in impacted for d in c.lineage.reads if d not in produced} | {source})
-    out: dict[str, Simulation] = {}
+    out: dict[str, SimulationResult] = {}
     limits = {"timeout_s": settings.timeout_s, "memory_limit": settings.memory_limit}
     with Sandbox(**limits) as old_world, Sandbox(**limits) as new_world:
         load_worlds(campaign, warehouse, inputs, source, target, old_world, new_world)
@@ -66,7 +71,9 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
     return out
 
 
-def _new_sql(consumer: Consumer, result) -> str | None:
+def new_sql(consumer: Consumer, result) -> str | None:
+    """The code a consumer runs after the campaign (rendered, for dbt), or None when it has
+    none (escalated, unanalysable)."""
     if isinstance(result, Patch):
         if consumer.dbt_project_root is not None and consumer.file is not None:
             from skein.rewrite.dbt_mask import dbt_project
@@ -79,24 +86,24 @@ def _new_sql(consumer: Consumer, result) -> str | None:
 
 
 def _simulate_one(consumer: Consumer, number: int, result, old_world: Sandbox, new_world: Sandbox,
-                  broken: set[str], rel_tol: float, campaign: Campaign | None = None) -> Simulation:
+                  broken: set[str], rel_tol: float, campaign: Campaign | None = None) -> SimulationResult:
     started = time.perf_counter()
-    new_sql = _new_sql(consumer, result)
+    migrated = new_sql(consumer, result)
     blocked = sorted(set(consumer.lineage.reads) & broken)
-    if new_sql is None or blocked:
+    if migrated is None or blocked:
         if consumer.output:
             broken.add(consumer.output)
         reason = (f"upstream {', '.join(blocked)} is not migrated" if blocked
                   else "not simulated: escalated to a human")
-        return Simulation(id=consumer.id, status="skipped", reason=reason)
+        return SimulationResult(id=consumer.id, status="skipped", reason=reason)
     old_out, new_out = f"__old_{number}", f"__new_{number}"
     try:
         old_world.run(consumer.sql, old_out, dialect=consumer.dialect)
-        new_world.run(new_sql, new_out, dialect=consumer.dialect)
+        new_world.run(migrated, new_out, dialect=consumer.dialect)
     except SandboxError as exc:
         if consumer.output:
             broken.add(consumer.output)
-        return Simulation(id=consumer.id, status="error", reason=str(exc),
+        return SimulationResult(id=consumer.id, status="error", reason=str(exc),
                           seconds=round(time.perf_counter() - started, 3))
     if consumer.output:
         old_world.keep(old_out, consumer.output)
@@ -105,11 +112,11 @@ def _simulate_one(consumer: Consumer, number: int, result, old_world: Sandbox, n
     old_types, new_types = describe(old_world.connection, old_out), describe(new_world.connection, new_out)
     # Names compare case-insensitively: the engines Skein targets fold unquoted identifiers.
     if [c.lower() for c, _ in old_types] != [c.lower() for c, _ in new_types]:
-        return Simulation(id=consumer.id, status="fail", seconds=seconds,
+        return SimulationResult(id=consumer.id, status="fail", seconds=seconds,
                           reason=f"columns differ: {[c for c, _ in old_types]} -> {[c for c, _ in new_types]}")
     if [t for _, t in old_types] != [t for _, t in new_types]:
         changed = [f"{c}: {a} -> {b}" for (c, a), (_, b) in zip(old_types, new_types) if a != b]
-        return Simulation(id=consumer.id, status="fail", seconds=seconds,
+        return SimulationResult(id=consumer.id, status="fail", seconds=seconds,
                           reason="types differ: " + "; ".join(changed))
     # Types are equal as the engine reports them; the old rows cross over as Arrow, which
     # widens some (HUGEINT -> DECIMAL), so cast them back before comparing values.
@@ -118,7 +125,7 @@ def _simulate_one(consumer: Consumer, number: int, result, old_world: Sandbox, n
     new_world.load_result(compared, old_table)
     new_world.cast_columns(compared, new_types)
     parity = compare_tables(new_world.connection, compared, new_out, rel_tol=rel_tol)
-    simulation = Simulation(id=consumer.id, status=parity.status, reason=parity.reason,
+    simulation = SimulationResult(id=consumer.id, status=parity.status, reason=parity.reason,
                             old_rows=parity.old_rows, new_rows=parity.new_rows, only_old=parity.only_old,
                             only_new=parity.only_new, differing_columns=parity.differing_columns,
                             samples=[{k: _plain(v) for k, v in row.items()} for row in parity.samples],
@@ -130,8 +137,8 @@ def _simulate_one(consumer: Consumer, number: int, result, old_world: Sandbox, n
                               new_types, started)
 
 
-def _with_expectations(simulation: Simulation, consumer: Consumer, campaign: Campaign, old, new,
-                       new_types: list[tuple[str, str]], started: float) -> Simulation:
+def _with_expectations(simulation: SimulationResult, consumer: Consumer, campaign: Campaign, old, new,
+                       new_types: list[tuple[str, str]], started: float) -> SimulationResult:
     """Validate the new output against the old one's profile, the consumer's dbt contract and
     the campaign's expectations; any failure fails the simulation, naming what failed."""
     from skein.simulation import expectations as ex

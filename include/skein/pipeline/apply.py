@@ -1,0 +1,109 @@
+"""Step 5, apply a wave: each consumer at most once, ever, through ``skein.apply``'s appliers.
+
+What the store says was applied and the consumer's current bytes decide (content hashes),
+so a retried task or a rerun never writes twice, and one consumer failing fails only itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from skein.apply import ApplyError, Target, applier_for
+from skein.audit import Action
+from skein.catalog import Consumer
+from skein.pipeline.context import RunContext
+from skein.rewrite.request import Patch
+from skein.store import Event, sha256
+
+
+@dataclass(frozen=True)
+class Applied:
+    applied: list[str]  # written now
+    already: list[str]  # written earlier (a retried task, a rerun): not written again
+    verified: list[str]  # unchanged consumers: nothing to write
+    failed: dict[str, str]
+
+
+def target_for(ctx: RunContext, consumer: Consumer) -> Target:
+    """Where ``consumer`` lives: a file in its git repository, or a warehouse view."""
+    if consumer.kind == "view":
+        return Target(consumer=consumer.id, kind="view", campaign=ctx.campaign_id,
+                      view=consumer.id.split("/", 1)[1], warehouse=ctx.campaign.warehouse,
+                      base_dir=ctx.campaign.base_dir)
+    if consumer.file is None or consumer.path is None:
+        raise ApplyError(f"{consumer.id}: no file to apply to")
+    repo = consumer.file.resolve()
+    for _ in consumer.path.split("/"):
+        repo = repo.parent
+    return Target(consumer=consumer.id, kind="file", campaign=ctx.campaign_id, repo=repo,
+                  path=consumer.path)
+
+
+def apply_wave(ctx: RunContext, wave: str, ids: list[str]) -> Applied:
+    """Apply the batch ``ids`` of ``wave``."""
+    results = ctx.results()
+    by_id = ctx.catalog().by_id()
+    states = ctx.store.consumer_states(ctx.campaign_id)
+    planned = {e.consumer: e for e in ctx.events(Action.PATCHED)}
+    applied, already, verified, failed = [], [], [], {}
+    for cid in ids:
+        patch = results.get(cid)
+        if not isinstance(patch, Patch):
+            ctx.record(Action.VERIFIED, consumer=cid, wave=wave, message="unchanged; its upstream changed")
+            verified.append(cid)
+            continue
+        try:
+            outcome = _apply_one(ctx, wave, by_id[cid], patch, states.get(cid), planned.get(cid))
+        except Exception as exc:  # noqa: BLE001 - one consumer failing fails only itself
+            message = str(exc) if isinstance(exc, ApplyError) else f"{type(exc).__name__}: {exc}"
+            ctx.record(Action.APPLY_FAILED, consumer=cid, wave=wave, message=message)
+            failed[cid] = message
+            continue
+        (applied if outcome == "applied" else already).append(cid)
+    return Applied(applied, already, verified, failed)
+
+
+def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, prior: Event | None,
+               planned: Event | None) -> Literal["applied", "already"]:
+    target = target_for(ctx, consumer)
+    applier = applier_for(target)
+    current = applier.current(target)
+    now = sha256(current)
+    new = patch.text.encode("utf-8")
+    if prior is not None and prior.action == Action.APPLIED and prior.after_hash == now:
+        ctx.record(Action.APPLY_SKIPPED, consumer=consumer.id, wave=wave, before=prior.before_hash,
+                   after=now, message=f"already applied by run {prior.run_id}")
+        return "already"
+    expected = planned.before_hash if planned is not None else None
+    if _interrupted_write(prior, now, expected, target):
+        ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=prior.before_hash, after=now,
+                   message="found applied after an interrupted attempt")
+        return "already"
+    if expected is not None and now != expected:
+        raise ApplyError(f"{consumer.id} changed since it was planned (hash {str(now)[:12]}, "
+                         f"planned from {expected[:12]}): re-run the campaign to re-plan it")
+    if current is not None:
+        ctx.store.put_blob(current)
+    ctx.store.put_blob(new)
+    ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now, after=sha256(new))
+    stored = applier.write(target, new, _commit_message(ctx, consumer, wave), expected=now)
+    ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=now, after=sha256(stored))
+    return "applied"
+
+
+def _interrupted_write(prior: Event | None, now: str | None, expected: str | None,
+                       target: Target) -> bool:
+    """The write happened, the record of it did not (the worker died in between). Only for
+    an attempt at this plan's starting point: an older run's attempt whose "before" differs
+    (a human edited the consumer since, and this run planned the edit) is stale."""
+    return (prior is not None and prior.action == Action.APPLY_STARTED and now != prior.before_hash
+            and (expected is None or expected == prior.before_hash)
+            and (target.kind != "file" or now == prior.after_hash))
+
+
+def _commit_message(ctx: RunContext, consumer: Consumer, wave: str) -> str:
+    where = consumer.path or consumer.id
+    return (f"skein({ctx.campaign_id}): {where} reads {ctx.campaign.target} instead of "
+            f"{ctx.campaign.source}\n\nCampaign {ctx.campaign_id}, run {ctx.run_id}, "
+            f"wave {wave}.\nEvidence: {ctx.files.evidence_file(consumer.id)}\n")

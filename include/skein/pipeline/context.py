@@ -1,0 +1,99 @@
+"""One run of one campaign: the spec, the run directory, the campaign store, who acts.
+
+Steps hold no state of their own: everything a step needs from an earlier one comes from
+the run directory (``skein.rundir``) or the store, so any step can be retried and a run
+killed half way continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from skein.audit import Action
+from skein.catalog import Catalog
+from skein.discovery import DiscoveryReport
+from skein.rewrite.request import Escalation, Patch
+from skein.rundir import RunDirectory
+from skein.spec import Campaign, load_campaign
+from skein.store import CampaignStore, skein_home
+
+
+@dataclass
+class RunContext:
+    """``actor`` names who acts in the audit log (``task:<task id>``, ``user:<id>``, ``cli``).
+    ``store`` is None for ``skein plan``, which previews and changes nothing: it audits nothing."""
+
+    campaign: Campaign
+    run_id: str
+    store: CampaignStore | None
+    files: RunDirectory
+    actor: str = "cli"
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def directory(self) -> Path:
+        return self.files.path
+
+    @property
+    def campaign_id(self) -> str:
+        return self.campaign.campaign
+
+    def record(self, action: Action, **kwargs) -> int:
+        if self.store is None:
+            return 0
+        return self.store.record(self.campaign_id, self.run_id, self.actor, action, **kwargs)
+
+    def events(self, *actions: Action, consumer: str | None = None) -> list:
+        """This run's audit events (of these actions), oldest first."""
+        if self.store is None:
+            return []
+        return self.store.events(self.campaign_id, self.run_id, consumer=consumer,
+                                 actions=actions or None)
+
+    # --- frozen data of earlier steps, read once per process ---------------------------
+    def catalog(self) -> Catalog:
+        if "catalog" not in self._cache:
+            self._cache["catalog"] = self.files.catalog()
+        return self._cache["catalog"]
+
+    def report(self) -> DiscoveryReport:
+        if "report" not in self._cache:
+            self._cache["report"] = self.files.report()
+        return self._cache["report"]
+
+    def consumer_ids(self) -> list[str]:
+        return [c.id for c in self.report().consumers]
+
+    def results(self) -> dict[str, Patch | Escalation]:
+        return self.files.results(self.consumer_ids())
+
+    def simulations(self) -> dict:
+        return self.files.simulations(self.consumer_ids())
+
+    def forget(self) -> None:
+        """Drop what was read (the discover step just wrote new files)."""
+        self._cache.clear()
+
+
+def run_directory(campaign_id: str, run_id: str, home: Path | None = None) -> Path:
+    """``<home>/runs/<campaign>/<run id>``, the run id made safe as a folder name."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in run_id)
+    return (home or skein_home()) / "runs" / campaign_id / safe
+
+
+def start_run(campaign_file: str | Path, run_id: str, *, store: CampaignStore | None = None,
+              home: Path | None = None, actor: str = "cli") -> RunContext:
+    """Open (or reopen, after a crash) the run; the first start keeps a copy of the spec."""
+    campaign = load_campaign(campaign_file)
+    files = RunDirectory(run_directory(campaign.campaign, run_id, home))
+    files.freeze_campaign(campaign.path)
+    return RunContext(campaign=campaign, run_id=run_id, store=store or CampaignStore(),
+                      files=files, actor=actor)
+
+
+def open_plan(campaign: Campaign, out: str | Path) -> RunContext:
+    """The context of ``skein plan``: the run directory is ``out``, nothing is audited."""
+    files = RunDirectory(Path(out))
+    files.freeze_campaign(campaign.path)
+    return RunContext(campaign=campaign, run_id="plan", store=None, files=files, actor="cli")

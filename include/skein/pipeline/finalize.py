@@ -1,0 +1,51 @@
+"""Step 8, finalize: how the run ended, from the audit log."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+from skein.audit import Action
+from skein.pipeline.context import RunContext
+from skein.pipeline.waves import unfinished_waves
+
+RunStatus = Literal["finished", "failed", "rolled_back", "rejected", "stopped", "dry_run"]
+
+
+def run_status(ctx: RunContext) -> RunStatus:
+    """The run's end state as its audit log tells it."""
+    actions = Counter(e.action for e in ctx.events())
+    if actions[Action.CAMPAIGN_ROLLED_BACK] or actions[Action.ROLLBACK_INCOMPLETE]:
+        return "rolled_back"
+    if unfinished_waves(ctx) or not actions[Action.PLANNED]:
+        return "failed"  # a step crashed: a wave without a verdict, or no plan
+    if actions[Action.REJECTED]:
+        return "stopped" if actions[Action.APPLIED] else "rejected"
+    if actions[Action.WAVE_FAILED]:
+        return "failed"
+    return "finished"
+
+
+def finalize(ctx: RunContext, status: RunStatus | None = None) -> dict:
+    """Record how the run ended and return its counts."""
+    status = status or run_status(ctx)
+    states = Counter(e.action for e in ctx.store.consumer_states(ctx.campaign_id, ctx.run_id).values())
+    plan = ctx.files.plan() if ctx.files.has_plan() else None
+    outcome = {"status": status, "applied": states[Action.APPLIED],
+               "rolled_back": states[Action.ROLLED_BACK],
+               "failed": states[Action.APPLY_FAILED] + states[Action.MONITOR_FAILED],
+               "escalated": plan.counts.get("escalated", 0) if plan else 0}
+    ctx.record(Action.FINISHED, **outcome)
+    return outcome
+
+
+def migrated_outputs(ctx: RunContext) -> list[tuple[str, str, str | None]]:
+    """(consumer id, dataset it produces, content hash) of every consumer this run applied
+    that is itself a dataset (a view, a dbt model): what downstream schedules may react to."""
+    by_id = ctx.catalog().by_id()
+    out = []
+    for cid, event in ctx.store.consumer_states(ctx.campaign_id, ctx.run_id).items():
+        output = by_id[cid].output if cid in by_id else None
+        if event.action == Action.APPLIED and output:
+            out.append((cid, output, event.after_hash))
+    return out

@@ -1,0 +1,95 @@
+"""Step 4, summarize: the plan, its evidence, the waves and the apply batches, frozen.
+
+It reads what discover, rewrite and simulate froze and writes only its own files, so it
+can run again (a retried task) without touching theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from skein.audit import Action
+from skein.pipeline.context import RunContext
+from skein.plan import Plan, plan_items, plan_waves
+
+
+@dataclass(frozen=True)
+class Summary:
+    plan: Plan
+    waves: dict[str, list[str]]  # wave -> consumer ids to apply, in order
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.plan.counts)
+
+    @property
+    def escalated(self) -> list[str]:
+        return [i.id for i in self.plan.with_status("escalated")]
+
+    @property
+    def failed(self) -> list[str]:
+        return [i.id for i in self.plan.with_status("failed")]
+
+
+def summarize(ctx: RunContext) -> Summary:
+    """Freeze plan.json (and patches), the evidence, waves.json and apply_batches.json."""
+    report, results, simulations = ctx.report(), ctx.results(), ctx.simulations()
+    plan = plan_items(report, results, simulations)
+    ctx.files.write_plan(plan, results)
+    assigned = plan_waves(plan, report, ctx.campaign.rollout.waves)
+    _write_evidence(ctx, plan, results, simulations, assigned)
+    order = {c.id: n for n, c in enumerate(report.consumers)}
+    waves = {w.name: sorted((cid for cid, name in assigned.items() if name == w.name),
+                            key=order.__getitem__) for w in ctx.campaign.rollout.waves}
+    ctx.files.write_waves(waves)
+    ctx.files.write_apply_batches(apply_batches(ctx, waves))
+    ctx.record(Action.PLANNED, counts=plan.counts, waves={k: len(v) for k, v in waves.items()})
+    return Summary(plan=plan, waves=waves)
+
+
+def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dict,
+                    waves: dict[str, str]) -> None:
+    """``evidence/<id>.{json,md,html}`` per consumer and ``summary.{json,md,html}``."""
+    from skein.evidence import (consumer_markdown, consumer_record, html_page, summary_counts,
+                                summary_markdown)
+
+    impacted = {c.id: c for c in ctx.report().consumers}
+    records = []
+    for item in plan.items:
+        record = consumer_record(item, impacted[item.id], results.get(item.id),
+                                 simulations.get(item.id), waves.get(item.id))
+        records.append(record)
+        markdown = consumer_markdown(record)
+        ctx.files.write_evidence(item.id, record, markdown, html_page(item.id, markdown))
+    markdown = summary_markdown(plan.campaign, records, [w.name for w in ctx.campaign.rollout.waves])
+    ctx.files.write_summary({"campaign": plan.campaign, **summary_counts(records)}, markdown,
+                            html_page(plan.campaign, markdown.replace(".md)", ".html)")))
+
+
+def apply_batches(ctx: RunContext, waves: dict[str, list[str]]) -> dict[str, dict[str, list[list[str]]]]:
+    """wave -> apply group -> batches of consumer ids, for the mapped apply tasks (every
+    group of ``skein.rollout.apply_groups`` is present, maybe empty)."""
+    from skein.batches import batch_size, chunk
+    from skein.rollout import apply_groups, group_of
+
+    fleet = ctx.campaign.fleet
+    by_id = ctx.catalog().by_id()
+    out: dict[str, dict[str, list[list[str]]]] = {}
+    for wave, ids in waves.items():
+        grouped: dict[str, list[str]] = {g: [] for g in apply_groups(fleet)}
+        for cid in ids:
+            ownership = by_id[cid].ownership
+            grouped[group_of(getattr(ownership, "region", None), getattr(ownership, "tier", None),
+                             fleet)].append(cid)
+        size = batch_size(len(ids), fleet.batch_size)
+        out[wave] = {g: chunk(members, size) for g, members in grouped.items()}
+    return out
+
+
+def approval_text(ctx: RunContext, evidence_url: str | None = None, params: dict | None = None) -> str:
+    """The approval's Markdown body, from the frozen plan (see ``skein.evidence``)."""
+    from skein.evidence import approval_markdown
+
+    link = evidence_url or str(ctx.files.summary_html)
+    return approval_markdown(ctx.campaign, ctx.run_id, ctx.files.plan(), ctx.files.summary(),
+                             ctx.files.waves(), link, params)
