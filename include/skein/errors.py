@@ -51,3 +51,16 @@ class WarehouseError(SkeinError):
 
 class DiscoveryError(SkeinError):
     """Discovery cannot run at all (a single bad consumer never raises this)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none: how
+    a parser's or an engine's error is quoted in a one-line report.
+
+    >>> first_line(ValueError("Invalid expression\\n  SELECT 1 +\\n           ^"))
+    'Invalid expression'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
