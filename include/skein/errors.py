@@ -45,6 +45,19 @@ class SpecErrors(SpecError):
         return "\n".join(e.render() for e in getattr(self, "errors", [])) or super().render()
 
 
+class YamlSyntaxError(SpecError):
+    """A file is not YAML; ``problem`` is the parser's own words.
+
+    >>> e = YamlSyntaxError("did not find expected node content", file="s.yaml", line=3)
+    >>> str(e), e.problem
+    ('s.yaml:3: invalid YAML: did not find expected node content', 'did not find expected node content')
+    """
+
+    def __init__(self, problem: str, *, file: str | None = None, line: int | None = None):
+        self.problem = problem
+        super().__init__(f"invalid YAML: {problem}", file=file, line=line)
+
+
 class WarehouseError(SkeinError):
     """The warehouse cannot be reached or read."""
 
