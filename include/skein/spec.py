@@ -149,7 +149,7 @@ class Expectation(_Strict):
                                  "columns named).")
 
 
-class Simulation(_Strict):
+class SimulationSettings(_Strict):
     sample_rows: int = Field(100_000, ge=1, description="Datasets larger than this are sampled "
                              "(consistently, by a hash of `sample_keys`) before the dry run.")
     sample_keys: dict[str, list[str]] = Field(default_factory=dict, description="dataset -> "
@@ -220,8 +220,8 @@ class Campaign(_Strict):
         description="Where to look for consumers; default: the warehouse's views.")
     rollout: Rollout = Field(default_factory=Rollout)
     agents: Agents = Field(default_factory=Agents, description="Which agents rewrite consumers.")
-    simulation: Simulation = Field(default_factory=Simulation, description="How patches are "
-                                   "dry-run on data before anything is applied.")
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings, description="How "
+                                           "patches are dry-run on data before anything is applied.")
     fleet: Fleet = Field(default_factory=Fleet, description="Pools, queues, priorities, retries.")
     notifications: Notifications = Field(default_factory=Notifications, description="Slack and "
                                          "email notifications.")
