@@ -53,7 +53,8 @@ def campaigns(directory: Path, count: int) -> None:
 
 def measure(mode: str, directory: Path, home: Path) -> dict:
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "SKEIN_CAMPAIGNS_DIR": str(directory), "PYTHONPATH": str(ROOT / "plugins")}
+           "SKEIN_CAMPAIGNS_DIR": str(directory),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include")])}
     proc = subprocess.run([sys.executable, "-c", PROBE, mode, str(ROOT / "dags")], env=env,
                           capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])

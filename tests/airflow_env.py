@@ -69,7 +69,8 @@ class AirflowEnv:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "SKEIN_CAMPAIGNS_DIR": str(campaigns),
             "SKEIN_HOME": str(home / "skein"),
-            "PYTHONPATH": str(ROOT / "plugins"),
+            # this checkout's plugins and engine, not the venv's editable install of skein
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include")]),
             **(extra_env or {}),
         }
 

@@ -274,13 +274,13 @@ def test_dry_run_catches_different_rows_and_quotes_them():
 
 
 def test_dry_run_compares_floats_within_the_campaign_tolerance():
-    from skein.spec import Simulation
+    from skein.spec import SimulationSettings
 
     req = request("SELECT user_id, CAST(ms_played AS DOUBLE) AS ms FROM analytics.plays\n")
     noisy = "SELECT account_id AS user_id, duration_s * 1000 * (1 + 1e-7) AS ms FROM analytics_v2.plays\n"
     strict = DryRun(SAMPLES)(req, noisy)
     assert not strict.passed and strict.feedback.startswith("rows differ on the sample")
-    assert DryRun(SAMPLES, settings=Simulation(rel_tol=1e-6))(req, noisy).passed
+    assert DryRun(SAMPLES, settings=SimulationSettings(rel_tol=1e-6))(req, noisy).passed
 
 
 def test_dry_run_fails_a_leftover_source_reference():

@@ -18,7 +18,7 @@ from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 from skein.rewrite.request import Escalation, Patch
-from skein.agents.evidence import Evidence
+from skein.agents.transcript import Evidence
 from skein.agents.dry_run import DryRun
 from skein.agents.gate import Gate, default_gate, locality_check, unchanged_check
 from skein.agents.llm import INSTRUCTIONS, LLMAgent, build_prompt, changes_from_diff

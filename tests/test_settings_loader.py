@@ -19,12 +19,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
+# Subprocesses read the loader and the engine (skein.yamlspan) from this checkout, not from
+# wherever the venv's editable install of skein points.
+PYTHONPATH = os.pathsep.join([str(PLUGINS), str(ROOT / "include")])
 
 _spec = importlib.util.spec_from_file_location(
     "skein_settings_loader_under_test", PLUGINS / "skein_airflow" / "settings_loader.py")
 loader = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = loader  # dataclasses look their module up
-_spec.loader.exec_module(loader)  # imports yaml only, never Airflow
+_spec.loader.exec_module(loader)  # imports skein.yamlspan, never Airflow
 
 
 def write(tmp_path: Path, text: str, name: str = "settings.yaml") -> Path:
@@ -103,6 +106,40 @@ def test_malformed_files(tmp_path, text, expected):
     assert str(err.value).startswith(str(path))
 
 
+def test_yaml_rules_as_the_astro_cli_reads_them(tmp_path):
+    """Anchors and merge keys merge; of a repeated key the last wins (as before yamlspan)."""
+    path = write(tmp_path, """
+        airflow:
+          connections:
+            - &http {conn_id: a, conn_type: http, conn_host: h}
+            - <<: *http
+              conn_id: b
+          pools:
+            - pool_name: p
+              pool_slot: 1
+              pool_slot: x
+        """)
+    with pytest.raises(loader.SettingsError) as err:
+        loader.parse_settings(path)
+    assert err.value.problems == [f"{path}:7: pools[0] 'p': pool_slot must be an integer >= -1, got 'x'"]
+    settings = loader.parse_settings(write(tmp_path, path.read_text().replace("pool_slot: x", "pool_slot: 2")))
+    assert [(e.name, e.values["host"]) for e in settings.connections] == [("a", "h"), ("b", "h")]
+    assert settings.pools[0].values["slots"] == 2
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    path = write(tmp_path, "airflow:\n  pools: [\n")
+    with pytest.raises(loader.SettingsError) as err:
+        loader.parse_settings(path)
+    [problem] = err.value.problems
+    assert problem.startswith(f"{path}:3: not valid YAML: ")
+    tagged = write(tmp_path, "airflow:\n  variables:\n    - {variable_name: v, variable_value: !env X}\n")
+    with pytest.raises(loader.SettingsError) as err:
+        loader.parse_settings(tagged)
+    assert err.value.problems == [f"{tagged}:3: not valid YAML: could not determine a constructor "
+                                  "for the tag '!env'"]
+
+
 def test_astro_template_entries_are_skipped_and_values_normalised(tmp_path):
     # `astro dev init` writes entries whose values are all empty.
     path = write(tmp_path, """
@@ -128,7 +165,7 @@ def test_astro_template_entries_are_skipped_and_values_normalised(tmp_path):
 
 
 def test_check_mode_touches_no_database(tmp_path):
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "nowhere"), "PYTHONPATH": str(PLUGINS)}
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "nowhere"), "PYTHONPATH": PYTHONPATH}
     proc = subprocess.run([sys.executable, "-m", "skein_airflow.settings_loader", "--check",
                            str(ROOT / "airflow_settings.yaml")],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -146,7 +183,7 @@ def airflow_env(tmp_path_factory):
            "AIRFLOW_HOME": str(home),
            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "PYTHONPATH": str(PLUGINS)}
+           "PYTHONPATH": PYTHONPATH}
     proc = subprocess.run([Path(sys.executable).parent / "airflow", "db", "migrate"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

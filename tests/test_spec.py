@@ -104,6 +104,14 @@ def test_yaml_syntax_and_duplicate_keys(tmp_path):
     assert "must be a YAML mapping" in errors_of(write(tmp_path, "- a\n"))[0]
 
 
+def test_merge_keys_and_unknown_tags_are_spec_errors_not_tracebacks(tmp_path):
+    merged = errors_of(write(tmp_path, "base: &b {title: t}\n" + GOOD.replace("title: Move plays\n",
+                                                                             "<<: *b\n")))
+    assert merged == [f"{tmp_path / 'c.yaml'}:3: YAML merge keys (<<) are not supported"]
+    [tag] = errors_of(write(tmp_path, GOOD.replace("title: Move plays", "title: !secret t")))
+    assert tag.startswith(f"{tmp_path / 'c.yaml'}:2: invalid YAML: ") and "!secret" in tag
+
+
 def test_missing_file(tmp_path):
     assert "cannot read file" in errors_of(tmp_path / "nope.yaml")[0]
 

@@ -45,9 +45,35 @@ class SpecErrors(SpecError):
         return "\n".join(e.render() for e in getattr(self, "errors", [])) or super().render()
 
 
+class YamlSyntaxError(SpecError):
+    """A file is not YAML; ``problem`` is the parser's own words.
+
+    >>> e = YamlSyntaxError("did not find expected node content", file="s.yaml", line=3)
+    >>> str(e), e.problem
+    ('s.yaml:3: invalid YAML: did not find expected node content', 'did not find expected node content')
+    """
+
+    def __init__(self, problem: str, *, file: str | None = None, line: int | None = None):
+        self.problem = problem
+        super().__init__(f"invalid YAML: {problem}", file=file, line=line)
+
+
 class WarehouseError(SkeinError):
     """The warehouse cannot be reached or read."""
 
 
 class DiscoveryError(SkeinError):
     """Discovery cannot run at all (a single bad consumer never raises this)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none: how
+    a parser's or an engine's error is quoted in a one-line report.
+
+    >>> first_line(ValueError("Invalid expression\\n  SELECT 1 +\\n           ^"))
+    'Invalid expression'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -33,6 +33,8 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
 from sqlglot.schema import MappingSchema
 
+from skein.errors import first_line
+
 ColumnKey = tuple[str, str]  # (dataset, column)
 
 
@@ -109,7 +111,7 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except SqlglotError as exc:
-        lineage.error = f"does not parse: {_first_line(exc)}"
+        lineage.error = f"does not parse: {first_line(exc)}"
         return lineage
     if not statements:
         lineage.error = "no SQL statement found"
@@ -131,7 +133,7 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
                                 db=default_schema, quote_identifiers=False, identify=False,
                                 validate_qualify_columns=True)
         except SqlglotError as exc:
-            lineage.error = f"cannot resolve columns: {_first_line(exc)}"
+            lineage.error = f"cannot resolve columns: {first_line(exc)}"
             continue
         except Exception as exc:  # noqa: BLE001 - sqlglot raises bare errors on odd input
             lineage.error = f"cannot resolve columns: {type(exc).__name__}: {exc}"
@@ -155,11 +157,6 @@ def mentioned_datasets(text: str) -> frozenset[str]:
         if len(parts) >= 2 and all(parts[-2:]):
             found.add(f"{parts[-2]}.{parts[-1]}".lower())
     return frozenset(found)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def dataset_name(table: exp.Table) -> str:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
-from skein.errors import SpecError, SpecErrors
+from skein.errors import SpecError, SpecErrors, first_line
 from skein.yamlspan import YamlDoc, load_yaml_file
 
 CAMPAIGN_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -149,7 +149,7 @@ class Expectation(_Strict):
                                  "columns named).")
 
 
-class Simulation(_Strict):
+class SimulationSettings(_Strict):
     sample_rows: int = Field(100_000, ge=1, description="Datasets larger than this are sampled "
                              "(consistently, by a hash of `sample_keys`) before the dry run.")
     sample_keys: dict[str, list[str]] = Field(default_factory=dict, description="dataset -> "
@@ -220,8 +220,8 @@ class Campaign(_Strict):
         description="Where to look for consumers; default: the warehouse's views.")
     rollout: Rollout = Field(default_factory=Rollout)
     agents: Agents = Field(default_factory=Agents, description="Which agents rewrite consumers.")
-    simulation: Simulation = Field(default_factory=Simulation, description="How patches are "
-                                   "dry-run on data before anything is applied.")
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings, description="How "
+                                           "patches are dry-run on data before anything is applied.")
     fleet: Fleet = Field(default_factory=Fleet, description="Pools, queues, priorities, retries.")
     notifications: Notifications = Field(default_factory=Notifications, description="Slack and "
                                          "email notifications.")
@@ -340,7 +340,7 @@ def _sql_problems(campaign: Campaign):
         try:
             parsed = sqlglot.parse_one(expression, read=dialect)
         except SqlglotError as exc:
-            yield campaign.error(f"expression {expression!r} does not parse: {_first_line(exc)}",
+            yield campaign.error(f"expression {expression!r} does not parse: {first_line(exc)}",
                                  "columns", old)
             continue
         if isinstance(parsed, (exp.Query, exp.Command)) or parsed.find(exp.Query):
@@ -350,14 +350,10 @@ def _sql_problems(campaign: Campaign):
         try:
             parsed = sqlglot.parse(campaign.forward, read=dialect)
         except SqlglotError as exc:
-            yield campaign.error(f"does not parse: {_first_line(exc)}", "forward")
+            yield campaign.error(f"does not parse: {first_line(exc)}", "forward")
         else:
             if len(parsed) != 1 or not isinstance(parsed[0], exp.Query):
                 yield campaign.error("must be a single SELECT building the target", "forward")
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def campaign_json_schema() -> dict[str, Any]:

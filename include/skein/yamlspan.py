@@ -12,6 +12,16 @@ every model).
 3
 >>> doc.line_of(("b", "missing"))
 2
+
+Campaign files are read strictly: duplicate keys and merge keys (``<<``) are errors, since
+they would hide where a value came from. Other files may follow YAML's own rules instead:
+
+>>> text = "base: &b {port: 1, host: h}\\nconn:\\n  <<: *b\\n  port: 2\\n  port: 3\\n"
+>>> load_yaml_with_lines(text, "f.yaml", strict=False).data["conn"]
+{'port': 3, 'host': 'h'}
+>>> load_yaml_with_lines(text, "f.yaml")
+Traceback (most recent call last):
+skein.errors.SpecError: f.yaml:3: YAML merge keys (<<) are not supported
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from skein.errors import SpecError
+from skein.errors import SpecError, YamlSyntaxError
 
 Path_ = tuple[str | int, ...]
 
@@ -46,22 +56,28 @@ class YamlDoc:
 # libyaml's loader when PyYAML was built with it (10x faster; DAG files parse every campaign
 # on every parse), with the same marks (lines) and rules as the pure-Python one.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MERGE = "tag:yaml.org,2002:merge"  # an unquoted ``<<`` key
 
 
-def load_yaml_with_lines(text: str, file: str) -> YamlDoc:
-    """Parse one YAML document; syntax errors become ``SpecError`` with a line."""
+def load_yaml_with_lines(text: str, file: str, *, strict: bool = True) -> YamlDoc:
+    """Parse one YAML document; what is not YAML (syntax, an unknown tag) raises
+    ``YamlSyntaxError``, a ``SpecError`` with a line.
+
+    ``strict``: duplicate keys and merge keys are ``SpecError``s. Without it they are read as
+    PyYAML's ``safe_load`` reads them: merge keys merge (the mapping's own keys win), the
+    last of repeated keys wins, and a key's line is the line of the key that won.
+    """
+    doc = YamlDoc(data=None, file=file)
     try:
         node = yaml.compose(text, Loader=_LOADER)
+        if node is not None:
+            constructor = yaml.SafeLoader("")  # only used to build scalars with YAML's own rules
+            doc.data = _build(node, (), doc.lines, constructor, file, strict)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"invalid YAML: {problem}", file=file, line=line) from None
-    doc = YamlDoc(data=None, file=file)
-    if node is None:
-        return doc
-    constructor = yaml.SafeLoader("")  # only used to build scalars with YAML's own rules
-    doc.data = _build(node, (), doc.lines, constructor, file)
+        raise YamlSyntaxError(problem, file=file, line=line) from None
     return doc
 
 
@@ -74,23 +90,28 @@ def load_yaml_file(path: str | Path) -> YamlDoc:
     return load_yaml_with_lines(text, str(path))
 
 
-def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoader, file: str):
+def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoader, file: str,
+           strict: bool):
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        if not strict:
+            constructor.flatten_mapping(node)  # merged keys first, then the mapping's own
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
-            if key == "<<":  # merge keys would hide where a value came from
+            # merge keys would hide where a value came from (checked before building: the
+            # scalar constructor has no constructor for them)
+            if strict and (key_node.tag == _MERGE or key_node.value == "<<"):
                 raise SpecError("YAML merge keys (<<) are not supported",
                                 file=file, line=key_node.start_mark.line + 1)
-            if key in out:
+            key = constructor.construct_object(key_node, deep=True)
+            if strict and key in out:
                 raise SpecError(f"duplicate key {key!r}", file=file,
                                 line=key_node.start_mark.line + 1,
                                 field=".".join(str(p) for p in (*path, key)))
-            out[key] = _build(value_node, (*path, key), lines, constructor, file)
+            out[key] = _build(value_node, (*path, key), lines, constructor, file, strict)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), lines, constructor, file)
+        return [_build(item, (*path, i), lines, constructor, file, strict)
                 for i, item in enumerate(node.value)]
     return constructor.construct_object(node, deep=True)

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from skein.errors import YamlSyntaxError
+from skein.yamlspan import load_yaml_with_lines
 
 SECTIONS = {
     "connections": ("conn_id", {"conn_id", "conn_type", "conn_host", "conn_schema", "conn_login",
@@ -89,38 +90,37 @@ def parse_settings(path: str | Path) -> Settings:
     """Read and validate a settings file; raise SettingsError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)  # the same document as nodes, for line numbers
+        # YAML's own rules, as the astro CLI reads the file: merge keys merge, the last of
+        # repeated keys wins
+        doc = load_yaml_with_lines(path.read_text(), str(path), strict=False)
     except OSError as e:
         raise SettingsError([f"{path}: cannot read: {e.strerror}"]) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise SettingsError([f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    except YamlSyntaxError as e:
+        line = f":{e.line}" if e.line else ""
+        raise SettingsError([f"{path}{line}: not valid YAML: {e.problem}"]) from None
 
     settings = Settings(path=path)
+    data = doc.data
     if data is None:
         return settings
     if not isinstance(data, dict) or not isinstance(data.get("airflow", {}), (dict, type(None))):
         raise SettingsError([f"{path}:1: expected a mapping with an 'airflow:' mapping at the top"])
     airflow = data.get("airflow") or {}
-    airflow_node = _child(root, "airflow")
-    problems = [f"{path}:{_line(_key_node(airflow_node, k))}: airflow: unknown section '{k}' "
+    problems = [f"{path}:{doc.line_of(('airflow', k))}: airflow: unknown section '{k}' "
                 f"(expected {', '.join(SECTIONS)})" for k in airflow if k not in SECTIONS]
 
     for section, (name_key, allowed) in SECTIONS.items():
         items = airflow.get(section)
-        section_node = _child(airflow_node, section)
         if items is None:
             continue
         if not isinstance(items, list):
-            problems.append(f"{path}:{_line(section_node)}: {section}: expected a list of entries")
+            problems.append(f"{path}:{doc.line_of(('airflow', section))}: {section}: "
+                            "expected a list of entries")
             continue
         seen: dict[str, str] = {}
         for i, item in enumerate(items):
-            node = section_node.value[i]
-            where = f"{path}:{_line(node)}: {section}[{i}]"
+            line = doc.line_of(("airflow", section, i))
+            where = f"{path}:{line}: {section}[{i}]"
             if not isinstance(item, dict):
                 problems.append(f"{where}: expected a mapping")
                 continue
@@ -135,7 +135,7 @@ def parse_settings(path: str | Path) -> Settings:
                 entry_problems = [f"duplicate {name_key}, first defined at {seen[name]}"]
             problems += [f"{where}: {p}" for p in entry_problems]
             if not entry_problems:
-                seen[name] = f"line {_line(node)}"
+                seen[name] = f"line {line}"
                 values = _normalise(section, item)
                 getattr(settings, section).append(Entry(section, str(name), values, where))
     if problems:
@@ -203,26 +203,6 @@ def _normalise(section: str, item: dict) -> dict[str, Any]:
     if isinstance(value, (dict, list, bool)):  # stored as JSON: true, {"a": 1}
         value = json.dumps(value, sort_keys=True)
     return {"value": str(value)}
-
-
-def _child(node: Any, key: str) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if k.value == key:
-                return v
-    return None
-
-
-def _key_node(node: Any, key: str) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        for k, _ in node.value:
-            if k.value == key:
-                return k
-    return None
-
-
-def _line(node: Any) -> int:
-    return node.start_mark.line + 1 if node is not None else 1
 
 
 def apply_settings(settings: Settings, session: Any) -> None:

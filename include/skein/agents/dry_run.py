@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from skein.agents.gate import CheckResult, consumer_kind
+from skein.errors import first_line
 from skein.lineage import mentioned_datasets
 from skein.rewrite.request import RewriteRequest
 from skein.simulation.parity import ParityResult, compare_tables, describe
 from skein.simulation.sandbox import Sandbox, SandboxError
+from skein.simulation.values import json_value
 from skein.simulation.worlds import WarehouseSamples
-from skein.spec import Simulation
+from skein.spec import SimulationSettings
 
 if TYPE_CHECKING:
     import pyarrow
@@ -58,11 +60,11 @@ class DryRun:
     """
 
     samples: Samples = field(default_factory=dict)
-    settings: Simulation | None = None
+    settings: SimulationSettings | None = None
     name: str = "dry_run"
 
     @property
-    def simulation(self) -> Simulation:
+    def simulation(self) -> SimulationSettings:
         """The settings in force.
 
         >>> DryRun().simulation.rel_tol
@@ -72,7 +74,7 @@ class DryRun:
             return self.settings
         if isinstance(self.samples, WarehouseSamples):
             return self.samples.campaign.simulation
-        return Simulation()
+        return SimulationSettings()
 
     def __call__(self, request: RewriteRequest, new_text: str) -> CheckResult:
         if consumer_kind(request) != "sql":
@@ -80,7 +82,7 @@ class DryRun:
         try:
             missing = [d for d in (request.source, request.target) if d not in self.samples]
         except Exception as exc:  # noqa: BLE001 - e.g. the warehouse cannot be opened
-            return self._skip(f"cannot read the samples: {_first_line(exc)}")
+            return self._skip(f"cannot read the samples: {first_line(exc)}")
         if missing:
             return self._skip(f"no samples for {', '.join(missing)}")
         original, why = rendered_sql(request, request.text)
@@ -95,7 +97,7 @@ class DryRun:
                 self._fill(old_world, original, keep=request.source, without=request.target)
                 self._fill(new_world, proposed, keep=request.target, without=request.source)
             except Exception as exc:  # noqa: BLE001 - duckdb.Error, a warehouse error: cannot judge
-                return self._skip(f"cannot load the samples: {_first_line(exc)}")
+                return self._skip(f"cannot load the samples: {first_line(exc)}")
             try:
                 old_world.run(original, ORIGINAL, dialect=request.dialect)
             except SandboxError as exc:
@@ -204,8 +206,7 @@ def rows_feedback(parity: ParityResult) -> str:
 
 
 def _plain_row(row: dict) -> dict:
-    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-            for k, v in row.items() if k != "side"}
+    return {k: json_value(v) for k, v in row.items() if k != "side"}
 
 
 def _leftover_hint(request: RewriteRequest, sql: str) -> str:
@@ -213,7 +214,3 @@ def _leftover_hint(request: RewriteRequest, sql: str) -> str:
         return ""
     return (f" (it still reads {request.source}, which does not exist after the migration: "
             f"read {request.target})")
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

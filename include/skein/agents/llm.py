@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from skein.rewrite.request import Change, Escalation, Patch, RewriteRequest, unified_diff
-from skein.agents.evidence import Answer, Attempt, Evidence
+from skein.agents.transcript import Answer, Attempt, Evidence
 from skein.agents.gate import Gate, consumer_kind
 
 if TYPE_CHECKING:

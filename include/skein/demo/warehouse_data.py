@@ -11,6 +11,7 @@ random bytes into its file header. Its contents are; the tests compare those.)
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -59,25 +60,44 @@ def _seconds(salt: str, seed: int, span: int) -> str:
 
 def base_tables_sql(seed: int) -> list[str]:
     """CREATE statements for the base tables, the decoy and the migration target."""
-    r = lambda salt: rand(salt, seed)  # noqa: E731 - keeps the SQL below readable
-    p = lambda options, salt: pick(options, salt, seed)  # noqa: E731
-    year = 366 * 86400
-    return [
-        f"""CREATE TABLE analytics.users AS
+    tables = (_users_sql, _artists_sql, _tracks_sql, _playlists_sql, _subscriptions_sql,
+              _plays_sql, _staging_plays_sql)
+    return [table(seed) for table in tables] + [f"CREATE TABLE {TARGET} AS\n{FORWARD_SQL}"]
+
+
+_YEAR = 366 * 86400  # seconds
+
+
+def _draws(seed: int):
+    """``rand`` and ``pick`` for ``seed``, short enough to keep the SQL below readable."""
+    return partial(rand, seed=seed), partial(pick, seed=seed)
+
+
+def _users_sql(seed: int) -> str:
+    r, p = _draws(seed)
+    return f"""CREATE TABLE analytics.users AS
 SELECT CAST(i AS BIGINT) AS user_id,
        'listener_' || lpad(CAST(i AS VARCHAR), 5, '0') AS display_name,
        {p(COUNTRIES, 'u_country')} AS country,
-       TIMESTAMP '2019-01-01' + {_seconds('u_signup', seed, 5 * year)} AS signup_at,
+       TIMESTAMP '2019-01-01' + {_seconds('u_signup', seed, 5 * _YEAR)} AS signup_at,
        {p(PLANS, 'u_plan')} AS plan,
        CAST(1960 + {r('u_birth')} % 49 AS INTEGER) AS birth_year
-FROM range(1, {ROWS['users'] + 1}) AS t(i)""",
-        f"""CREATE TABLE analytics.artists AS
+FROM range(1, {ROWS['users'] + 1}) AS t(i)"""
+
+
+def _artists_sql(seed: int) -> str:
+    r, p = _draws(seed)
+    return f"""CREATE TABLE analytics.artists AS
 SELECT CAST(i AS BIGINT) AS artist_id,
        {p(WORDS, 'a_w1')} || ' ' || {p(WORDS, 'a_w2')} || 's' AS name,
        {p(COUNTRIES, 'a_country')} AS country,
        CAST(1960 + {r('a_formed')} % 64 AS INTEGER) AS formed_year
-FROM range(1, {ROWS['artists'] + 1}) AS t(i)""",
-        f"""CREATE TABLE analytics.tracks AS
+FROM range(1, {ROWS['artists'] + 1}) AS t(i)"""
+
+
+def _tracks_sql(seed: int) -> str:
+    r, p = _draws(seed)
+    return f"""CREATE TABLE analytics.tracks AS
 SELECT CAST(i AS BIGINT) AS track_id,
        CAST(1 + {r('t_artist')} % {ROWS['artists']} AS BIGINT) AS artist_id,
        {p(WORDS, 't_w1')} || ' ' || {p(WORDS, 't_w2')} AS title,
@@ -85,32 +105,44 @@ SELECT CAST(i AS BIGINT) AS track_id,
        {p(GENRES, 't_genre')} AS genre,
        DATE '2000-01-01' + CAST({r('t_rel')} % 8800 AS INTEGER) AS released_on,
        {r('t_expl')} % 5 = 0 AS explicit
-FROM range(1, {ROWS['tracks'] + 1}) AS t(i)""",
-        f"""CREATE TABLE analytics.playlists AS
+FROM range(1, {ROWS['tracks'] + 1}) AS t(i)"""
+
+
+def _playlists_sql(seed: int) -> str:
+    r, p = _draws(seed)
+    return f"""CREATE TABLE analytics.playlists AS
 SELECT CAST(i AS BIGINT) AS playlist_id,
        CAST(1 + {r('pl_owner')} % {ROWS['users']} AS BIGINT) AS owner_user_id,
        {p(WORDS, 'pl_w1')} || ' ' || {p(GENRES, 'pl_genre')} AS name,
-       TIMESTAMP '2020-01-01' + {_seconds('pl_created', seed, 4 * year)} AS created_at,
+       TIMESTAMP '2020-01-01' + {_seconds('pl_created', seed, 4 * _YEAR)} AS created_at,
        {r('pl_public')} % 3 <> 0 AS is_public,
        CAST(5 + {r('pl_n')} % 120 AS INTEGER) AS n_tracks
-FROM range(1, {ROWS['playlists'] + 1}) AS t(i)""",
-        f"""CREATE TABLE analytics.subscriptions AS
+FROM range(1, {ROWS['playlists'] + 1}) AS t(i)"""
+
+
+def _subscriptions_sql(seed: int) -> str:
+    r, p = _draws(seed)
+    return f"""CREATE TABLE analytics.subscriptions AS
 WITH s AS (
     SELECT i, {p(PLANS, 's_plan')} AS plan,
-           TIMESTAMP '2021-01-01' + {_seconds('s_start', seed, 3 * year)} AS started_at
+           TIMESTAMP '2021-01-01' + {_seconds('s_start', seed, 3 * _YEAR)} AS started_at
     FROM range(1, {ROWS['subscriptions'] + 1}) AS t(i)
 )
 SELECT CAST(i AS BIGINT) AS subscription_id,
        CAST(1 + {r('s_user')} % {ROWS['users']} AS BIGINT) AS user_id,
        plan, started_at,
        CASE WHEN {r('s_end')} % 3 = 0 THEN NULL
-            ELSE started_at + {_seconds('s_len', seed, year)} END AS ended_at,
+            ELSE started_at + {_seconds('s_len', seed, _YEAR)} END AS ended_at,
        CAST(CASE plan WHEN 'free' THEN 0 WHEN 'student' THEN 599 WHEN 'premium' THEN 1099
             ELSE 1799 END AS INTEGER) AS price_cents
-FROM s ORDER BY subscription_id""",
-        # Most plays happen in the listener's home country, some abroad, so that
-        # plays.country and users.country differ in the data as they do in meaning.
-        f"""CREATE TABLE analytics.plays AS
+FROM s ORDER BY subscription_id"""
+
+
+def _plays_sql(seed: int) -> str:
+    """Most plays happen in the listener's home country, some abroad, so that
+    plays.country and users.country differ in the data as they do in meaning."""
+    r, p = _draws(seed)
+    return f"""CREATE TABLE analytics.plays AS
 WITH raw AS (
     SELECT i, CAST(1 + {r('p_user')} % {ROWS['users']} AS BIGINT) AS user_id,
            TIMESTAMP '2024-01-01' + {_seconds('p_at', seed, 365 * 86400)} AS played_at
@@ -126,14 +158,16 @@ SELECT CAST(raw.i AS BIGINT) AS play_id,
        {p(DEVICES, 'p_device')} AS device,
        raw.played_at < TIMESTAMP '2024-04-01' AND {r('p_legacy')} % 4 = 0 AS legacy_flag
 FROM raw JOIN analytics.users AS u ON u.user_id = raw.user_id
-ORDER BY play_id""",
-        f"""CREATE TABLE staging.plays AS
+ORDER BY play_id"""
+
+
+def _staging_plays_sql(seed: int) -> str:
+    """The decoy: a staging copy of a tenth of the plays."""
+    return f"""CREATE TABLE staging.plays AS
 SELECT *, TIMESTAMP '2025-01-02 03:00:00' + to_seconds(play_id) AS loaded_at
 FROM analytics.plays
 WHERE play_id % 10 = {seed % 10}
-ORDER BY play_id""",
-        f"CREATE TABLE {TARGET} AS\n{FORWARD_SQL}",
-    ]
+ORDER BY play_id"""
 
 
 def _literal(text: str) -> str:

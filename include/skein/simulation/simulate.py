@@ -20,6 +20,7 @@ from skein.catalog import Catalog, Consumer
 from skein.discovery import DiscoveryReport
 from skein.simulation.parity import compare_tables, describe
 from skein.simulation.sandbox import Sandbox, SandboxError
+from skein.simulation.values import json_value
 from skein.simulation.worlds import load_worlds
 from skein.spec import Campaign
 from skein.warehouse import open_warehouse
@@ -128,7 +129,7 @@ def _simulate_one(consumer: Consumer, number: int, result, old_world: Sandbox, n
     simulation = SimulationResult(id=consumer.id, status=parity.status, reason=parity.reason,
                             old_rows=parity.old_rows, new_rows=parity.new_rows, only_old=parity.only_old,
                             only_new=parity.only_new, differing_columns=parity.differing_columns,
-                            samples=[{k: _plain(v) for k, v in row.items()} for row in parity.samples],
+                            samples=[{k: json_value(v) for k, v in row.items()} for row in parity.samples],
                             seconds=round(time.perf_counter() - started, 3))
     if parity.status != "pass" or campaign is None:
         return simulation
@@ -160,8 +161,3 @@ def _with_expectations(simulation: SimulationResult, consumer: Consumer, campaig
         more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
         update |= {"status": "fail", "reason": f"expectations failed: {', '.join(failed[:5])}{more}"}
     return simulation.model_copy(update=update)
-
-
-def _plain(value):
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-
