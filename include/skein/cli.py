@@ -146,6 +146,7 @@ def _cmd_audit(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``skein`` command line: one sub-command per engine entry point."""
     parser = argparse.ArgumentParser(prog="skein", description="Dataset migrations as campaigns.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -176,21 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the dry run of every patch on the warehouse's data")
     p.set_defaults(func=_cmd_plan)
 
-    p = sub.add_parser("run", help="run a whole campaign without Airflow: plan, approve, waves")
-    p.add_argument("campaign")
-    p.add_argument("--run-id", help="default: cli__<UTC time>; reuse one to continue a run")
-    p.add_argument("--approve", choices=["all", "canary", "none"],
-                   help="the approval's answer: all waves, the canary wave only, or none "
-                        "(required unless --dry-run)")
-    p.add_argument("--dry-run", action="store_true", help="plan and simulate; apply nothing")
-    p.add_argument("--waves", nargs="+", help="only these waves")
-    p.add_argument("--error-threshold", type=float, help="override the campaign's threshold")
-    p.add_argument("--consumers", help="only consumers whose id matches this glob (and the upstream they read)")
-    p.add_argument("--no-soak", action="store_true", help="do not wait the waves' soak time")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--store", help="campaign store URL (default: $SKEIN_STORE_URL or SQLite "
-                   "in $SKEIN_HOME)")
-    p.set_defaults(func=_cmd_run)
+    _add_run(sub)
 
     p = sub.add_parser("audit", help="print a campaign's audit log")
     p.add_argument("campaign", help="campaign id")
@@ -209,6 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=_cmd_demo_fleet)
     return parser
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a whole campaign without Airflow: plan, approve, waves")
+    p.add_argument("campaign")
+    p.add_argument("--run-id", help="default: cli__<UTC time>; reuse one to continue a run")
+    p.add_argument("--approve", choices=["all", "canary", "none"],
+                   help="the approval's answer: all waves, the canary wave only, or none "
+                        "(required unless --dry-run)")
+    p.add_argument("--dry-run", action="store_true", help="plan and simulate; apply nothing")
+    p.add_argument("--waves", nargs="+", help="only these waves")
+    p.add_argument("--error-threshold", type=float, help="override the campaign's threshold")
+    p.add_argument("--consumers", help="only consumers whose id matches this glob (and the upstream they read)")
+    p.add_argument("--no-soak", action="store_true", help="do not wait the waves' soak time")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--store", help="campaign store URL (default: $SKEIN_STORE_URL or SQLite "
+                   "in $SKEIN_HOME)")
+    p.set_defaults(func=_cmd_run)
 
 
 def main(argv: list[str] | None = None) -> int:
