@@ -12,6 +12,9 @@ Three demo fleets, three campaigns, one Airflow:
    wave and started again: the run finishes and nothing is applied twice.
 4. ``plays-v2-reject``: a run limited by the ``consumers`` param is rejected: it ends cleanly
    with nothing applied.
+5. ``plays-v2-llm``: a wrong column mapping makes the dry run refute the rule agent's
+   patches; the run sends them back to the LLM agent (pydantic-ai's ``TestModel``, from an
+   Airflow ``pydanticai`` connection) with the verdict, as ``skein plan`` does.
 """
 
 from __future__ import annotations
@@ -137,11 +140,16 @@ def world(tmp_path_factory):
     campaigns.mkdir()
     fleets = {}
     for name, rollout in (("plays-v2", {}), ("plays-v2-rb", {"approve_each_wave": True}),
-                          ("plays-v2-crash", {}), ("plays-v2-reject", {})):
+                          ("plays-v2-crash", {}), ("plays-v2-reject", {}), ("plays-v2-llm", {})):
         fleet = tmp / name
         subprocess.run([str(SKEIN), "demo-fleet", "--out", str(fleet), "--consumers", "40"],
                        check=True, capture_output=True)
-        campaign_file(fleet, name, campaigns, **rollout)
+        path = campaign_file(fleet, name, campaigns, **rollout)
+        if name == "plays-v2-llm":  # seconds taken for milliseconds: every ms_played patch is wrong
+            spec = yaml.safe_load(path.read_text())
+            spec["columns"]["ms_played"] = "CAST(duration_s AS BIGINT)"
+            spec["agents"] = {"llm": {"enabled": True, "conn_id": "skein_llm", "attempts": 2}}
+            path.write_text(yaml.safe_dump(spec, sort_keys=False))
         fleets[name] = fleet
     webhook, mailbox = Webhook(), Mailbox()
     connections = {
@@ -151,6 +159,8 @@ def world(tmp_path_factory):
         "AIRFLOW_CONN_SKEIN_SMTP": json.dumps({
             "conn_type": "smtp", "host": "127.0.0.1", "port": mailbox.port,
             "extra": {"from_email": "skein@localhost", "disable_ssl": True, "disable_tls": True}}),
+        # pydantic-ai's offline TestModel: answers by the output schema, never a good patch.
+        "AIRFLOW_CONN_SKEIN_LLM": json.dumps({"conn_type": "pydanticai", "extra": {"model": "test"}}),
     }
     env = AirflowEnv(tmp / "airflow", campaigns, USERS, connections).start()
     try:
@@ -318,3 +328,30 @@ def test_rejected_run_ends_cleanly_with_nothing_applied(world):
                                        {u for c2 in report["consumers"] for u in c2["upstream"]}
                                        for c in report["consumers"])
     assert snapshot(fleet) == before
+
+
+def test_airflow_run_sends_refuted_patches_back_to_the_llm_agent(world):
+    env, fleets, _, _ = world
+    dag, campaign = "skein__plays-v2-llm", "plays-v2-llm"
+    before = snapshot(fleets[campaign])
+    env.wait_for_dag(dag)
+    run = env.trigger(dag, {"dry_run": True})
+    assert env.wait_for_run(dag, run) == "success", env.task_states(dag, run)
+    events = audit(env, campaign)
+    retried = {e["consumer"]: e["detail"]["message"] for e in events if e["action"] == "retried"}
+    assert retried, "no refuted patch went back to the LLM agent"
+    directory = run_dir(env, campaign, run)
+    plan = {i["id"]: i for i in json.loads((directory / "plan.json").read_text())["items"]}
+    for cid, hint in retried.items():
+        name = cid.replace("/", "__")
+        assert hint.startswith("a patch failed its dry run on data (fail)"), hint
+        assert json.loads((directory / "retry" / f"{name}.json").read_text())["refuted_by"] == hint
+        transcript = json.loads((directory / "llm" / f"{name}.retry.json").read_text())
+        assert transcript["hint"] == hint and len(transcript["attempts"]) == 2
+        assert "failed its dry run on data" in transcript["attempts"][0]["prompt"]
+        # TestModel's answers never pass the gate: the consumer goes to a human, with the reason.
+        assert plan[cid]["agent"] == "llm" and plan[cid]["status"] == "escalated", plan[cid]
+        assert "no answer passed the gate" in plan[cid]["reason"]
+    assert {e["consumer"] for e in events if e["action"] == "escalated" and e["detail"]["agent"] == "llm"} \
+        >= set(retried)
+    assert snapshot(fleets[campaign]) == before  # a dry run applies nothing

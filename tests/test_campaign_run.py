@@ -208,6 +208,27 @@ def test_run_applies_every_verified_patch_exactly_once(first_run):
     assert first_run["returncode"] == 3  # done, but a human must look at the escalations
 
 
+def test_skein_plan_is_the_first_steps_of_skein_run(first_run, fleet_template, tmp_path, capsys):
+    """``skein plan`` and ``skein run`` go through the same steps: on the same fleet they
+    freeze the same plan, waves, patches and evidence verdicts."""
+    campaign = copy_fleet(fleet_template, tmp_path)
+    out = tmp_path / "plan"
+    assert skein_main(["plan", str(campaign), "--out", str(out)]) == 3
+    assert "escalated" in capsys.readouterr().out
+    run_dir = first_run["run_dir"]
+    for name in ("plan.json", "waves.json", "agents.json", "discovery.json", "apply_batches.json"):
+        planned, ran = json.loads((out / name).read_text()), json.loads((run_dir / name).read_text())
+        assert planned == ran, name
+    assert sorted(p.name for p in (out / "patches").iterdir()) == \
+        sorted(p.name for p in (run_dir / "patches").iterdir())
+    for path in (out / "patches").iterdir():
+        assert path.read_bytes() == (run_dir / "patches" / path.name).read_bytes(), path.name
+    verdicts = {p.name: json.loads(p.read_text())["status"] for p in (out / "simulation").iterdir()}
+    assert verdicts == {p.name: json.loads(p.read_text())["status"]
+                        for p in (run_dir / "simulation").iterdir()}
+    assert not (out / "retry").exists()  # no LLM agent: nothing is retried
+
+
 def test_run_files_are_the_planned_patches(first_run):
     fleet, run_dir, events = first_run["fleet"], first_run["run_dir"], first_run["events"]
     applied = {e.consumer: e for e in events if e.action == "applied"}

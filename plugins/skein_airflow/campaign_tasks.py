@@ -66,15 +66,14 @@ def _label(ids: list[str]) -> str:
 @_user_error
 def discover(campaign_file: str) -> list[list[str]]:
     """Discovery and the catalog; returns the batches agents and simulation map over."""
-    from skein.audit import Action
     from skein.pipeline import discover as discover_consumers
     from skein.pipeline import work_batches
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
     params = context["params"]
-    ctx.record(Action.RUN_STARTED, dry_run=params.get("dry_run"), waves=params.get("waves"),
-               error_threshold=params.get("error_threshold"), filter=params.get("consumers"))
+    ctx.record_start(dry_run=bool(params.get("dry_run")), waves=params.get("waves"),
+                     error_threshold=params.get("error_threshold"), consumer_filter=params.get("consumers"))
     ids = discover_consumers(ctx, params.get("consumers"))
     log.info("%d impacted consumers; run directory %s", len(ids), ctx.directory)
     return work_batches(ctx)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-from skein.audit import Action
 from skein.pipeline.apply import apply_wave
 from skein.pipeline.context import RunContext
 from skein.pipeline.discover import discover
@@ -36,8 +35,8 @@ def run_campaign(ctx: RunContext, *, approve: str, dry_run: bool = False,
                  llm_model=None) -> dict:
     """Every step in order; ``approve`` answers the approval (all | canary | none). Returns
     ``finalize``'s outcome."""
-    ctx.record(Action.RUN_STARTED, dry_run=dry_run, waves=waves, error_threshold=error_threshold,
-               filter=consumer_filter)
+    ctx.record_start(dry_run=dry_run, waves=waves, error_threshold=error_threshold,
+                     consumer_filter=consumer_filter)
     summary = plan_campaign(ctx, consumer_filter=consumer_filter, workers=workers, llm_model=llm_model)
     if dry_run:
         return finalize(ctx, "dry_run")

@@ -44,6 +44,12 @@ class RunContext:
             return 0
         return self.store.record(self.campaign_id, self.run_id, self.actor, action, **kwargs)
 
+    def record_start(self, *, dry_run: bool, waves: list[str] | None, error_threshold: float | None,
+                     consumer_filter: str | None) -> None:
+        """The run's first audit event, with what the trigger chose."""
+        self.record(Action.RUN_STARTED, dry_run=dry_run, waves=waves, error_threshold=error_threshold,
+                    filter=consumer_filter)
+
     def events(self, *actions: Action, consumer: str | None = None) -> list:
         """This run's audit events (of these actions), oldest first."""
         if self.store is None:
