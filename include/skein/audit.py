@@ -50,6 +50,7 @@ class Action(StrEnum):
     ROLLBACK_FAILED = "rollback_failed"
     CAMPAIGN_ROLLED_BACK = "campaign_rolled_back"
     ROLLBACK_INCOMPLETE = "rollback_incomplete"
+    UNLOCKED = "unlocked"  # a person freed a campaign a dead run still held
     # notifications
     NOTIFIED = "notified"
     NOTIFY_FAILED = "notify_failed"

@@ -114,7 +114,7 @@ def _cmd_run(args) -> int:
         return EXIT_USER_ERROR
     run_id = args.run_id or _new_run_id()
     store = CampaignStore(args.store) if args.store else None
-    ctx = start_run(args.campaign, run_id, store=store, actor="cli")
+    ctx = start_run(args.campaign, run_id, store=store, actor="cli", one_process=True)
     outcome = run_campaign(ctx, approve=args.approve or "none", dry_run=args.dry_run,
                            waves=args.waves, error_threshold=args.error_threshold,
                            consumer_filter=args.consumers, soak=not args.no_soak,
@@ -142,6 +142,21 @@ def _cmd_audit(args) -> int:
         print(render_audit(events))
     else:
         print(f"no audit events for campaign {args.campaign!r} in {store.url}", file=sys.stderr)
+    return 0
+
+
+def _cmd_unlock(args) -> int:
+    from skein.audit import Action
+    from skein.store import CampaignStore
+
+    store = CampaignStore(args.store) if args.store else CampaignStore()
+    held = store.break_lease(f"run:{args.campaign}")
+    if held is None:
+        print(f"campaign {args.campaign!r} is not held by any run")
+        return 0
+    _, _, run_id = held.holder.partition("/")
+    store.record(args.campaign, run_id, "cli", Action.UNLOCKED, message=f"was held by {held.describe()}")
+    print(f"campaign {args.campaign!r} freed; it was held by {held.describe()}")
     return 0
 
 
@@ -178,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_plan)
 
     _add_run(sub)
+
+    p = sub.add_parser("unlock", help="free a campaign that a dead run still holds")
+    p.add_argument("campaign", help="campaign id")
+    p.add_argument("--store", help="campaign store URL")
+    p.set_defaults(func=_cmd_unlock)
 
     p = sub.add_parser("audit", help="print a campaign's audit log")
     p.add_argument("campaign", help="campaign id")

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,18 @@ blobs = sa.Table(
     sa.Column("content", sa.LargeBinary, nullable=False),
 )
 
+
+# Who holds what right now (a campaign's run, a consumer's write). Not history: the audit
+# log is. Rows are taken and given back; an expired or dead-process lease can be taken over.
+leases = sa.Table(
+    "skein_leases", metadata,
+    sa.Column("name", sa.String(1100), primary_key=True),  # "run:<campaign>", "consumer:<id>"
+    sa.Column("holder", sa.String(300), nullable=False),  # a run id
+    sa.Column("host", sa.String(255)),  # with pid: a process that can be checked for life
+    sa.Column("pid", sa.Integer),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),  # None: until given back
+)
 
 _APPEND_ONLY = {
     "sqlite": [
@@ -200,8 +213,100 @@ class CampaignStore:
                 latest[event.consumer] = event
         return latest
 
+    def acquire(self, name: str, holder: str, *, pid: int | None = None,
+                ttl_s: float | None = None) -> Lease | None:
+        """Take the lease ``name`` for ``holder``; returns None on success, else the lease
+        that stands in the way. The same holder takes it again (a retried task), unless it
+        is a process (``pid``) other than a live one holding it; a lease that expired, or
+        whose process on this host is gone, is taken over.
+
+        >>> store = CampaignStore("sqlite://")
+        >>> store.acquire("run:demo", "run-1") is None, store.acquire("run:demo", "run-2").holder
+        (True, 'run-1')
+        >>> store.release("run:demo", "run-1"); store.acquire("run:demo", "run-2") is None
+        True
+        """
+        now = datetime.now(UTC)
+        row = {"name": name, "holder": holder, "host": socket.gethostname() if pid else None,
+               "pid": pid, "acquired_at": now,
+               "expires_at": now + timedelta(seconds=ttl_s) if ttl_s else None}
+        for _ in range(3):
+            with self.engine.begin() as conn:
+                found = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
+                if found is None:
+                    try:
+                        conn.execute(leases.insert().values(**row))
+                        return None
+                    except sa.exc.IntegrityError:  # taken meanwhile: look again
+                        continue
+                current = _lease(found)
+                if current.blocks(holder, pid, now):
+                    return current
+                conn.execute(leases.update().where(leases.c.name == name)
+                             .where(leases.c.holder == found.holder).values(**row))
+                return None
+        return self.lease(name)
+
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease back (only its holder can)."""
+        with self.engine.begin() as conn:
+            conn.execute(leases.delete().where(leases.c.name == name).where(leases.c.holder == holder))
+
+    def break_lease(self, name: str) -> Lease | None:
+        """Take the lease from whoever holds it (a person, after a run died for good); returns
+        what was held."""
+        held = self.lease(name)
+        if held is not None:
+            self.release(name, held.holder)
+        return held
+
+    def lease(self, name: str) -> Lease | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(leases).where(leases.c.name == name)).first()
+        return _lease(found) if found is not None else None
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    holder: str
+    host: str | None
+    pid: int | None
+    acquired_at: datetime
+    expires_at: datetime | None
+
+    def blocks(self, holder: str, pid: int | None, now: datetime) -> bool:
+        """Whether this lease keeps ``holder`` (process ``pid``) out at ``now``."""
+        if self.expires_at is not None and self.expires_at <= now:
+            return False
+        if self.pid is not None and self.host == socket.gethostname() and not _alive(self.pid):
+            return False  # its process died without giving it back
+        return self.holder != holder or (self.pid is not None and pid is not None and self.pid != pid)
+
+    def describe(self) -> str:
+        where = f" (process {self.pid} on {self.host})" if self.pid else ""
+        return f"{self.holder}{where} since {self.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's process: alive
+        return True
+    return True
+
+
+def _lease(row) -> Lease:
+    def utc(value):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+    return Lease(name=row.name, holder=row.holder, host=row.host, pid=row.pid,
+                 acquired_at=utc(row.acquired_at), expires_at=utc(row.expires_at))
 
 
 def _engine(url: str) -> sa.Engine:

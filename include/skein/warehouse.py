@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from skein.errors import WarehouseError
+from skein.errors import WarehouseError, first_line
 
 if TYPE_CHECKING:
     import pyarrow
@@ -129,13 +129,26 @@ class DuckDBWarehouse:
         if not file.exists():
             raise WarehouseError(f"warehouse {url!r}: DuckDB file {file} does not exist")
 
-    def _connect(self):
+    def _connect(self, wait_s: float = 60.0):
+        """A read-only connection. A DuckDB file has one writer at a time and a writer shuts
+        readers out: while another campaign replaces a view (a transaction of a second or
+        so), wait for it instead of failing this campaign's read."""
+        import time
+
         import duckdb
 
-        try:
-            return duckdb.connect(str(self.file), read_only=True)
-        except duckdb.Error as exc:
-            raise WarehouseError(f"warehouse {self.url!r}: cannot open {self.file}: {exc}") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return duckdb.connect(str(self.file), read_only=True)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise WarehouseError(f"warehouse {self.url!r}: cannot open {self.file}: "
+                                         f"{first_line(exc)}") from None
+                time.sleep(0.2)
+            except duckdb.Error as exc:
+                raise WarehouseError(f"warehouse {self.url!r}: cannot open {self.file}: "
+                                     f"{first_line(exc)}") from None
 
     def schemas(self) -> dict[str, dict[str, str]]:
         con = self._connect()

@@ -6,6 +6,8 @@ so a retried task or a rerun never writes twice, and one consumer failing fails 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,8 +42,36 @@ def target_for(ctx: RunContext, consumer: Consumer) -> Target:
                   path=consumer.path)
 
 
+def lease_name(target: Target) -> str:
+    """The store lease of what a target writes: the same file or view, whichever campaign.
+
+    >>> from pathlib import Path
+    >>> lease_name(Target(consumer="r/q.sql", kind="file", campaign="c", repo=Path("/g/r"), path="q.sql"))
+    'consumer:file:/g/r:q.sql'
+    """
+    if target.kind == "file":
+        return f"consumer:file:{target.repo}:{target.path}"
+    return f"consumer:view:{target.warehouse}:{target.view}"
+
+
+@contextmanager
+def consumer_lease(ctx: RunContext, target: Target, ttl_s: float = 600.0) -> Iterator[None]:
+    """Hold ``target`` for this run while it is written: two campaigns (on any host sharing
+    the store) never interleave their writes to one consumer. The lease expires by itself
+    should the writer die."""
+    other = ctx.lease(lease_name(target), ttl_s=ttl_s)
+    if other is not None:
+        raise ApplyError(f"{target.consumer} is being changed by {other.describe()}: try again "
+                         "when that write is done")
+    try:
+        yield
+    finally:
+        ctx.store.release(lease_name(target), ctx.holder)
+
+
 def apply_wave(ctx: RunContext, wave: str, ids: list[str]) -> Applied:
-    """Apply the batch ``ids`` of ``wave``."""
+    """Apply the batch ``ids`` of ``wave`` (only while this run holds its campaign)."""
+    ctx.claim_run()
     results = ctx.results()
     by_id = ctx.catalog().by_id()
     states = ctx.store.consumer_states(ctx.campaign_id)
@@ -86,8 +116,9 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
     if current is not None:
         ctx.store.put_blob(current)
     ctx.store.put_blob(new)
-    ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now, after=sha256(new))
-    stored = applier.write(target, new, _commit_message(ctx, consumer, wave), expected=now)
+    with consumer_lease(ctx, target):
+        ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now, after=sha256(new))
+        stored = applier.write(target, new, _commit_message(ctx, consumer, wave), expected=now)
     ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=now, after=sha256(stored))
     return "applied"
 

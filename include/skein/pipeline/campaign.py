@@ -35,6 +35,18 @@ def run_campaign(ctx: RunContext, *, approve: str, dry_run: bool = False,
                  llm_model=None) -> dict:
     """Every step in order; ``approve`` answers the approval (all | canary | none). Returns
     ``finalize``'s outcome."""
+    ctx.claim_run()  # before anything is recorded: a refused run leaves no trace in the log
+    try:
+        return _run_steps(ctx, approve=approve, dry_run=dry_run, waves=waves,
+                          error_threshold=error_threshold, consumer_filter=consumer_filter,
+                          soak=soak, workers=workers, llm_model=llm_model)
+    finally:
+        ctx.release_run()
+
+
+def _run_steps(ctx: RunContext, *, approve: str, dry_run: bool, waves: list[str] | None,
+               error_threshold: float | None, consumer_filter: str | None, soak: bool,
+               workers: int | None, llm_model) -> dict:
     ctx.record_start(dry_run=dry_run, waves=waves, error_threshold=error_threshold,
                      consumer_filter=consumer_filter)
     summary = plan_campaign(ctx, consumer_filter=consumer_filter, workers=workers, llm_model=llm_model)

@@ -11,12 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skein.audit import Action
+from skein.errors import SkeinError
 from skein.catalog import Catalog
 from skein.discovery import DiscoveryReport
 from skein.rewrite.request import Escalation, Patch
 from skein.rundir import RunDirectory
 from skein.spec import Campaign, load_campaign
 from skein.store import CampaignStore, skein_home
+
+
+class RunBusy(SkeinError):
+    """Another run holds the campaign (or the consumer) this run wants to change."""
 
 
 @dataclass
@@ -29,6 +34,9 @@ class RunContext:
     store: CampaignStore | None
     files: RunDirectory
     actor: str = "cli"
+    # The CLI runs a campaign in one process: its leases die with it. Airflow's tasks are
+    # many processes of one run: the run id alone holds them.
+    one_process: bool = False
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -49,6 +57,32 @@ class RunContext:
         """The run's first audit event, with what the trigger chose."""
         self.record(Action.RUN_STARTED, dry_run=dry_run, waves=waves, error_threshold=error_threshold,
                     filter=consumer_filter)
+
+    @property
+    def holder(self) -> str:
+        return f"{self.campaign_id}/{self.run_id}"
+
+    def lease(self, name: str, ttl_s: float | None = None):
+        """Take the store lease ``name`` for this run; returns the lease in the way, or None."""
+        import os
+
+        if self.store is None:
+            return None
+        return self.store.acquire(name, self.holder, pid=os.getpid() if self.one_process else None,
+                                  ttl_s=ttl_s)
+
+    def claim_run(self) -> None:
+        """Refuse to go on while another run of this campaign holds it (from the CLI, Airflow
+        or both): two runs would count each other's writes as their own."""
+        other = self.lease(f"run:{self.campaign_id}")
+        if other is not None:
+            raise RunBusy(f"campaign {self.campaign_id} is being run by {other.describe()}: "
+                          f"wait for that run to finish (a run that died is taken over once its "
+                          f"process is gone; `skein unlock {self.campaign_id}` frees it by hand)")
+
+    def release_run(self) -> None:
+        if self.store is not None:
+            self.store.release(f"run:{self.campaign_id}", self.holder)
 
     def events(self, *actions: Action, consumer: str | None = None) -> list:
         """This run's audit events (of these actions), oldest first."""
@@ -89,13 +123,14 @@ def run_directory(campaign_id: str, run_id: str, home: Path | None = None) -> Pa
 
 
 def start_run(campaign_file: str | Path, run_id: str, *, store: CampaignStore | None = None,
-              home: Path | None = None, actor: str = "cli") -> RunContext:
-    """Open (or reopen, after a crash) the run; the first start keeps a copy of the spec."""
+              home: Path | None = None, actor: str = "cli", one_process: bool = False) -> RunContext:
+    """Open (or reopen, after a crash) the run; the first start keeps a copy of the spec.
+    ``one_process``: the whole run happens in this process (``skein run``)."""
     campaign = load_campaign(campaign_file)
     files = RunDirectory(run_directory(campaign.campaign, run_id, home))
     files.freeze_campaign(campaign.path)
     return RunContext(campaign=campaign, run_id=run_id, store=store or CampaignStore(),
-                      files=files, actor=actor)
+                      files=files, actor=actor, one_process=one_process)
 
 
 def open_plan(campaign: Campaign, out: str | Path) -> RunContext:

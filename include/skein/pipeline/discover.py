@@ -13,7 +13,8 @@ def discover(ctx: RunContext, consumer_filter: str | None = None, workers: int |
              ) -> list[str]:
     """Discovery and the catalog; returns the ids the agents and the simulation work on
     (impacted consumers, optionally only those matching the filter, plus the upstream they
-    need)."""
+    need). The run claims its campaign first: a second run at the same time is refused."""
+    ctx.claim_run()
     catalog, report = discover_catalog(ctx.campaign, workers)
     if consumer_filter:
         report = filter_report(report, consumer_filter)

@@ -36,6 +36,7 @@ def finalize(ctx: RunContext, status: RunStatus | None = None) -> dict:
                "failed": states[Action.APPLY_FAILED] + states[Action.MONITOR_FAILED],
                "escalated": plan.counts.get("escalated", 0) if plan else 0}
     ctx.record(Action.FINISHED, **outcome)
+    ctx.release_run()
     return outcome
 
 

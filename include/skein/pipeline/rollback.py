@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from skein.apply import ApplyError, applier_for
 from skein.audit import Action
 from skein.catalog import Consumer
-from skein.pipeline.apply import target_for
+from skein.pipeline.apply import consumer_lease, target_for
 from skein.pipeline.context import RunContext
 from skein.store import Event, sha256
 
@@ -68,9 +68,15 @@ def _restore(ctx: RunContext, consumer: Consumer, before: str | None, ours: str 
         raise ApplyError(f"changed since this run applied it (hash {str(now)[:12]}, "
                          f"applied {str(ours)[:12]}): left as it is")
     if now != before:
-        message = (f"skein({ctx.campaign_id}): roll back {consumer.path or consumer.id} to "
-                   f"{ctx.campaign.source}\n\nCampaign {ctx.campaign_id}, run {ctx.run_id}: "
-                   f"{reason or 'rolled back'}.\n")
-        applier.write(target, ctx.store.blob(before), message, expected=now)
+        with consumer_lease(ctx, target):
+            _write_back(ctx, consumer, target, applier, before, now, reason)
         now = sha256(applier.current(target))
     return now
+
+
+def _write_back(ctx: RunContext, consumer: Consumer, target, applier, before: str | None,
+                now: str | None, reason: str) -> None:
+    message = (f"skein({ctx.campaign_id}): roll back {consumer.path or consumer.id} to "
+               f"{ctx.campaign.source}\n\nCampaign {ctx.campaign_id}, run {ctx.run_id}: "
+               f"{reason or 'rolled back'}.\n")
+    applier.write(target, ctx.store.blob(before), message, expected=now)
