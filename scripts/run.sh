@@ -33,6 +33,9 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$AIRFLOW_HOME/airflow.db
 # The demo DAG starts unpaused, so triggering it is one click.
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
 export AIRFLOW__API__PORT=$PORT
+# Only this machine reaches the demo (its admin password is a file here); set
+# SKEIN_AIRFLOW_HOST=0.0.0.0 to open it to the network on purpose.
+export AIRFLOW__API__HOST=${SKEIN_AIRFLOW_HOST:-127.0.0.1}
 export AIRFLOW__API__BASE_URL=http://localhost:$PORT  # workers reach the execution API here
 export SKEIN_CAMPAIGNS_DIR=$DEMO_DIR/campaigns
 # Run directories and the campaign store (SQLite) of the DAG's tasks.

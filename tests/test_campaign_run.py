@@ -635,6 +635,8 @@ def test_a_stale_apply_started_of_an_older_run_does_not_hide_a_new_patch(fleet_t
     human = b"-- reviewed by a human\n" + old
     file_path(fleet, victim).write_bytes(human)
     git(fleet / "repos" / repo, "commit", "-q", "-am", "a human edit")
+    # run 1 still holds the campaign (it never finished): free it, as `skein unlock` does
+    assert ctx.store.break_lease(f"run:{CAMPAIGN_ID}").holder == f"{CAMPAIGN_ID}/died"
 
     later = start_run(campaign, "later", store=ctx.store, home=home)
     assert run_campaign(later, approve="all", consumer_filter=victim, soak=False)["status"] == "finished"

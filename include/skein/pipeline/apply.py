@@ -77,7 +77,8 @@ def apply_wave(ctx: RunContext, wave: str, ids: list[str]) -> Applied:
     states = ctx.store.consumer_states(ctx.campaign_id)
     planned = {e.consumer: e for e in ctx.events(Action.PATCHED)}
     applied, already, verified, failed = [], [], [], {}
-    for cid in ids:
+    for number, cid in enumerate(ids):
+        ctx.progress(f"apply {wave}", number, len(ids), cid)
         patch = results.get(cid)
         if not isinstance(patch, Patch):
             ctx.record(Action.VERIFIED, consumer=cid, wave=wave, message="unchanged; its upstream changed")

@@ -7,6 +7,8 @@ killed half way continues where it stopped.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,18 @@ from skein.rewrite.request import Escalation, Patch
 from skein.rundir import RunDirectory
 from skein.spec import Campaign, load_campaign
 from skein.store import CampaignStore, skein_home
+
+
+log = logging.getLogger("skein.pipeline")
+
+# (step, consumers done, consumers in the step, consumer now) -> None
+Progress = Callable[[str, int, int, "str | None"], None]
+
+
+def log_progress(step: str, done: int, total: int, consumer: str | None) -> None:
+    """The default: one log line per consumer (in Airflow: the task's log)."""
+    log.info("%s %d/%d%s", step, done + 1 if consumer else done, total,
+             f": {consumer}" if consumer else "")
 
 
 class RunBusy(SkeinError):
@@ -37,6 +51,7 @@ class RunContext:
     # The CLI runs a campaign in one process: its leases die with it. Airflow's tasks are
     # many processes of one run: the run id alone holds them.
     one_process: bool = False
+    progress: Progress = log_progress
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property

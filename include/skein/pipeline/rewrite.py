@@ -21,9 +21,9 @@ def rewrite_consumers(ctx: RunContext, ids: list[str], llm_model=None) -> dict[s
     by_id, statuses = catalog.by_id(), {c.id: c.status for c in ctx.report().consumers}
     llm = llm_agent(ctx.campaign, llm_model)
     out = {}
-    for cid in ids:
-        if statuses.get(cid) != "rewrite":
-            continue
+    todo = [cid for cid in ids if statuses.get(cid) == "rewrite"]
+    for number, cid in enumerate(todo):
+        ctx.progress("rewrite", number, len(todo), cid)
         request = request_for(ctx.campaign, catalog, by_id[cid])
         result = rewrite(request)
         if isinstance(result, Escalation) and llm is not None:

@@ -23,10 +23,14 @@ def simulate_consumers(ctx: RunContext, ids: list[str], llm_model=None) -> dict[
     wanted = set(ids)
     batch = report.model_copy(update={"consumers": [c for c in report.consumers if c.id in wanted]})
     results = ctx.files.results(ids)
-    simulations = simulate(ctx.campaign, ctx.catalog(), batch, results)
+    def step(name):
+        return lambda done, total, cid: ctx.progress(name, done, total, cid)
+
+    simulations = simulate(ctx.campaign, ctx.catalog(), batch, results, step("simulate"))
     retried = _retry_refuted(ctx, simulations, results, llm_model)
     if retried:
-        simulations = simulate(ctx.campaign, ctx.catalog(), batch, results | retried)
+        simulations = simulate(ctx.campaign, ctx.catalog(), batch, results | retried,
+                               step("simulate again"))
     for cid, simulation in simulations.items():
         ctx.files.write_simulation(cid, simulation)
     ctx.record(Action.SIMULATED, counts=_counts(s.status for s in simulations.values()),
@@ -59,7 +63,8 @@ def _retry_refuted(ctx: RunContext, simulations: dict, results: dict, llm_model)
     catalog = ctx.catalog()
     by_id = catalog.by_id()
     out = {}
-    for cid in refuted:
+    for number, cid in enumerate(refuted):
+        ctx.progress("retry with the LLM agent", number, len(refuted), cid)
         hint = refuted_hint(simulations[cid])
         request = request_for(ctx.campaign, catalog, by_id[cid])
         result, attempts = llm.rewrite(request, hint=hint)

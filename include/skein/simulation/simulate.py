@@ -11,6 +11,7 @@ Each consumer's two outputs are then compared value by value (``parity``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -49,7 +50,10 @@ class SimulationResult(BaseModel):
 
 
 def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
-             results: dict[str, Patch | Escalation]) -> dict[str, SimulationResult]:
+             results: dict[str, Patch | Escalation],
+             on_consumer: Callable[[int, int, str], None] | None = None) -> dict[str, SimulationResult]:
+    """Dry-run every consumer of ``report`` in both worlds; ``on_consumer(done, total, id)``
+    is told before each one (a dry run takes minutes on a large fleet: say where it is)."""
     settings = campaign.simulation
     warehouse = open_warehouse(campaign.warehouse, campaign.base_dir)  # DuckDB or PostgreSQL
     by_id = catalog.by_id()
@@ -64,6 +68,8 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
         broken: set[str] = set()  # datasets the new world cannot have (their producer escalated)
         statuses = {c.id: c.status for c in report.consumers}
         for number, consumer in enumerate(impacted):
+            if on_consumer is not None:
+                on_consumer(number, len(impacted), consumer.id)
             result = results.get(consumer.id)
             if statuses[consumer.id] == "escalate" and result is None:
                 result = Escalation(consumer_id=consumer.id, agent="discovery", reason="escalated")
