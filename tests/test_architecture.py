@@ -29,7 +29,7 @@ FOUNDATION = {"skein",  # the package's __init__: its version
               "skein.apply", "skein.catalog", "skein.discovery", "skein.audit", "skein.approvals"}
 PACKAGES = {"skein.rewrite": "rewrite", "skein.simulation": "simulation",
             "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app"}
-APP = {"skein.evidence", "skein.plan", "skein.rundir", "skein.cli"}
+APP = {"skein.evidence", "skein.plan", "skein.rundir", "skein.cli", "skein.console"}
 
 MAY_IMPORT = {layer: set(LAYERS[:i + 1]) for i, layer in enumerate(LAYERS)}
 MAY_IMPORT["demo"] = {"foundation", "demo"}  # the demo fleet stands on the foundation alone

@@ -83,23 +83,24 @@ def consumer_markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_counts(records: list[dict]) -> dict:
+def summary_counts(records: list[dict], wave_order: list[str] | None = None) -> dict:
+    """Consumers by status, by owner and by wave (waves in ``wave_order``, canary first)."""
     by_owner: dict[str, Counter] = defaultdict(Counter)
     by_wave: dict[str, Counter] = defaultdict(Counter)
     for record in records:
         by_owner[record["owner"]][record["status"]] += 1
         if record.get("wave"):
             by_wave[record["wave"]][record["status"]] += 1
+    rank = {w: n for n, w in enumerate(wave_order or [])}
     return {"by_status": dict(sorted(Counter(r["status"] for r in records).items())),
             "by_owner": {o: dict(sorted(c.items())) for o, c in sorted(by_owner.items())},
-            "by_wave": {w: dict(sorted(c.items())) for w, c in by_wave.items()}}
+            "by_wave": {w: dict(sorted(c.items()))
+                        for w, c in sorted(by_wave.items(), key=lambda kv: rank.get(kv[0], len(rank)))}}
 
 
 def summary_markdown(campaign: str, records: list[dict], wave_order: list[str] | None = None) -> str:
     """The campaign summary; waves listed in ``wave_order`` (the rollout's), canary first."""
-    counts = summary_counts(records)
-    rank = {w: n for n, w in enumerate(wave_order or [])}
-    counts["by_wave"] = dict(sorted(counts["by_wave"].items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    counts = summary_counts(records, wave_order)
     lines = [f"# Campaign {campaign}", "", "| status | consumers |", "|---|---|"]
     lines += [f"| {s} | {n} |" for s, n in counts["by_status"].items()]
     statuses = sorted(counts["by_status"])
@@ -136,7 +137,7 @@ def html_page(title: str, markdown: str) -> str:
             f"{body}</body></html>\n")
 
 
-def approval_markdown(campaign, run_id: str, plan, summary: dict, waves: dict[str, list[str]],
+def approval_markdown(campaign, run_id: str, plan, summary, waves: dict[str, list[str]],
                       link: str, params: dict | None = None) -> str:
     """What an approver reads: counts, waves, failures, escalations, the per-owner table, and
     the trigger's params that change what happens (an approver must see a raised threshold)."""
@@ -165,7 +166,7 @@ def approval_markdown(campaign, run_id: str, plan, summary: dict, waves: dict[st
         if len(problems) > 20:
             lines.append(f"- ... and {len(problems) - 20} more")
     lines += ["", "| owner | consumers by status |", "|---|---|"]
-    for owner, counts in summary["by_owner"].items():
+    for owner, counts in summary.by_owner.items():
         lines.append(f"| {owner} | " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + " |")
     lines += ["", f"Evidence: [{link}]({link})"]
     return "\n".join(lines) + "\n"

@@ -54,6 +54,16 @@ class Plan(BaseModel):
         return [i for i in self.items if i.status in statuses]
 
 
+class StatusCounts(BaseModel):
+    """summary.json: the plan's consumers counted by status, per owner and per wave."""
+
+    model_config = ConfigDict(frozen=True)
+    campaign: str
+    by_status: dict[str, int]
+    by_owner: dict[str, dict[str, int]]
+    by_wave: dict[str, dict[str, int]]
+
+
 def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation],
                simulations: dict | None = None) -> Plan:
     """The plan of a discovery report, the agents' results and (optionally) the simulations."""

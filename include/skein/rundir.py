@@ -29,7 +29,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from skein.catalog import Catalog
 from skein.discovery import DiscoveryReport
-from skein.plan import Plan
+from skein.plan import Plan, StatusCounts
 from skein.rewrite.request import Escalation, Patch
 
 _RESULT = TypeAdapter(Patch | Escalation)
@@ -144,14 +144,13 @@ class RunDirectory:
     def evidence_file(self, consumer_id: str, suffix: str = ".md") -> Path:
         return self.path / "evidence" / (file_name(consumer_id) + suffix)
 
-    def write_summary(self, counts: dict, markdown: str, html: str) -> None:
-        write_atomic(self.path / "summary.json", (json.dumps(counts, indent=2) + "\n").encode())
+    def write_summary(self, counts: StatusCounts, markdown: str, html: str) -> None:
+        write_atomic(self.path / "summary.json", _json(counts))
         write_atomic(self.path / "summary.md", markdown.encode())
         write_atomic(self.path / "summary.html", html.encode())
 
-    def summary(self) -> dict:
-        """summary.json: ``{"campaign", "by_status", "by_owner", "by_wave"}``."""
-        return json.loads(self._read("summary.json"))
+    def summary(self) -> StatusCounts:
+        return StatusCounts.model_validate_json(self._read("summary.json"))
 
     @property
     def summary_html(self) -> Path:

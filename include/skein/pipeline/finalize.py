@@ -31,7 +31,10 @@ def finalize(ctx: RunContext, status: RunStatus | None = None) -> dict:
     status = status or run_status(ctx)
     states = Counter(e.action for e in ctx.store.consumer_states(ctx.campaign_id, ctx.run_id).values())
     plan = ctx.files.plan() if ctx.files.has_plan() else None
+    earlier = {cid for cid, e in ctx.store.consumer_states(ctx.campaign_id).items()
+               if e.action == Action.APPLIED and e.run_id != ctx.run_id}
     outcome = {"status": status, "applied": states[Action.APPLIED],
+               "migrated_before": len(earlier),  # by earlier runs of the campaign
                "rolled_back": states[Action.ROLLED_BACK],
                "failed": states[Action.APPLY_FAILED] + states[Action.MONITOR_FAILED],
                "escalated": plan.counts.get("escalated", 0) if plan else 0}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from skein.audit import Action
 from skein.pipeline.context import RunContext
-from skein.plan import Plan, plan_items, plan_waves
+from skein.plan import Plan, StatusCounts, plan_items, plan_waves
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,10 @@ def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dic
         records.append(record)
         markdown = consumer_markdown(record)
         ctx.files.write_evidence(item.id, record, markdown, html_page(item.id, markdown))
-    markdown = summary_markdown(plan.campaign, records, [w.name for w in ctx.campaign.rollout.waves])
-    ctx.files.write_summary({"campaign": plan.campaign, **summary_counts(records)}, markdown,
+    wave_order = [w.name for w in ctx.campaign.rollout.waves]
+    markdown = summary_markdown(plan.campaign, records, wave_order)
+    counts = StatusCounts(campaign=plan.campaign, **summary_counts(records, wave_order))
+    ctx.files.write_summary(counts, markdown,
                             html_page(plan.campaign, markdown.replace(".md)", ".html)")))
 
 

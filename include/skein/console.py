@@ -1,0 +1,77 @@
+"""What the CLI shows a person: progress while steps work, a summary when they are done.
+
+Progress bars (rich) only on a terminal; piped output gets the summary alone, and ``--json``
+the machine-readable outcome instead.
+
+>>> print(run_summary({"status": "finished", "applied": 3, "migrated_before": 0, "rolled_back": 0,
+...                    "failed": 0, "escalated": 1}, "plays-v2", "r1", "/h/runs/plays-v2/r1"))
+Run r1 of plays-v2: finished.
+  3 consumer(s) migrated in this run.
+  1 escalated to a human: see /h/runs/plays-v2/r1/summary.html
+Evidence: /h/runs/plays-v2/r1/summary.html   Audit: skein audit plays-v2 --run r1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from skein.pipeline.context import Progress
+
+WHAT_HAPPENED = {
+    "finished": "finished",
+    "dry_run": "dry run: planned and simulated, nothing applied",
+    "rejected": "rejected: nothing applied",
+    "stopped": "stopped by an approver after some waves",
+    "rolled_back": "ROLLED BACK: a wave passed the error threshold; every change was undone",
+    "failed": "FAILED: a step did not finish (see the audit log)",
+}
+
+
+def run_summary(outcome: dict, campaign: str, run_id: str, directory: str) -> str:
+    """A few lines a person reads after ``skein run``: what happened and where to look."""
+    lines = [f"Run {run_id} of {campaign}: {WHAT_HAPPENED.get(outcome['status'], outcome['status'])}."]
+    if outcome["applied"]:
+        lines.append(f"  {outcome['applied']} consumer(s) migrated in this run.")
+    elif outcome.get("migrated_before") and outcome["status"] == "finished":
+        lines.append(f"  Nothing left to apply: {outcome['migrated_before']} consumer(s) were "
+                     "already migrated by earlier runs.")
+    elif outcome["status"] == "finished":
+        lines.append("  Nothing to apply: no consumer needed a change.")
+    if outcome["rolled_back"]:
+        lines.append(f"  {outcome['rolled_back']} consumer(s) restored to their exact previous bytes.")
+    if outcome["failed"]:
+        lines.append(f"  {outcome['failed']} consumer(s) failed to apply or failed monitoring.")
+    if outcome["escalated"]:
+        lines.append(f"  {outcome['escalated']} escalated to a human: see {directory}/summary.html")
+    lines.append(f"Evidence: {directory}/summary.html   Audit: skein audit {campaign} --run {run_id}")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool | None = None) -> Iterator[Progress | None]:
+    """A ``Progress`` callback drawing one bar per step on stderr, or None when stderr is not
+    a terminal (``enabled`` forces it either way)."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn
+
+    bars = Bars(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[consumer]}", style="dim"),
+                console=Console(stderr=True), transient=False)
+    tasks: dict[str, int] = {}
+
+    def report(step: str, done: int, total: int, consumer: str | None) -> None:
+        if step not in tasks:
+            tasks[step] = bars.add_task(step, total=total, consumer="")
+        bars.update(tasks[step], completed=done, total=total, consumer=consumer or "")
+
+    with bars:
+        yield report
+        for task in tasks.values():  # each step's last consumer was started, and is done now
+            bars.update(task, completed=bars.tasks[task].total, consumer="")
