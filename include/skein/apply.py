@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from skein.errors import SkeinError
+from skein.faults import crash_point
 
 
 class ApplyError(SkeinError):
@@ -112,6 +113,7 @@ class GitApplier:
                 tree = _git(repo, "write-tree", env=env).strip()
             commit = _git(repo, "commit-tree", tree, "-p", base, "-m", message).strip()
             _git(repo, "update-ref", f"refs/heads/{campaign_branch}", commit)
+            crash_point("git:after_commit")
             marker = repo / ".git" / MERGING_MARKER
             marker.write_text(str(os.getpid()))
             try:
@@ -119,6 +121,7 @@ class GitApplier:
                      _merge_message(message, campaign_branch), campaign_branch)
             finally:  # a merge that failed cleanly leaves nothing to recover
                 marker.unlink()
+            crash_point("git:after_merge")
             return self._committed(target)
 
     def _committed(self, target: Target) -> bytes | None:
@@ -185,10 +188,12 @@ class ViewApplier:
                 if dialect == "duckdb":
                     conn.execute("BEGIN TRANSACTION")
                     conn.execute(statement)
+                    crash_point("view:in_transaction")
                     conn.execute("COMMIT")
                 else:
                     with conn.cursor() as cur:
                         cur.execute(statement)
+                    crash_point("view:in_transaction")
                     conn.commit()
             except Exception as exc:
                 with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ from typing import Literal
 from skein.apply import ApplyError, Target, applier_for
 from skein.audit import Action
 from skein.catalog import Consumer
+from skein.faults import crash_point
 from skein.pipeline.context import RunContext
 from skein.rewrite.request import Patch
 from skein.store import Event, sha256
@@ -120,8 +121,28 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
     with consumer_lease(ctx, target):
         ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now, after=sha256(new))
         stored = applier.write(target, new, _commit_message(ctx, consumer, wave), expected=now)
+        crash_point("apply:after_write")  # written, not yet recorded
     ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=now, after=sha256(stored))
     return "applied"
+
+
+def settle_interrupted_writes(ctx: RunContext) -> list[str]:
+    """A reopened run first finishes the records of writes its previous attempt made but
+    never recorded (killed between the write and the audit row): once re-planned, such a
+    consumer no longer reads the source and would drop out of the plan with its write
+    unrecorded. Returns the consumers found applied."""
+    by_id = ctx.catalog().by_id()
+    found = []
+    for cid, event in ctx.store.consumer_states(ctx.campaign_id, ctx.run_id).items():
+        if event.action != Action.APPLY_STARTED or cid not in by_id:
+            continue
+        target = target_for(ctx, by_id[cid])
+        now = sha256(applier_for(target).current(target))
+        if _interrupted_write(event, now, event.before_hash, target):
+            ctx.record(Action.APPLIED, consumer=cid, wave=event.wave, before=event.before_hash,
+                       after=now, message="found applied after an interrupted attempt")
+            found.append(cid)
+    return found
 
 
 def _interrupted_write(prior: Event | None, now: str | None, expected: str | None,

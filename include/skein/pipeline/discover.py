@@ -20,6 +20,10 @@ def discover(ctx: RunContext, consumer_filter: str | None = None, workers: int |
         report = filter_report(report, consumer_filter)
     ctx.files.write_discovery(catalog, report)
     ctx.forget()
+    if ctx.store is not None:
+        from skein.pipeline.apply import settle_interrupted_writes
+
+        settle_interrupted_writes(ctx)
     ctx.record(Action.DISCOVERED, counts=dict(report.counts), consumers=len(report.consumers),
                filter=consumer_filter)
     return [c.id for c in report.consumers]
