@@ -679,3 +679,43 @@ def test_a_crashed_wave_is_rolled_back_but_a_later_human_edit_is_kept(fleet_temp
     for cid in files[1:]:
         assert file_path(fleet, cid).read_bytes() == before["files"][cid]
     assert finalize(ctx)["status"] == "rolled_back"
+
+
+def test_rollback_restores_exact_bytes_around_other_work_in_the_repository(fleet_template, tmp_path, home):
+    """After the wave the owner commits an unrelated change to another file of the same
+    repository and leaves uncommitted work in a third: the rollback restores each applied
+    consumer byte for byte (sha256), keeps their commit and leaves their uncommitted work as it
+    is; a consumer with uncommitted changes of its own is refused with the reason, untouched."""
+    campaign = copy_fleet(fleet_template, tmp_path)
+    fleet = fleet_of(campaign)
+    before = snapshot(fleet)
+    ctx, summary = planned_steps(campaign, home, "around", "legacy-scripts/*")
+    record_decision(ctx, "Approve all", "alice")
+    applied = []
+    for wave, ids in summary.waves.items():
+        ctx.record("wave_started", wave=wave)
+        applied += apply_wave(ctx, wave, ids).applied
+    files = [c for c in applied if not is_view(c)]
+    assert len(files) >= 3
+    repo = repos(fleet)["legacy-scripts"]
+    tracked = git(repo, "ls-files").split()
+    other = next(p for p in tracked if f"legacy-scripts/{p}" not in applied and p.endswith(".sql"))
+    (repo / other).write_bytes((repo / other).read_bytes() + b"-- the owner's unrelated change\n")
+    git(repo, "commit", "-qam", "unrelated change by the owner")
+    owner_commit = git(repo, "rev-parse", "HEAD").strip()
+    notes = repo / "NOTES.md"
+    notes.write_text("uncommitted work in progress\n")
+    dirty = file_path(fleet, files[0])
+    dirty.write_bytes(dirty.read_bytes() + b"-- being edited, not committed\n")
+    dirty_bytes = dirty.read_bytes()
+
+    rolled = rollback(ctx, "test")
+
+    assert "uncommitted changes" in rolled.problems[files[0]]
+    assert dirty.read_bytes() == dirty_bytes  # refused, not overwritten
+    for cid in files[1:]:
+        assert sha256(file_path(fleet, cid).read_bytes()) == sha256(before["files"][cid]), cid
+        assert cid in rolled.restored
+    assert git(repo, "merge-base", "--is-ancestor", owner_commit, "HEAD") == ""  # their commit stays
+    assert (repo / other).read_bytes().endswith(b"-- the owner's unrelated change\n")
+    assert notes.read_text() == "uncommitted work in progress\n"
