@@ -37,6 +37,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SKEIN = ROOT / ".venv" / "bin" / "skein"
 USERS = {"admin": "admin", "alice": "user", "bob": "user"}
+# Passwords of the test's connections: they must appear in no log, evidence or notification.
+SECRETS = ("webhook-token-7f3a9c", "sk-llm-key-51e0b2")
 
 
 class Webhook(http.server.ThreadingHTTPServer):
@@ -155,12 +157,13 @@ def world(tmp_path_factory):
     connections = {
         "AIRFLOW_CONN_SKEIN_SLACK": json.dumps({
             "conn_type": "slackwebhook", "host": f"127.0.0.1:{webhook.server_address[1]}",
-            "schema": "http", "password": "skein/notifications"}),
+            "schema": "http", "password": f"skein/{SECRETS[0]}"}),
         "AIRFLOW_CONN_SKEIN_SMTP": json.dumps({
             "conn_type": "smtp", "host": "127.0.0.1", "port": mailbox.port,
             "extra": {"from_email": "skein@localhost", "disable_ssl": True, "disable_tls": True}}),
         # pydantic-ai's offline TestModel: answers by the output schema, never a good patch.
-        "AIRFLOW_CONN_SKEIN_LLM": json.dumps({"conn_type": "pydanticai", "extra": {"model": "test"}}),
+        "AIRFLOW_CONN_SKEIN_LLM": json.dumps({"conn_type": "pydanticai", "password": SECRETS[1],
+                                              "extra": {"model": "test"}}),
     }
     env = AirflowEnv(tmp / "airflow", campaigns, USERS, connections).start()
     try:
@@ -355,3 +358,18 @@ def test_airflow_run_sends_refuted_patches_back_to_the_llm_agent(world):
     assert {e["consumer"] for e in events if e["action"] == "escalated" and e["detail"]["agent"] == "llm"} \
         >= set(retried)
     assert snapshot(fleets[campaign]) == before  # a dry run applies nothing
+
+
+def test_connection_secrets_appear_nowhere(world):
+    """Task logs, run directories, evidence, the campaign store and the notifications sent
+    hold none of the connections' passwords (Airflow masks them in logs; Skein never copies
+    a connection into what it writes). Runs last: every other run's output is there."""
+    env, _, webhook, mailbox = world
+    leaks = []
+    for path in env.home.rglob("*"):
+        if path.is_file() and not path.name.startswith("airflow.db"):
+            data = path.read_bytes()
+            leaks += [(str(path), s) for s in SECRETS if s.encode() in data]
+    sent = json.dumps([body for _, body in webhook.received]) + "".join(m.as_string() for m in mailbox.messages)
+    leaks += [("notification", s) for s in SECRETS if s in sent]
+    assert webhook.received and not leaks, leaks
