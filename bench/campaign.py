@@ -47,7 +47,7 @@ def engine_alone(tmp: Path, consumers: int) -> dict:
     campaign = demo(tmp / "engine-fleet", consumers)
     env = {**os.environ, "SKEIN_HOME": str(tmp / "engine-home")}
     started = time.perf_counter()
-    proc = subprocess.run([str(SKEIN), "run", str(campaign), "--run-id", "bench", "--no-soak", "--approve", "all"],
+    proc = subprocess.run([str(SKEIN), "run", str(campaign), "--run-id", "bench", "--no-soak", "--approve", "all", "--json"],
                           env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if proc.returncode not in (0, 3):

@@ -111,7 +111,7 @@ def campaign(tmp: Path, name: str, consumers: int, seed: int) -> tuple[Path, Pat
 
 def killed(tmp: Path, consumers: int) -> dict:
     fleet, home, spec = campaign(tmp, "killed", consumers, 11)
-    run = ["run", str(spec), "--run-id", "soak", "--no-soak", "--approve", "all"]
+    run = ["run", str(spec), "--run-id", "soak", "--no-soak", "--approve", "all", "--json"]
     first = skein(*run, home=home, crash_at=f"apply:after_write:{max(2, consumers // 20)}")
     planned = planned_of(fleet, home / "runs" / CAMPAIGN_ID / "soak")
     again = skein(*run, home=home)
@@ -121,7 +121,7 @@ def killed(tmp: Path, consumers: int) -> dict:
 
 def broken(tmp: Path, consumers: int) -> dict:
     fleet, home, spec = campaign(tmp, "broken", consumers, 12)
-    run = ["run", str(spec), "--run-id", "soak", "--no-soak", "--approve", "all"]
+    run = ["run", str(spec), "--run-id", "soak", "--no-soak", "--approve", "all", "--json"]
     canary = skein(*run, "--waves", "canary", home=home)
     planned = planned_of(fleet, home / "runs" / CAMPAIGN_ID / "soak")
     with duckdb.connect(str(fleet / "warehouse.duckdb")) as con:

@@ -139,7 +139,7 @@ def merges_touching(fleet: Path, consumer: str) -> int:
 
 
 def cli(*args: str, store: str) -> int:
-    return skein_main(["run", *args, "--no-soak", "--store", store])
+    return skein_main(["run", *args, "--no-soak", "--json", "--store", store])
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def first_run(fleet_template, tmp_path_factory):
         mp.setenv("SKEIN_HOME", str(home))
         mp.delenv("SKEIN_STORE_URL", raising=False)
         mp.chdir(root)
-        returncode = skein_main(["run", str(campaign), "--run-id", "first", "--no-soak", "--approve", "all"])
+        returncode = skein_main(["run", str(campaign), "--run-id", "first", "--no-soak", "--approve", "all", "--json"])
     store = CampaignStore(store_url(home))  # the default store: SQLite in SKEIN_HOME
     run_dir = home / "runs" / CAMPAIGN_ID / "first"
     return {"campaign": campaign, "fleet": fleet, "home": home, "store": store, "run_dir": run_dir,
@@ -440,7 +440,7 @@ def test_skein_run_rolls_back_and_exits_5_when_the_target_is_missing(fleet_templ
     before = snapshot(fleet)
     url = store_url(home)
 
-    done = subprocess.run([str(SKEIN), "run", str(campaign), "--run-id", "missing", "--no-soak",
+    done = subprocess.run([str(SKEIN), "run", str(campaign), "--run-id", "missing", "--no-soak", "--json",
                            "--consumers", "legacy-scripts/*", "--store", url, "--approve", "all"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 5, done.stderr
@@ -719,3 +719,19 @@ def test_rollback_restores_exact_bytes_around_other_work_in_the_repository(fleet
     assert git(repo, "merge-base", "--is-ancestor", owner_commit, "HEAD") == ""  # their commit stays
     assert (repo / other).read_bytes().endswith(b"-- the owner's unrelated change\n")
     assert notes.read_text() == "uncommitted work in progress\n"
+
+
+def test_a_rerun_on_a_migrated_fleet_says_it_is_done(first_run, capsys, monkeypatch):
+    """The human summary (no --json) of a run that finds nothing left to migrate says so, and
+    where the evidence and the audit are."""
+    monkeypatch.setenv("SKEIN_HOME", str(first_run["home"]))
+    monkeypatch.delenv("SKEIN_STORE_URL", raising=False)
+    capsys.readouterr()
+    code = skein_main(["run", str(first_run["campaign"]), "--run-id", "again", "--no-soak", "--approve", "all"])
+    out = capsys.readouterr().out
+    assert code in (0, 3), out
+    applied = first_run["outcome"]["applied"]
+    assert "Run again of plays-v2: finished." in out
+    assert f"{applied} consumer(s) were already migrated by earlier runs" in out
+    assert "skein audit plays-v2 --run again" in out and "summary.html" in out
+    assert heads(first_run["fleet"]) == first_run["heads"]  # nothing written

@@ -109,7 +109,7 @@ def skein_run(campaign: Path, home: Path, run_id: str, *extra: str) -> subproces
     env = {**os.environ, "SKEIN_HOME": str(home)}
     env.pop("SKEIN_STORE_URL", None)
     return subprocess.Popen([str(SKEIN), "run", str(campaign), "--run-id", run_id, "--no-soak",
-                             "--approve", "all", "--consumers", "legacy-scripts/*", *extra],
+                             "--approve", "all", "--json", "--consumers", "legacy-scripts/*", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -35,7 +35,7 @@ def run(campaign: Path, home: Path, consumers: str, crash_at: str | None) -> sub
     if crash_at:
         env["SKEIN_CRASH_AT"] = crash_at
     return subprocess.run([str(SKEIN), "run", str(campaign), "--run-id", "crash", "--no-soak",
-                           "--approve", "all", "--consumers", consumers],
+                           "--approve", "all", "--json", "--consumers", consumers],
                           capture_output=True, text=True, env=env, timeout=900)
 
 

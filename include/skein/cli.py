@@ -70,9 +70,14 @@ def _cmd_plan(args) -> int:
     from skein.pipeline import open_plan, plan_campaign
     from skein.spec import load_campaign
 
+    from skein.console import progress_bars
+
     campaign = load_campaign(args.campaign)
-    summary = plan_campaign(open_plan(campaign, args.out), workers=args.workers,
-                            simulate=not args.no_simulate)
+    ctx = open_plan(campaign, args.out)
+    with progress_bars() as bars:
+        if bars is not None:
+            ctx.progress = bars
+        summary = plan_campaign(ctx, workers=args.workers, simulate=not args.no_simulate)
     plan = summary.plan
     print(f"plan for {plan.campaign} written to {args.out}: "
           + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
@@ -114,12 +119,20 @@ def _cmd_run(args) -> int:
         return EXIT_USER_ERROR
     run_id = args.run_id or _new_run_id()
     store = CampaignStore(args.store) if args.store else None
+    from skein.console import progress_bars, run_summary
+
     ctx = start_run(args.campaign, run_id, store=store, actor="cli", one_process=True)
-    outcome = run_campaign(ctx, approve=args.approve or "none", dry_run=args.dry_run,
-                           waves=args.waves, error_threshold=args.error_threshold,
-                           consumer_filter=args.consumers, soak=not args.no_soak,
-                           workers=args.workers)
-    print(json.dumps({"run_id": run_id, "directory": str(ctx.directory), **outcome}, indent=2))
+    with progress_bars(False if args.json else None) as bars:
+        if bars is not None:
+            ctx.progress = bars
+        outcome = run_campaign(ctx, approve=args.approve or "none", dry_run=args.dry_run,
+                               waves=args.waves, error_threshold=args.error_threshold,
+                               consumer_filter=args.consumers, soak=not args.no_soak,
+                               workers=args.workers)
+    if args.json:
+        print(json.dumps({"run_id": run_id, "directory": str(ctx.directory), **outcome}, indent=2))
+    else:
+        print(run_summary(outcome, ctx.campaign_id, run_id, str(ctx.directory)))
     if outcome["status"] in ("rolled_back", "rejected", "failed"):
         return EXIT_NOT_APPLIED
     return EXIT_ESCALATED if outcome["escalated"] else 0
@@ -233,6 +246,8 @@ def _add_run(sub) -> None:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--store", help="campaign store URL (default: $SKEIN_STORE_URL or SQLite "
                    "in $SKEIN_HOME)")
+    p.add_argument("--json", action="store_true",
+                   help="print the outcome as JSON (for scripts) instead of a summary")
     p.set_defaults(func=_cmd_run)
 
 
