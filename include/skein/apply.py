@@ -24,6 +24,7 @@ from typing import Iterator, Protocol
 
 from skein.errors import SkeinError
 from skein.faults import crash_point
+from skein.paths import symlink_on_path
 
 
 class ApplyError(SkeinError):
@@ -52,6 +53,11 @@ class Applier(Protocol):
         """Make ``content`` the consumer's code; returns the code as stored afterwards.
         ``expected``: the SHA-256 the current code must still have, checked under the same
         lock as the write (another campaign may have changed it since it was read)."""
+
+    def refusal(self, target: Target) -> str | None:
+        """Why the consumer cannot be written now in a way its owner would have to know
+        (uncommitted edits, a symlink), or None. Asked before hashes are compared, so the
+        message names the cause rather than a hash mismatch."""
 
 
 def _check_unchanged(target: Target, current: bytes | None, expected: str | None) -> None:
@@ -86,13 +92,30 @@ class GitApplier:
         self.branch_prefix = branch_prefix
 
     def current(self, target: Target) -> bytes | None:
-        with _repo_lock(target.repo):
+        with _repo_lock(target):
             return self._committed(target)
+
+    def refusal(self, target: Target) -> str | None:
+        with _repo_lock(target):
+            return self.refusal_locked(target)
+
+    @staticmethod
+    def refusal_locked(target: Target) -> str | None:
+        link = symlink_on_path(target.repo, target.path)
+        if link is not None:  # writing through it would change a file outside the repo
+            return f"{target.consumer}: {link}: not written through"
+        if _git(target.repo, "status", "--porcelain", "--", target.path).strip():
+            return (f"{target.consumer}: {target.path} has uncommitted changes in "
+                    f"{target.repo}: commit or stash them, then run the campaign again")
+        return None
 
     def write(self, target: Target, content: bytes, message: str, expected: str | None = None) -> bytes:
         repo, path = target.repo, target.path
-        with _repo_lock(repo):
+        with _repo_lock(target):
             _recover(repo)
+            refused = self.refusal_locked(target)
+            if refused:
+                raise ApplyError(refused)
             _check_unchanged(target, self._committed(target), expected)
             if (repo / ".git" / "index.lock").exists():
                 raise ApplyError(f"{target.consumer}: {repo}/.git/index.lock exists: another git "
@@ -100,8 +123,6 @@ class GitApplier:
             head = _git(repo, "symbolic-ref", "--quiet", "--short", "HEAD").strip()
             if not head:
                 raise ApplyError(f"{target.consumer}: {repo} has a detached HEAD")
-            if _git(repo, "status", "--porcelain", "--", path).strip():
-                raise ApplyError(f"{target.consumer}: {path} has uncommitted changes in {repo}")
             campaign_branch = f"{self.branch_prefix}{target.campaign}"
             base = _git(repo, "rev-parse", "HEAD").strip()
             blob = _git(repo, "hash-object", "-w", "--stdin", input=content).strip()
@@ -179,6 +200,9 @@ class ViewApplier:
     def current(self, target: Target) -> bytes | None:
         with self._session(target) as (conn, dialect):
             return _view_ddl(conn, dialect, target.view)
+
+    def refusal(self, target: Target) -> str | None:
+        return None  # the view's DDL is all there is: ``expected`` covers any change
 
     def write(self, target: Target, content: bytes, message: str, expected: str | None = None) -> bytes:
         statement = _replace_view_statement(content.decode("utf-8"), target)
@@ -299,7 +323,6 @@ def _retry_open(connect, attempts: int = 60, delay_s: float = 0.5):
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -308,10 +331,16 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _repo_lock(repo: Path):
+def _repo_lock(target: Target):
     """Mapped tasks applying consumers of the same repository run in parallel processes:
     git's own index.lock would make all but one fail, so they queue here instead."""
-    return _file_lock(repo / ".git" / "skein.lock")
+    git_dir = target.repo / ".git"
+    if git_dir.is_file():  # a linked worktree: ``.git`` names the real git dir
+        git_dir = Path(_git(target.repo, "rev-parse", "--absolute-git-dir").strip())
+    if not git_dir.is_dir():  # never recreate a repository someone removed
+        raise ApplyError(f"{target.consumer}: the repository {target.repo} is gone (removed or "
+                         "moved since the campaign was planned): nothing written")
+    return _file_lock(git_dir / "skein.lock")
 
 
 def _git(repo: Path, *args: str, input: bytes | None = None, env: dict | None = None) -> str:

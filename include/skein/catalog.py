@@ -19,14 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skein.dbt import DbtProject, DbtRenderError, load_dbt_project, substitute_relations
-from skein.errors import DiscoveryError
+from skein.errors import DiscoveryError, SpecError
 from skein.lineage import Lineage, SchemaCache, analyze_sql, mentioned_datasets
 from skein.ownership import Ownership, OwnershipResolver, parse_view_comment
+from skein.paths import symlink_on_path
 from skein.spec import Campaign
 from skein.warehouse import Warehouse
 
 # Below this many consumers a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 200
+
+# sqlglot needs ~400x a file's size in memory to parse it (a 20 MB file took 9 GB): larger
+# files are generated code or data, not queries a reviewer can check, so they are escalated.
+MAX_CONSUMER_BYTES = 1 << 20
 
 
 @dataclass
@@ -92,11 +97,7 @@ def scan_consumers(campaign: Campaign, warehouse: Warehouse) -> tuple[list[Consu
         if entry.warehouse_views:
             consumers.extend(_view_consumers(warehouse, entry.dialect or campaign.sql_dialect))
             continue
-        pattern = str(campaign.base_dir / entry.repo)
-        repos = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / ".git").exists())
-        if not repos:
-            raise campaign.error(f"no git repository matches {entry.repo!r} "
-                                 f"(looked for {pattern})", "consumers", index, "repo")
+        repos = repositories(campaign, index)
         default_dialect = entry.dialect or campaign.sql_dialect
         for repo in repos:
             consumers.extend(_repo_consumers(repo, default_dialect, entry.exclude, problems))
@@ -105,6 +106,30 @@ def scan_consumers(campaign: Campaign, warehouse: Warehouse) -> tuple[list[Consu
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise DiscoveryError(f"consumer ids found twice (overlapping `consumers` entries?): {dupes[:5]}")
     return sorted(consumers, key=lambda c: c.id), problems
+
+
+def repositories(campaign: Campaign, index: int) -> list[Path]:
+    """The git repositories ``consumers[index].repo`` matches; none is a ``SpecError``
+    naming the entry (``skein validate`` finds it before any run does)."""
+    entry = campaign.consumers[index]
+    pattern = str(campaign.base_dir / entry.repo)
+    repos = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / ".git").exists())
+    if not repos:
+        raise campaign.error(f"no git repository matches {entry.repo!r} "
+                             f"(looked for {pattern})", "consumers", index, "repo")
+    return repos
+
+
+def repository_problems(campaign: Campaign) -> list[SpecError]:
+    """Every ``consumers`` entry whose repository glob matches no git repository."""
+    problems = []
+    for index, entry in enumerate(campaign.consumers):
+        if not entry.warehouse_views:
+            try:
+                repositories(campaign, index)
+            except SpecError as exc:
+                problems.append(exc)
+    return problems
 
 
 def _view_consumers(warehouse: Warehouse, dialect: str) -> list[Consumer]:
@@ -124,7 +149,16 @@ def _tracked_files(repo: Path) -> list[str]:
 
 def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
                     problems: list[str]) -> list[Consumer]:
-    files = [f for f in _tracked_files(repo) if not any(fnmatch.fnmatch(f, x) for x in exclude)]
+    files = []
+    for rel in _tracked_files(repo):
+        if any(fnmatch.fnmatch(rel, x) for x in exclude):
+            continue
+        link = symlink_on_path(repo, rel)
+        if link is None:
+            files.append(rel)
+        elif rel.endswith(".sql"):
+            problems.append(f"{repo.name}/{rel}: {link}: Skein reads and writes only regular "
+                            "files inside the repository, so it is not a consumer")
     owners = OwnershipResolver(repo)
     projects = _dbt_projects(repo, files)
     consumers = []
@@ -138,10 +172,8 @@ def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
         ownership = owners.for_file(path)
         consumer = Consumer(id=f"{repo.name}/{rel}", kind="sql", repo=repo.name, path=rel, file=path,
                             dialect=ownership.dialect or default_dialect, sql="", ownership=ownership)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            consumer.error = f"cannot read file: {exc}"
+        text = _read_consumer(consumer, path, problems)
+        if text is None:
             consumers.append(consumer)
             continue
         consumer.sql = text
@@ -160,6 +192,39 @@ def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
         consumers.append(consumer)
     problems.extend(owners.problems)
     return consumers
+
+
+def _read_consumer(consumer: Consumer, path: Path, problems: list[str]) -> str | None:
+    """The file's text, or None with ``consumer.error`` saying why it cannot be analysed.
+    What it mentions is still read (cheaply, by name), so an unreadable consumer of the
+    source is escalated rather than silently left behind."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONSUMER_BYTES:
+            consumer.error = (f"too large to analyse: {size / 1e6:.1f} MB (limit "
+                              f"{MAX_CONSUMER_BYTES >> 20} MiB); migrate it by hand")
+            problems.append(f"{consumer.id}: {consumer.error}")
+            with open(path, "rb") as handle:
+                _set_mentions(consumer, handle.read().decode("latin-1"))
+            return None
+        data = path.read_bytes()
+    except OSError as exc:
+        consumer.error = f"cannot read file: {exc.strerror or exc}"
+        problems.append(f"{consumer.id}: {consumer.error}")
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        consumer.error = (f"not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}): "
+                          "Skein edits UTF-8 files only; convert it, or migrate it by hand")
+        problems.append(f"{consumer.id}: {consumer.error}")
+        _set_mentions(consumer, data.decode("latin-1"))  # names are ASCII in any 8-bit encoding
+        return None
+
+
+def _set_mentions(consumer: Consumer, text: str) -> None:
+    consumer.__dict__["mentions"] = mentioned_datasets(text)  # fills the cached_property
 
 
 def _dbt_projects(repo: Path, files: list[str]) -> list[DbtProject]:

@@ -34,12 +34,20 @@ def _cmd_discover(args) -> int:
 
 
 def _cmd_validate(args) -> int:
+    from skein.catalog import repository_problems
     from skein.discovery import check_against_catalog, connect
+    from skein.errors import SpecError, SpecErrors
     from skein.spec import load_campaign
 
     campaign = load_campaign(args.campaign)
+    problems = repository_problems(campaign)  # local folders: checked offline too
     if not args.offline:
-        check_against_catalog(campaign, connect(campaign).schemas())
+        try:
+            check_against_catalog(campaign, connect(campaign).schemas())
+        except SpecError as exc:
+            problems[:0] = exc.errors if isinstance(exc, SpecErrors) else [exc]
+    if problems:
+        raise SpecErrors(problems)
     print(f"{args.campaign}: campaign {campaign.campaign} is valid")
     return 0
 
@@ -73,7 +81,7 @@ def _cmd_plan(args) -> int:
     from skein.console import progress_bars
 
     campaign = load_campaign(args.campaign)
-    ctx = open_plan(campaign, args.out)
+    ctx = open_plan(campaign, _output_dir(args.out))
     with progress_bars() as bars:
         if bars is not None:
             ctx.progress = bars
@@ -88,12 +96,27 @@ def _cmd_plan(args) -> int:
     return 0 if plan.counts["escalated"] == 0 else EXIT_ESCALATED
 
 
+def _output_dir(out: str) -> Path:
+    """``--out`` as a folder that exists (made if needed), or a ``SkeinError`` saying why not."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise SkeinError(f"--out {out}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SkeinError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
+    return path
+
+
 def _cmd_schema(args) -> int:
     from skein.spec import campaign_json_schema
 
     text = json.dumps(campaign_json_schema(), indent=2)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        try:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise SkeinError(f"--out {args.out}: cannot write: {exc.strerror}") from None
     else:
         print(text)
     return 0
@@ -102,7 +125,8 @@ def _cmd_schema(args) -> int:
 def _cmd_demo_fleet(args) -> int:
     from skein.demo.fleet import build_demo_fleet
 
-    campaign = build_demo_fleet(Path(args.out), consumers=args.consumers, seed=args.seed)
+    campaign = build_demo_fleet(Path(args.out), consumers=args.consumers, seed=args.seed,
+                                replace=args.replace)
     print(f"demo fleet with {args.consumers} consumers written to {args.out}")
     print(f"campaign: {campaign}")
     print(f"try: skein discover {campaign}")
@@ -117,7 +141,7 @@ def _cmd_run(args) -> int:
         print("skein: run: say what to apply: --approve all|canary|none (or --dry-run to plan "
               "and simulate only)", file=sys.stderr)
         return EXIT_USER_ERROR
-    run_id = args.run_id or _new_run_id()
+    run_id = _new_run_id() if args.run_id is None else args.run_id
     store = CampaignStore(args.store) if args.store else None
     from skein.console import progress_bars, run_summary
 
@@ -173,40 +197,55 @@ def _cmd_unlock(args) -> int:
     return 0
 
 
+CAMPAIGN_HELP = "campaign YAML file"
+WORKERS_HELP = "processes for parsing and simulation (default: one per core)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``skein`` command line: one sub-command per engine entry point."""
-    parser = argparse.ArgumentParser(prog="skein", description="Dataset migrations as campaigns.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from skein import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="skein", description="Dataset migrations as campaigns: find every consumer of a "
+        "changing dataset, rewrite it, prove it on data, apply it in waves.",
+        epilog="Exit codes: 0 done, 2 bad input, 3 escalated to a human, 4 a simulation refuted "
+               "a patch, 5 not applied (rolled back or rejected), 1 unexpected failure.")
+    parser.add_argument("--version", action="version", version=f"skein {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("discover", help="list the consumers a campaign impacts")
-    p.add_argument("campaign", help="campaign YAML file")
+    p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--workers", type=int, default=None,
                    help="processes for parsing (default: one per core)")
     p.set_defaults(func=_cmd_discover)
 
     p = sub.add_parser("validate", help="check a campaign file (and the warehouse it names)")
-    p.add_argument("campaign")
+    p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--offline", action="store_true", help="do not open the warehouse")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("rewrite", help="rewrite one consumer file for a campaign")
-    p.add_argument("campaign")
-    p.add_argument("file")
+    p.add_argument("campaign", help=CAMPAIGN_HELP)
+    p.add_argument("file", help="the consumer's SQL file (UTF-8)")
     p.add_argument("--dialect", help="SQL dialect of the file (default: the campaign's)")
     p.add_argument("--diff", action="store_true", help="print the unified diff, not the new text")
     p.set_defaults(func=_cmd_rewrite)
 
     p = sub.add_parser("plan", help="discovery and a patch (or escalation) per impacted consumer")
-    p.add_argument("campaign")
+    p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--out", required=True, help="directory for plan.json, patches/ and patched/")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
     p.add_argument("--no-simulate", action="store_true",
                    help="skip the dry run of every patch on the warehouse's data")
     p.set_defaults(func=_cmd_plan)
 
     _add_run(sub)
+    _add_tools(sub)
+    return parser
 
+
+def _add_tools(sub) -> None:
     p = sub.add_parser("unlock", help="free a campaign that a dead run still holds")
     p.add_argument("campaign", help="campaign id")
     p.add_argument("--store", help="campaign store URL")
@@ -215,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="print a campaign's audit log")
     p.add_argument("campaign", help="campaign id")
     p.add_argument("--run", help="only this run id")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the events as JSON")
     p.add_argument("--store", help="campaign store URL")
     p.set_defaults(func=_cmd_audit)
 
@@ -225,15 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-fleet", help="build the demo warehouse, repos and campaign")
     p.add_argument("--out", required=True, help="directory to create")
-    p.add_argument("--consumers", type=int, default=40)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--consumers", type=int, default=40, help="how many consumers (default 40)")
+    p.add_argument("--seed", type=int, default=7,
+                   help="random seed: the same seed builds the same fleet (default 7)")
+    p.add_argument("--replace", action="store_true",
+                   help="rebuild an earlier fleet even where it holds changes of your own")
     p.set_defaults(func=_cmd_demo_fleet)
-    return parser
 
 
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run a whole campaign without Airflow: plan, approve, waves")
-    p.add_argument("campaign")
+    p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--run-id", help="default: cli__<UTC time>; reuse one to continue a run")
     p.add_argument("--approve", choices=["all", "canary", "none"],
                    help="the approval's answer: all waves, the canary wave only, or none "
@@ -243,7 +284,7 @@ def _add_run(sub) -> None:
     p.add_argument("--error-threshold", type=float, help="override the campaign's threshold")
     p.add_argument("--consumers", help="only consumers whose id matches this glob (and the upstream they read)")
     p.add_argument("--no-soak", action="store_true", help="do not wait the waves' soak time")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
     p.add_argument("--store", help="campaign store URL (default: $SKEIN_STORE_URL or SQLite "
                    "in $SKEIN_HOME)")
     p.add_argument("--json", action="store_true",
@@ -252,6 +293,11 @@ def _add_run(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    # sqlglot logs "Falling back to parsing as a 'Command'" with SQL fragments for statements
+    # it only half understands; Skein reports what matters per consumer instead.
+    logging.getLogger("sqlglot").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -91,6 +91,23 @@ def duckdb_file(url: str, base_dir: Path | None = None) -> Path:
     return file if file.is_absolute() else (base_dir or Path.cwd()) / file
 
 
+def is_duckdb_file(file: Path) -> bool:
+    """Whether ``file`` starts like a DuckDB database (its header holds ``DUCK`` at byte 8):
+    DuckDB itself would say so only on first use, in the middle of a campaign step.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "w.duckdb"
+    >>> _ = f.write_text("id,name\\n1,a\\n")
+    >>> is_duckdb_file(f)
+    False
+    """
+    try:
+        with open(file, "rb") as handle:
+            return handle.read(12)[8:12] == b"DUCK"
+    except OSError:
+        return False
+
+
 def redact_url(url: str) -> str:
     """``url`` without its password, for messages.
 
@@ -128,6 +145,10 @@ class DuckDBWarehouse:
         self.file = file
         if not file.exists():
             raise WarehouseError(f"warehouse {url!r}: DuckDB file {file} does not exist")
+        if not file.is_file():
+            raise WarehouseError(f"warehouse {url!r}: {file} is a folder, not a DuckDB file")
+        if not is_duckdb_file(file):
+            raise WarehouseError(f"warehouse {url!r}: {file} is not a DuckDB database file")
 
     def _connect(self, wait_s: float = 60.0):
         """A read-only connection. A DuckDB file has one writer at a time and a writer shuts

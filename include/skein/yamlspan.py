@@ -58,6 +58,23 @@ class YamlDoc:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE = "tag:yaml.org,2002:merge"  # an unquoted ``<<`` key
 
+# Aliases let a 1 KB file name billions of values (a "billion laughs" bomb): PyYAML composes
+# it as a small shared graph, and only building values expands it, so the budget is counted
+# there. A real campaign has a few hundred values; settings files a few thousand.
+MAX_VALUES = 100_000
+MAX_FILE_BYTES = 1 << 20  # 1 MiB: campaign and settings files are hand-written
+
+
+class _Budget:
+    def __init__(self, file: str, limit: int = MAX_VALUES):
+        self.file, self.left = file, limit
+
+    def spend(self, node: yaml.Node) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise SpecError(f"more than {MAX_VALUES:,} values (YAML aliases expanding?): refused",
+                            file=self.file, line=node.start_mark.line + 1)
+
 
 def load_yaml_with_lines(text: str, file: str, *, strict: bool = True) -> YamlDoc:
     """Parse one YAML document; what is not YAML (syntax, an unknown tag) raises
@@ -72,7 +89,7 @@ def load_yaml_with_lines(text: str, file: str, *, strict: bool = True) -> YamlDo
         node = yaml.compose(text, Loader=_LOADER)
         if node is not None:
             constructor = yaml.SafeLoader("")  # only used to build scalars with YAML's own rules
-            doc.data = _build(node, (), doc.lines, constructor, file, strict)
+            doc.data = _build(node, (), doc.lines, constructor, file, strict, _Budget(file))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -82,16 +99,35 @@ def load_yaml_with_lines(text: str, file: str, *, strict: bool = True) -> YamlDo
 
 
 def load_yaml_file(path: str | Path) -> YamlDoc:
+    """Read a YAML file: too large, not UTF-8 or unreadable is a ``SpecError`` naming it.
+
+    >>> import tempfile, os
+    >>> bad = os.path.join(tempfile.mkdtemp(), "c.yaml")
+    >>> _ = open(bad, "wb").write(b"id: ok\\nname: caf\\xe9\\n")
+    >>> load_yaml_file(bad)
+    Traceback (most recent call last):
+    skein.errors.SpecError: ...c.yaml:2: not UTF-8 text (byte 0xe9): save the file as UTF-8
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SpecError(f"file is {size / 1e6:.1f} MB, more than a campaign file can be "
+                            f"({MAX_FILE_BYTES >> 20} MiB): refused", file=str(path))
+        data = path.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read file: {exc.strerror}", file=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as UTF-8",
+                        file=str(path), line=data[:exc.start].count(b"\n") + 1) from None
     return load_yaml_with_lines(text, str(path))
 
 
 def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoader, file: str,
-           strict: bool):
+           strict: bool, budget: _Budget):
+    budget.spend(node)
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         if not strict:
@@ -103,15 +139,18 @@ def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoad
             if strict and (key_node.tag == _MERGE or key_node.value == "<<"):
                 raise SpecError("YAML merge keys (<<) are not supported",
                                 file=file, line=key_node.start_mark.line + 1)
+            if not isinstance(key_node, yaml.ScalarNode):  # a list or mapping as a key
+                raise SpecError("keys must be plain names, not lists or mappings",
+                                file=file, line=key_node.start_mark.line + 1)
             key = constructor.construct_object(key_node, deep=True)
             if strict and key in out:
                 raise SpecError(f"duplicate key {key!r}", file=file,
                                 line=key_node.start_mark.line + 1,
                                 field=".".join(str(p) for p in (*path, key)))
-            out[key] = _build(value_node, (*path, key), lines, constructor, file, strict)
+            out[key] = _build(value_node, (*path, key), lines, constructor, file, strict, budget)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), lines, constructor, file, strict)
+        return [_build(item, (*path, i), lines, constructor, file, strict, budget)
                 for i, item in enumerate(node.value)]
     return constructor.construct_object(node, deep=True)

@@ -6,8 +6,11 @@ resolution cost grows with the schema, and a request is self-contained evidence.
 
 from __future__ import annotations
 
-from skein.rewrite.request import RewriteRequest
+from pathlib import Path
+
 from skein.catalog import Catalog, Consumer
+from skein.errors import SkeinError
+from skein.rewrite.request import RewriteRequest
 from skein.spec import Campaign
 
 
@@ -49,9 +52,18 @@ def _read_exact(path) -> str:
     >>> _ = f.write_bytes(b"SELECT 1\\r\\nFROM t\\r\\n")
     >>> _read_exact(f)
     'SELECT 1\\r\\nFROM t\\r\\n'
+    >>> _ = f.write_bytes(b"SELECT 'caf\\xe9'\\n")
+    >>> _read_exact(f)
+    Traceback (most recent call last):
+    skein.errors.SkeinError: ...q.sql:1: not UTF-8 text (byte 0xe9): Skein edits UTF-8 files only
     """
-    with open(path, encoding="utf-8", newline="") as handle:
-        return handle.read()
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")  # bytes.decode keeps CRLF, as newline="" would
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\\n") + 1
+        raise SkeinError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): Skein "
+                         "edits UTF-8 files only") from None
 
 
 def _dbt_relations(consumer: Consumer) -> dict[str, str]:

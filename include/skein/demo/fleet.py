@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from skein.demo import dbt_project
+from skein.demo.manifest import user_changes, write_manifest
 from skein.demo.model import (CAMPAIGN, DBT_REPO, DEFAULT_DIALECT, REPOS, SOURCE, TARGET,
                               WAREHOUSE, ConsumerSpec, Draft, Family, Slot)
 from skein.demo.repos import write_repos
@@ -134,11 +135,21 @@ rollout:
 """
 
 
-def _prepare(out: Path) -> None:
-    """Make ``out`` ready: refuse a non-empty folder that is not an earlier fleet, else
-    remove the earlier fleet's outputs (and only those)."""
-    if out.exists() and any(out.iterdir()) and not (out / "ground_truth.json").exists():
-        raise SkeinError(f"{out}: not empty and not a demo fleet; choose another --out")
+def _prepare(out: Path, replace: bool) -> None:
+    """Make ``out`` ready: refuse a non-empty folder that is not an earlier fleet, and an
+    earlier fleet holding work the demo did not make (unless ``replace``); then remove the
+    earlier fleet's outputs (and only those)."""
+    if out.exists() and not out.is_dir():
+        raise SkeinError(f"{out}: is a file, not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()):
+        if not (out / "ground_truth.json").exists():
+            raise SkeinError(f"{out}: not empty and not a demo fleet; choose another --out")
+        lost = [] if replace else user_changes(out, OUTPUTS)
+        if lost:
+            shown = "\n  ".join(lost[:10]) + (f"\n  ... and {len(lost) - 10} more" if len(lost) > 10 else "")
+            raise SkeinError(f"{out} holds work the demo did not make; rebuilding would delete "
+                             f"it:\n  {shown}\nmove it away, choose another --out, or pass "
+                             "--replace to delete it")
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:
         path = out / name
@@ -148,12 +159,13 @@ def _prepare(out: Path) -> None:
             path.unlink()
 
 
-def build_demo_fleet(out: Path, consumers: int = 40, seed: int = 7) -> Path:
-    """Build the demo fleet under ``out``; returns the campaign file's path."""
+def build_demo_fleet(out: Path, consumers: int = 40, seed: int = 7, replace: bool = False) -> Path:
+    """Build the demo fleet under ``out``; returns the campaign file's path. ``replace``:
+    rebuild an earlier fleet even where it holds changes the demo did not make."""
     if consumers < 1:
         raise SkeinError(f"--consumers must be at least 1, not {consumers}")
     out = Path(out)
-    _prepare(out)
+    _prepare(out, replace)
     specs = plan_fleet(consumers, seed)
     build_warehouse(out / "warehouse.duckdb", seed, specs)
     write_repos(out / "repos", specs)
@@ -162,4 +174,5 @@ def build_demo_fleet(out: Path, consumers: int = 40, seed: int = 7) -> Path:
     campaign.write_text(campaign_yaml(), encoding="utf-8")
     truth = json.dumps(ground_truth(specs), indent=2, sort_keys=True) + "\n"
     (out / "ground_truth.json").write_text(truth, encoding="utf-8")
+    write_manifest(out)
     return campaign

@@ -6,9 +6,11 @@ so a retried task or a rerun never writes twice, and one consumer failing fails 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from skein.apply import ApplyError, Target, applier_for
@@ -36,7 +38,9 @@ def target_for(ctx: RunContext, consumer: Consumer) -> Target:
                       base_dir=ctx.campaign.base_dir)
     if consumer.file is None or consumer.path is None:
         raise ApplyError(f"{consumer.id}: no file to apply to")
-    repo = consumer.file.resolve()
+    # Absolute but not resolved: resolving would follow a symlinked consumer into whatever
+    # repository it points at, and write there.
+    repo = Path(os.path.abspath(consumer.file))
     for _ in consumer.path.split("/"):
         repo = repo.parent
     return Target(consumer=consumer.id, kind="file", campaign=ctx.campaign_id, repo=repo,
@@ -112,6 +116,9 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
         ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=prior.before_hash, after=now,
                    message="found applied after an interrupted attempt")
         return "already"
+    refused = applier.refusal(target)
+    if refused:
+        raise ApplyError(refused)
     if expected is not None and now != expected:
         raise ApplyError(f"{consumer.id} changed since it was planned (hash {str(now)[:12]}, "
                          f"planned from {expected[:12]}): re-run the campaign to re-plan it")

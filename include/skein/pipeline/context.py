@@ -16,6 +16,7 @@ from skein.audit import Action
 from skein.errors import SkeinError
 from skein.catalog import Catalog
 from skein.discovery import DiscoveryReport
+from skein.paths import run_folder
 from skein.rewrite.request import Escalation, Patch
 from skein.rundir import RunDirectory
 from skein.spec import Campaign, load_campaign
@@ -133,8 +134,7 @@ class RunContext:
 
 def run_directory(campaign_id: str, run_id: str, home: Path | None = None) -> Path:
     """``<home>/runs/<campaign>/<run id>``, the run id made safe as a folder name."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in run_id)
-    return (home or skein_home()) / "runs" / campaign_id / safe
+    return (home or skein_home()) / "runs" / campaign_id / run_folder(run_id)
 
 
 def start_run(campaign_file: str | Path, run_id: str, *, store: CampaignStore | None = None,

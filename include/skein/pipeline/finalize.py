@@ -7,7 +7,7 @@ from typing import Literal
 
 from skein.audit import Action
 from skein.pipeline.context import RunContext
-from skein.pipeline.waves import unfinished_waves
+from skein.pipeline.waves import approved_scope, unfinished_waves
 
 RunStatus = Literal["finished", "failed", "rolled_back", "rejected", "stopped", "dry_run"]
 
@@ -19,7 +19,8 @@ def run_status(ctx: RunContext) -> RunStatus:
         return "rolled_back"
     if unfinished_waves(ctx) or not actions[Action.PLANNED]:
         return "failed"  # a step crashed: a wave without a verdict, or no plan
-    if actions[Action.REJECTED]:
+    # The latest answer counts: a run rejected, then approved on a rerun, is not stopped.
+    if approved_scope(ctx) == "none":
         return "stopped" if actions[Action.APPLIED] else "rejected"
     if actions[Action.WAVE_FAILED]:
         return "failed"

@@ -1,0 +1,50 @@
+"""Paths that come from users and repositories, checked before anything is read or written.
+
+A consumer path is git's (tracked, relative); a run id or campaign id becomes a folder name.
+Either could lead out of where Skein may act: a symlink into another repository or to
+``/etc/passwd``, or ``..``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from skein.errors import SkeinError
+
+
+def symlink_on_path(repo: Path, rel: str) -> str | None:
+    """Why ``rel`` must not be followed: it, or a folder on its way, is a symlink (which may
+    lead into another repository or anywhere on the machine). None for a plain file.
+
+    >>> import tempfile, os
+    >>> repo = Path(tempfile.mkdtemp())
+    >>> os.symlink("/etc/passwd", repo / "q.sql")
+    >>> symlink_on_path(repo, "q.sql")
+    'q.sql is a symlink to /etc/passwd'
+    >>> symlink_on_path(repo, "other.sql") is None
+    True
+    """
+    here = repo
+    for part in Path(rel).parts:
+        here = here / part
+        if here.is_symlink():
+            return f"{here.relative_to(repo)} is a symlink to {os.readlink(here)}"
+    return None
+
+
+def run_folder(run_id: str) -> str:
+    """``run_id`` as one folder name: other characters become ``_``; a name that would lead
+    elsewhere (``..``, ``.``, empty) is refused, since the run's files would land outside it.
+
+    >>> run_folder("manual__2026-12-03T00:00:00+00:00")
+    'manual__2026-12-03T00_00_00+00_00'
+    >>> run_folder("..")
+    Traceback (most recent call last):
+    skein.errors.SkeinError: run id '..' cannot name a folder: use letters, digits and - _ . + (not only dots)
+    """
+    safe = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in run_id)
+    if not safe.strip(".") or len(safe) > 200:
+        raise SkeinError(f"run id {run_id!r} cannot name a folder: use letters, digits and "
+                         "- _ . + (not only dots)")
+    return safe
