@@ -324,3 +324,15 @@ def test_sqlglot_warnings_do_not_reach_the_terminal(world, capsys):
     skein(["discover", str(world)])
     err = capsys.readouterr().err
     assert "Falling back to parsing as a 'Command'" not in err and "VACUUM" not in err
+
+
+def test_deeply_nested_sql_is_escalated_not_a_crash(world, tmp_path):
+    growth = world.parent / "repos" / "growth"
+    (growth / "deep.sql").write_text("SELECT " + "(" * 2000 + "user_id" + ")" * 2000
+                                     + " FROM analytics.plays\n")
+    commit_all(growth, "generated nesting")
+    assert skein(["plan", str(world), "--out", str(tmp_path / "plan"), "--workers", "1"]) == 3
+    items = {i["id"]: i for i in json.loads((tmp_path / "plan" / "plan.json").read_text())["items"]}
+    assert items["growth/deep.sql"]["status"] == "escalated"
+    assert "nested too deeply for the parser" in items["growth/deep.sql"]["reason"]
+    assert items["growth/a.sql"]["status"] == items["growth/b.sql"]["status"] == "patched"

@@ -113,9 +113,21 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
     except SqlglotError as exc:
         lineage.error = f"does not parse: {first_line(exc)}"
         return lineage
+    except RecursionError:  # sqlglot's parser recurses per nesting level
+        lineage.error = "does not parse: nested too deeply for the parser"
+        return lineage
     if not statements:
         lineage.error = "no SQL statement found"
         return lineage
+    try:
+        _analyze_statements(statements, dialect, cache, default_schema, lineage)
+    except RecursionError:
+        lineage.error = "cannot resolve columns: nested too deeply to analyse"
+    return lineage
+
+
+def _analyze_statements(statements: list[exp.Expression], dialect: str, cache: SchemaCache,
+                        default_schema: str, lineage: Lineage) -> None:
     for statement in statements:
         normalize_names(statement, default_schema)
         _record_tables(statement, lineage)
@@ -139,7 +151,6 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
             lineage.error = f"cannot resolve columns: {type(exc).__name__}: {exc}"
             continue
         _ScopeWalk(qualified, lineage).run()
-    return lineage
 
 
 _NAME_CHAIN = re.compile(r"[\w$`\"\[\]-]+(?:\s*\.\s*[\w$`\"\[\]-]+)+")

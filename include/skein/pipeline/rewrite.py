@@ -25,7 +25,12 @@ def rewrite_consumers(ctx: RunContext, ids: list[str], llm_model=None) -> dict[s
     for number, cid in enumerate(todo):
         ctx.progress("rewrite", number, len(todo), cid)
         request = request_for(ctx.campaign, catalog, by_id[cid])
-        result = rewrite(request)
+        try:
+            result = rewrite(request)
+        except Exception as exc:  # noqa: BLE001 - one consumer's failure is only its own
+            result = Escalation(consumer_id=cid, agent="rule", reason=(
+                f"the rewriter failed ({type(exc).__name__}: {exc}): a Skein bug, please "
+                "report it with this consumer"))
         if isinstance(result, Escalation) and llm is not None:
             hint = result.reason
             result, attempts = llm.rewrite(request, hint=hint)
