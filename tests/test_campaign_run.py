@@ -735,3 +735,32 @@ def test_a_rerun_on_a_migrated_fleet_says_it_is_done(first_run, capsys, monkeypa
     assert f"{applied} consumer(s) were already migrated by earlier runs" in out
     assert "skein audit plays-v2 --run again" in out and "summary.html" in out
     assert heads(first_run["fleet"]) == first_run["heads"]  # nothing written
+
+
+def test_the_numbers_a_user_meets_agree_or_are_explained(first_run):
+    """Discovery's "N rewrite", the plan's "M patched", the waves' sizes and the approval's
+    counts differ on the demo; each page that shows them says why, with the consumers named."""
+    from skein.evidence import approval_markdown
+    from skein.plan import Plan
+    from skein.rundir import RunDirectory
+    from skein.spec import load_campaign
+
+    files = RunDirectory(first_run["run_dir"])
+    plan, waves = Plan.model_validate(first_run["plan"]), first_run["waves"]
+    discovery = json.loads((first_run["run_dir"] / "discovery.json").read_text())
+    rewrite = [c["id"] for c in discovery["consumers"] if c["status"] == "rewrite"]
+    not_patched = [i for i in plan.items if i.id in rewrite and i.status != "patched"]
+    assert not_patched and len(rewrite) - len(not_patched) == plan.counts["patched"]
+    in_waves = sum(len(ids) for ids in waves.values())
+    unchanged_in_waves = sum(1 for i in plan.with_status("unchanged") if any(i.id in w for w in waves.values()))
+    left = plan.counts["unchanged"] - unchanged_in_waves
+    assert left > 0 and in_waves == plan.counts["patched"] + unchanged_in_waves
+
+    approval = approval_markdown(load_campaign(first_run["campaign"]), "first", plan, files.summary(),
+                                 waves, "http://portal/x")
+    summary = (first_run["run_dir"] / "summary.md").read_text()
+    for page in (approval, summary):
+        assert f"{unchanged_in_waves} verified unchanged, {left} left unchanged" in page
+        assert f"Discovery sent {len(rewrite)} consumers to the rewriter; {len(not_patched)} did not end patched" in page
+        assert all(f"`{i.id}` {i.status}" in page for i in not_patched)
+        assert f"The waves hold {in_waves} consumers: the {plan.counts['patched']} patched" in page

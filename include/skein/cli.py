@@ -91,6 +91,10 @@ def _cmd_plan(args) -> int:
           + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
     for item in plan.with_status("escalated", "failed"):
         print(f"  {item.status} {item.id}: {item.reason}")
+    from skein.evidence import plan_notes
+
+    for note in plan_notes(plan, summary.waves):
+        print(note.replace("`", ""))
     if plan.counts["failed"]:
         return EXIT_SIMULATION_FAILED
     return 0 if plan.counts["escalated"] == 0 else EXIT_ESCALATED

@@ -98,10 +98,15 @@ def summary_counts(records: list[dict], wave_order: list[str] | None = None) -> 
                         for w, c in sorted(by_wave.items(), key=lambda kv: rank.get(kv[0], len(rank)))}}
 
 
-def summary_markdown(campaign: str, records: list[dict], wave_order: list[str] | None = None) -> str:
-    """The campaign summary; waves listed in ``wave_order`` (the rollout's), canary first."""
+def summary_markdown(campaign: str, records: list[dict], wave_order: list[str] | None = None,
+                     notes: list[str] | None = None) -> str:
+    """The campaign summary; waves listed in ``wave_order`` (the rollout's), canary first;
+    ``notes``: paragraphs under the title (see ``plan_notes``)."""
     counts = summary_counts(records, wave_order)
-    lines = [f"# Campaign {campaign}", "", "| status | consumers |", "|---|---|"]
+    lines = [f"# Campaign {campaign}", ""]
+    for note in notes or []:
+        lines += [note, ""]
+    lines += ["| status | consumers |", "|---|---|"]
     lines += [f"| {s} | {n} |" for s, n in counts["by_status"].items()]
     statuses = sorted(counts["by_status"])
     lines += ["", "| owner | " + " | ".join(statuses) + " |", "|---|" + "---|" * len(statuses)]
@@ -137,6 +142,42 @@ def html_page(title: str, markdown: str) -> str:
             f"{body}</body></html>\n")
 
 
+def status_sentence(plan, waves: dict[str, list[str]]) -> str:
+    """The plan's counts in one sentence, unchanged consumers split by whether they are verified.
+
+    >>> from skein.plan import _example_report, plan_items
+    >>> from skein.rewrite.request import Escalation
+    >>> plan = plan_items(_example_report(), {"r/a.sql": Escalation(consumer_id="r/a.sql",
+    ...                                                             agent="rule", reason="x")})
+    >>> status_sentence(plan, {"everyone": []})
+    '**0 patched**, 0 verified unchanged, 1 left unchanged (an upstream is not migrated), **1 escalated**, **0 failed simulation**.'
+    """
+    c = plan.counts
+    verified, left = plan.unchanged_split(waves)
+    return (f"**{c.get('patched', 0)} patched**, {verified} verified unchanged, "
+            + (f"{left} left unchanged (an upstream is not migrated), " if left else "")
+            + f"**{c.get('escalated', 0)} escalated**, **{c.get('failed', 0)} failed simulation**.")
+
+
+def plan_notes(plan, waves: dict[str, list[str]]) -> list[str]:
+    """Why the numbers a user meets on the way differ: discovery's "rewrite" count against the
+    plan's patched count, and the waves' count against patched plus verified."""
+    notes = []
+    changed = plan.not_patched_after_all()
+    if changed:
+        rewrite = sum(1 for i in plan.items if i.discovery_status == "rewrite")
+        notes.append(f"Discovery sent {rewrite} consumers to the rewriter; {len(changed)} did not "
+                     "end patched: " + "; ".join(f"`{i.id}` {i.status} ({i.reason})" for i in changed[:5])
+                     + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "") + ".")
+    verified, left = plan.unchanged_split(waves)
+    total = sum(len(ids) for ids in waves.values())
+    notes.append(f"The waves hold {total} consumers: the {plan.counts.get('patched', 0)} patched and "
+                 f"the {verified} unchanged ones verified against their migrated upstream"
+                 + (f"; {left} unchanged consumers wait for an upstream that is not migrated "
+                    "(escalated), so they are in no wave" if left else "") + ".")
+    return notes
+
+
 def approval_markdown(campaign, run_id: str, plan, summary, waves: dict[str, list[str]],
                       link: str, params: dict | None = None) -> str:
     """What an approver reads: counts, waves, failures, escalations, the per-owner table, and
@@ -146,8 +187,7 @@ def approval_markdown(campaign, run_id: str, plan, summary, waves: dict[str, lis
     c = plan.counts
     lines = [f"## {campaign.title}",
              f"`{campaign.source}` -> `{campaign.target}`, run `{run_id}`.", "",
-             f"**{c.get('patched', 0)} patched**, {c.get('unchanged', 0)} verified unchanged, "
-             f"**{c.get('escalated', 0)} escalated**, **{c.get('failed', 0)} failed simulation**.", "",
+             status_sentence(plan, waves), "", *plan_notes(plan, waves), "",
              "| wave | consumers | soak | threshold |", "|---|---|---|---|"]
     params = params or {}
     for wave in campaign.rollout.waves:

@@ -53,6 +53,19 @@ class Plan(BaseModel):
     def with_status(self, *statuses: PlanStatus) -> list[PlanItem]:
         return [i for i in self.items if i.status in statuses]
 
+    def not_patched_after_all(self) -> list[PlanItem]:
+        """Consumers discovery sent to the rewriter that did not end patched: the agent
+        escalated them, or the dry run refuted the patch (why "22 rewrite" became "20 patched")."""
+        return [i for i in self.items if i.discovery_status == "rewrite" and i.status != "patched"]
+
+    def unchanged_split(self, waves: dict[str, list[str]]) -> tuple[int, int]:
+        """(verified, left): unchanged consumers in a wave (checked against their migrated
+        upstream, in the waves' counts) and those left out (an upstream is not migrated)."""
+        in_waves = {cid for ids in waves.values() for cid in ids}
+        unchanged = [i.id for i in self.with_status("unchanged")]
+        verified = sum(1 for cid in unchanged if cid in in_waves)
+        return verified, len(unchanged) - verified
+
 
 class StatusCounts(BaseModel):
     """summary.json: the plan's consumers counted by status, per owner and per wave."""

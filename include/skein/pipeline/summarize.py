@@ -50,8 +50,8 @@ def summarize(ctx: RunContext) -> Summary:
 def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dict,
                     waves: dict[str, str]) -> None:
     """``evidence/<id>.{json,md,html}`` per consumer and ``summary.{json,md,html}``."""
-    from skein.evidence import (consumer_markdown, consumer_record, html_page, summary_counts,
-                                summary_markdown)
+    from skein.evidence import (consumer_markdown, consumer_record, html_page, plan_notes,
+                                status_sentence, summary_counts, summary_markdown)
 
     impacted = {c.id: c for c in ctx.report().consumers}
     records = []
@@ -62,7 +62,9 @@ def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dic
         markdown = consumer_markdown(record)
         ctx.files.write_evidence(item.id, record, markdown, html_page(item.id, markdown))
     wave_order = [w.name for w in ctx.campaign.rollout.waves]
-    markdown = summary_markdown(plan.campaign, records, wave_order)
+    by_wave = {w: [cid for cid, name in waves.items() if name == w] for w in wave_order}
+    markdown = summary_markdown(plan.campaign, records, wave_order,
+                                [status_sentence(plan, by_wave), *plan_notes(plan, by_wave)])
     counts = StatusCounts(campaign=plan.campaign, **summary_counts(records, wave_order))
     ctx.files.write_summary(counts, markdown,
                             html_page(plan.campaign, markdown.replace(".md)", ".html)")))
