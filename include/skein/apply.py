@@ -90,6 +90,7 @@ class GitApplier:
 
     def __init__(self, branch_prefix: str = "skein/"):
         self.branch_prefix = branch_prefix
+        self.last_commit: str | None = None  # the merge the last write made (for the audit)
 
     def current(self, target: Target) -> bytes | None:
         with _repo_lock(target):
@@ -143,6 +144,7 @@ class GitApplier:
             finally:  # a merge that failed cleanly leaves nothing to recover
                 marker.unlink()
             crash_point("git:after_merge")
+            self.last_commit = _git(repo, "rev-parse", "HEAD").strip()
             return self._committed(target)
 
     def _committed(self, target: Target) -> bytes | None:

@@ -129,8 +129,17 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
         ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now, after=sha256(new))
         stored = applier.write(target, new, _commit_message(ctx, consumer, wave), expected=now)
         crash_point("apply:after_write")  # written, not yet recorded
-    ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=now, after=sha256(stored))
+    ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=now, after=sha256(stored),
+               **_where_written(applier, target))
     return "applied"
+
+
+def _where_written(applier, target: Target) -> dict[str, str]:
+    """What a reviewer opens to see the change: the merge commit, or the view replaced."""
+    commit = getattr(applier, "last_commit", None)
+    if commit:
+        return {"commit": commit, "repository": str(target.repo)}
+    return {"view": target.view} if target.view else {}
 
 
 def settle_interrupted_writes(ctx: RunContext) -> list[str]:
