@@ -33,7 +33,8 @@ CAMPAIGN_IDS = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?\Z")
 DATASETS = st.builds(lambda s, t: f"{s}.{t}", IDENT, IDENT)
 EXPRESSIONS = st.one_of(IDENT, st.sampled_from([
     "account_id", "duration_s * 1000", "CAST(duration_s * 1000 AS BIGINT)", "lower(country)",
-    "CASE WHEN x > 0 THEN 1 ELSE 0 END", "coalesce(a, b, 0)", "a || '-' || b", "x::int"]))
+    "CASE WHEN x > 0 THEN 1 ELSE 0 END", "coalesce(a, b, 0)", "a || '-' || b", "x::int",
+    "SELECT 1", "a +", "((x)", "", "   "]))  # the last ones do not parse or are not expressions
 
 
 def _waves(shares: list[float], names: list[str]) -> list[dict]:
@@ -53,7 +54,13 @@ CONSUMERS = st.lists(st.one_of(
     st.fixed_dictionaries({"repo": st.sampled_from(["repos/*", "r", "a/b/*"])},
                           optional={"dialect": st.sampled_from(["duckdb", "bigquery", "snowflake"]),
                                     "exclude": st.lists(st.sampled_from(["archive/**", "*.tmp"]))}),
-    st.just({"warehouse_views": True})), min_size=1, max_size=3)
+    st.builds(lambda: {"warehouse_views": True})), min_size=1, max_size=3)
+
+def _distinct_datasets(doc: dict) -> dict:
+    if doc["target"] == doc["source"]:
+        doc["target"] += "_v2"
+    return doc
+
 
 VALID = st.fixed_dictionaries({
     "campaign": CAMPAIGN_IDS,
@@ -69,7 +76,7 @@ VALID = st.fixed_dictionaries({
     "forward": st.sampled_from(["SELECT * FROM a.b", "SELECT x AS y FROM a.b WHERE z > 1"]),
     "consumers": CONSUMERS,
     "rollout": ROLLOUTS,
-    "agents": st.just({"llm": {"enabled": False, "attempts": 2}}),
+    "agents": st.builds(lambda: {"llm": {"enabled": False, "attempts": 2}}),  # fresh: edits mutate
     "simulation": st.fixed_dictionaries({}, optional={
         "sample_rows": st.integers(1, 10**6), "rel_tol": st.floats(0, 0.5),
         "sample_keys": st.dictionaries(DATASETS, st.lists(IDENT, max_size=2), max_size=2)}),
@@ -80,7 +87,7 @@ VALID = st.fixed_dictionaries({
         "email_to": st.lists(st.emails(), max_size=2),
         "events": st.lists(st.sampled_from(["approval", "escalation", "rollback", "finished"]),
                            unique=True)}),
-})
+}).map(_distinct_datasets)
 
 # -- hostile values -------------------------------------------------------------------
 
@@ -133,14 +140,14 @@ def damaged_documents(draw):
     """A valid campaign with a few edits: values replaced, fields dropped or added, values
     shared (YAML anchors) or made recursive."""
     doc = draw(VALID)
-    for _ in range(draw(st.integers(0, 4))):
-        paths = list(_paths(doc))
+    for _ in range(draw(st.integers(1, 4))):
+        paths = list(_paths(doc))[1:] or [((), doc)]  # the root itself: see campaign_files' noise
         path, value = paths[draw(st.integers(0, len(paths) - 1))]
         action = draw(st.sampled_from(["replace", "drop", "add", "share", "recurse", "nest"]))
         if action == "replace":
             doc = _set(doc, path, draw(HOSTILE_VALUES))
         elif action == "drop" and path:
-            parent = _set(doc, (), doc)
+            parent = doc
             for part in path[:-1]:
                 parent = parent[part]
             del parent[path[-1]]
@@ -156,7 +163,7 @@ def damaged_documents(draw):
             else:
                 value.append(value)
         elif action == "nest":
-            depth = draw(st.sampled_from([10, 100, 300, 600, 2000]))
+            depth = draw(st.sampled_from([10, 63, 64, 65, 150]))  # deeper: see DEEP below
             inner = value
             for _ in range(depth):
                 inner = [inner]
@@ -169,7 +176,7 @@ def _dump(doc, flow: bool, unicode: bool) -> str:
         return yaml.safe_dump(doc, default_flow_style=flow, allow_unicode=unicode, sort_keys=False,
                               width=60 if flow else 10**6)
     except (yaml.YAMLError, RecursionError, ValueError, TypeError):
-        return yaml.safe_dump({"campaign": repr(doc)[:200]})
+        return "campaign: not-representable\n"
 
 
 TEXT_EDITS = st.sampled_from(["insert", "delete", "truncate", "crlf", "tabs", "bom", "dup_line",
@@ -207,11 +214,18 @@ def damaged_bytes(draw, text: str) -> bytes:
     return data
 
 
+# Nesting deeper than a Python dumper can write: flow and block style, some past libyaml's
+# own limit of 1,000 levels.
+DEEP = st.builds(lambda n, flow: (b"a: " + b"[" * n + b"]" * n) if flow else
+                 b"".join(b"  " * i + b"k:\n" for i in range(n)) + b"  " * n + b"v\n",
+                 st.sampled_from([63, 64, 65, 200, 999, 1001, 5000]), st.booleans())
+
+
 @st.composite
 def campaign_files(draw) -> bytes:
-    kind = draw(st.sampled_from(["valid", "damaged", "damaged", "damaged", "noise"]))
+    kind = draw(st.sampled_from(["valid", "damaged", "damaged", "damaged", "damaged", "noise"]))
     if kind == "noise":
-        return draw(st.one_of(st.binary(max_size=200),
+        return draw(st.one_of(st.binary(max_size=200), DEEP,
                               st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))))
     doc = draw(VALID if kind == "valid" else damaged_documents())
     text = _dump(doc, draw(st.booleans()), draw(st.booleans()))
@@ -234,6 +248,11 @@ def _assert_skein_errors(exc: SpecErrors, path: Path, data: bytes) -> None:
             assert error.field and "\n" not in error.field[:200], error.render()
 
 
+def _kind(message: str) -> str:
+    """A short class of an error message, for the run's statistics."""
+    return re.split(r"[:'\"(0-9]", message, maxsplit=1)[0].strip()[:40]
+
+
 def check_campaign_file(tmp: Path, data: bytes) -> None:
     path = tmp / "campaign.yaml"
     path.write_bytes(data)
@@ -242,7 +261,7 @@ def check_campaign_file(tmp: Path, data: bytes) -> None:
     except SpecErrors as exc:
         _assert_skein_errors(exc, path, data)
         valid = False
-        event("skein error")
+        event("skein error: " + _kind(exc.errors[0].message))
     else:
         assert isinstance(campaign, Campaign)
         assert campaign.path == path.resolve()
@@ -268,6 +287,8 @@ def scratch(tmp_path_factory):
 @example(b"? [a, b]\n: 1\n")  # a key that is a list
 @example(b"a: " + b"[" * 500 + b"]" * 500 + b"\n")  # deep, but under libyaml's own limit
 @example(b"campaign: x\n\x00\n")  # a control character
+@example(b"[")  # libyaml's mark is one line past the end of the file
+@example(b"base: &b {a: 1}\nk:\n  <<: *b\n  <<: *b\n")  # merge keys, repeated
 def test_any_campaign_file_is_a_spec_or_a_skein_error(scratch, data):
     check_campaign_file(scratch, data)
 
