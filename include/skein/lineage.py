@@ -113,6 +113,9 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
     except SqlglotError as exc:
         lineage.error = f"does not parse: {first_line(exc)}"
         return lineage
+    except Exception as exc:  # noqa: BLE001 - deep nesting, and sqlglot's bare errors on odd input
+        lineage.error = f"does not parse: {_unexpected(exc)}"
+        return lineage
     if not statements:
         lineage.error = "no SQL statement found"
         return lineage
@@ -136,10 +139,24 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
             lineage.error = f"cannot resolve columns: {first_line(exc)}"
             continue
         except Exception as exc:  # noqa: BLE001 - sqlglot raises bare errors on odd input
-            lineage.error = f"cannot resolve columns: {type(exc).__name__}: {exc}"
+            lineage.error = f"cannot resolve columns: {_unexpected(exc)}"
             continue
-        _ScopeWalk(qualified, lineage).run()
+        try:
+            _ScopeWalk(qualified, lineage).run()
+        except RecursionError as exc:
+            lineage.error = f"cannot resolve columns: {_unexpected(exc)}"
     return lineage
+
+
+def _unexpected(exc: Exception) -> str:
+    """An error sqlglot is not meant to raise, in words.
+
+    >>> _unexpected(RecursionError("maximum recursion depth exceeded")), _unexpected(TypeError("x"))
+    ('nested too deeply', 'TypeError: x')
+    """
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 _NAME_CHAIN = re.compile(r"[\w$`\"\[\]-]+(?:\s*\.\s*[\w$`\"\[\]-]+)+")
