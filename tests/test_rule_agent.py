@@ -275,3 +275,14 @@ def test_crlf_files_keep_their_line_endings(tmp_path):
     patch = rewrite(request_for_file(load_campaign(spec), schemas, consumer))
     assert patch.text.encode() == (b"-- daily\r\nSELECT account_id AS user_id,\r\n       ms_played\r\n"
                                    b"FROM analytics_v2.plays\r\n")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT " + "(" * 600 + "user_id" + ")" * 600 + " FROM analytics.plays",
+    "SELECT " + "CASE WHEN ms_played > 0 THEN " * 600 + "1" + " END" * 600 + " FROM analytics.plays",
+], ids=["parentheses", "CASE"])
+def test_deep_nesting_escalates_instead_of_raising(sql):
+    """Found by tests/test_property_consumer_sql.py: RecursionError escaped the rule agent."""
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert result.reason == "nested too deeply for the rules to rewrite"
