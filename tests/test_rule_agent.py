@@ -286,3 +286,15 @@ def test_deep_nesting_escalates_instead_of_raising(sql):
     result = rewrite(request(sql, "duckdb"))
     assert isinstance(result, Escalation)
     assert result.reason == "nested too deeply for the rules to rewrite"
+
+
+def test_an_output_duckdb_cannot_name_escalates():
+    """Found by tests/test_property_consumer_sql.py: an unaliased projection nested past
+    DuckDB's serializer depth (here 200 additions) made keep_output_names raise DuckDB's
+    SerializationException (ParserException past 1,000) out of the rule agent."""
+    sql = "SELECT " + " + ".join(["ms_played"] * 200) + " FROM analytics.plays"
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert result.reason.startswith("line 1: DuckDB cannot name this output column")
+    aliased = sql.replace(" FROM", " AS total FROM")
+    assert isinstance(rewrite(request(aliased, "duckdb")), Patch)

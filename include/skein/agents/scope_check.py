@@ -196,7 +196,8 @@ def _adopt_engine_names(old_q, new_q, old_names: list[str], new_names: list[str]
         text = written.get(id(old))
         if old_names[index] or not new_names[index] or text is None or not isinstance(new, exp.Alias):
             continue
-        if new_names[index] == duckdb_column_name(text).lower():
+        engine_name = duckdb_column_name(text)
+        if engine_name is not None and new_names[index] == engine_name.lower():
             new.replace(new.this)
             new_names[index] = ""
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import functools
 import threading
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
 from skein.rewrite.edits import Edit
 from skein.rewrite.references import SourceRefs
-from skein.rewrite.rules.context import RuleContext
+from skein.rewrite.rules.context import Escalate, RuleContext
 
 ENDS_PROJECTION = {TokenType.COMMA, TokenType.FROM, TokenType.WHERE, TokenType.GROUP_BY,
                    TokenType.ORDER_BY, TokenType.LIMIT, TokenType.HAVING, TokenType.QUALIFY,
@@ -48,6 +49,9 @@ def keep_output_names(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
         if end is None:
             continue
         name = duckdb_column_name(projection.sql(dialect="duckdb"))
+        if name is None:
+            raise Escalate(f"line {ctx.line(end)}: DuckDB cannot name this output column (too "
+                           "deeply nested to render); alias it to rewrite it")
         edits.append(Edit(end, end, f" AS {exp.to_identifier(name, quoted=True).sql('duckdb')}",
                           "the output column keeps the name DuckDB gave it"))
     return edits
@@ -94,15 +98,21 @@ def _projection_end(text: str, offset: int, tokens=None) -> int | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def duckdb_column_name(expression: str) -> str:
-    """The name DuckDB gives an unaliased output column.
+def duckdb_column_name(expression: str) -> str | None:
+    """The name DuckDB gives an unaliased output column; None when DuckDB cannot render it
+    (its parser and serializer stop at a nesting depth: 256 levels, 1,000 expressions).
 
     >>> duckdb_column_name("SUM( x )"), duckdb_column_name("a + 1")
     ('sum(x)', '(a + 1)')
+    >>> duckdb_column_name(" + ".join(["x"] * 300)) is None
+    True
     """
-    with _ENGINE_LOCK:  # one in-memory connection: opening one costs more than the query
-        sql = _engine().execute("SELECT json_deserialize_sql(json_serialize_sql(?))",
-                                [f"SELECT {expression}"]).fetchone()[0]
+    try:
+        with _ENGINE_LOCK:  # one in-memory connection: opening one costs more than the query
+            sql = _engine().execute("SELECT json_deserialize_sql(json_serialize_sql(?))",
+                                    [f"SELECT {expression}"]).fetchone()[0]
+    except duckdb.Error:
+        return None
     return sql[len("SELECT "):]
 
 
