@@ -298,3 +298,15 @@ def test_an_output_duckdb_cannot_name_escalates():
     assert result.reason.startswith("line 1: DuckDB cannot name this output column")
     aliased = sql.replace(" FROM", " AS total FROM")
     assert isinstance(rewrite(request(aliased, "duckdb")), Patch)
+
+
+def test_lateral_subquery_reading_the_outer_source(warehouse):
+    """Found by tests/test_property_consumer_sql.py: the scope check's canonical form took
+    the LATERAL subquery's view of the outer table for a FROM node and raised
+    AttributeError ('NoneType' object has no attribute 'parent') out of the rule agent."""
+    sql = ("SELECT p.user_id, x.m FROM analytics.plays p, "
+           "LATERAL (SELECT p.ms_played + 1 AS m) x\n")
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    assert "CAST(p.duration_s * 1000 AS BIGINT) + 1 AS m" in result.text
+    assert_same_rows(warehouse, sql, result.text, "duckdb")
