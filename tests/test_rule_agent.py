@@ -310,3 +310,23 @@ def test_lateral_subquery_reading_the_outer_source(warehouse):
     assert isinstance(result, Patch), result.reason
     assert "CAST(p.duration_s * 1000 AS BIGINT) + 1 AS m" in result.text
     assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+def test_skein_rewrite_of_a_file_that_is_not_utf8_is_a_user_error(tmp_path, capsys):
+    """Found by tests/test_property_consumer_sql.py: `skein rewrite CAMPAIGN FILE` read a
+    Latin-1 file and crashed with UnicodeDecodeError (a traceback, exit 1)."""
+    import duckdb
+
+    from skein.cli import main
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute(DATA)
+    con.close()
+    spec = tmp_path / "c.yaml"
+    spec.write_text("campaign: latin\ntitle: t\nowners: [a]\nwarehouse: duckdb:///w.duckdb\n"
+                    "source: analytics.plays\ntarget: analytics_v2.plays\ncolumns: {user_id: account_id}\n")
+    consumer = tmp_path / "q.sql"
+    consumer.write_bytes("SELECT user_id\nFROM analytics.plays -- Göteborg\n".encode("latin-1"))
+    assert main(["rewrite", str(spec), str(consumer)]) == 2
+    assert capsys.readouterr().err == (f"skein: {consumer}: line 2: not UTF-8 text (byte 0xf6); "
+                                       "consumer files are read as UTF-8\n")

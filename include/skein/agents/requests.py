@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from skein.rewrite.request import RewriteRequest
 from skein.catalog import Catalog, Consumer
+from skein.errors import SkeinError
 from skein.spec import Campaign
 
 
@@ -54,6 +55,20 @@ def _read_exact(path) -> str:
         return handle.read()
 
 
+def _not_utf8(data: bytes) -> str:
+    """Where ``data`` stops being UTF-8, in words.
+
+    >>> _not_utf8("SELECT 1\\n-- Göteborg\\n".encode("latin-1"))
+    'line 2: not UTF-8 text (byte 0xf6); consumer files are read as UTF-8'
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        return f"line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); consumer files are read as UTF-8"
+    return "not UTF-8 text"
+
+
 def _dbt_relations(consumer: Consumer) -> dict[str, str]:
     if consumer.dbt_project_root is None:
         return {}
@@ -71,7 +86,10 @@ def request_for_file(campaign: Campaign, schemas: dict[str, dict[str, str]], pat
     from skein.lineage import analyze_sql
 
     path = Path(path).resolve()
-    text = _read_exact(path)
+    try:
+        text = _read_exact(path)
+    except UnicodeDecodeError:
+        raise SkeinError(f"{path}: {_not_utf8(path.read_bytes())}") from None
     root = next((p for p in path.parents if (p / "dbt_project.yml").is_file()), None)
     sql = text
     consumer = Consumer(id=path.name, kind="sql", dialect=dialect or campaign.sql_dialect, sql=text,
