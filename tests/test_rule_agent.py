@@ -330,3 +330,18 @@ def test_skein_rewrite_of_a_file_that_is_not_utf8_is_a_user_error(tmp_path, caps
     assert main(["rewrite", str(spec), str(consumer)]) == 2
     assert capsys.readouterr().err == (f"skein: {consumer}: line 2: not UTF-8 text (byte 0xf6); "
                                        "consumer files are read as UTF-8\n")
+
+
+def test_unnamed_outputs_keep_the_name_duckdb_gave_the_written_text(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py: the pinned name was DuckDB's name
+    for sqlglot's rendering of the projection, not for the text as written:
+    `user_id IS NOT NULL` became `... AS "(NOT (user_id IS NULL))"` (the original column is
+    named "(user_id IS NOT NULL)"); `!=` and `**` were renamed too. The scope check computed
+    the same wrong name, so the patch passed it."""
+    sql = "SELECT DISTINCT user_id IS NOT NULL, user_id != 1, ms_played ** 2\nFROM analytics.plays\n"
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    con = warehouse.cursor()
+    assert con.sql(result.text).columns == con.sql(sql).columns == [
+        "(user_id IS NOT NULL)", "(user_id != 1)", "(ms_played ** 2)"]
+    assert_same_rows(warehouse, sql, result.text, "duckdb")

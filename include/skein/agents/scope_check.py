@@ -29,7 +29,7 @@ from skein.rewrite.request import RewriteRequest
 from skein.agents.canonical import Migration, Unverifiable, canonicalize, strip_cosmetics
 from skein.lineage import split_statement
 from skein.rewrite.jinja import RELATION_CALL
-from skein.rewrite.parsed import ParsedSQL, dialect_of, parse_sql
+from skein.rewrite.parsed import ParsedSQL, parse_sql
 from skein.rewrite.references import maybe_pivot_or_columns
 from skein.rewrite.resolve import Catalog, Resolution, Unresolved
 
@@ -106,7 +106,7 @@ def _compare_all(request, old: ParsedSQL, new: ParsedSQL, aliases, thorough: boo
     for number, (old_statement, new_statement) in enumerate(zip(old.statements, new.statements), 1):
         resolution = None if thorough or aliases[0] else old.resolutions.get(number - 1)
         found = _compare(request, migration, catalog, old_statement, new_statement, aliases,
-                         patterned, resolution)
+                         patterned, resolution, old)
         problems += [f"statement {number}: {p}" for p in found]
     return problems
 
@@ -134,7 +134,7 @@ def _query_of(statement, request, catalog, aliases, patterned, thorough):
 
 
 def _compare(request, migration: Migration, catalog: Catalog, old, new, aliases, patterned: bool,
-             old_resolution: Resolution | None) -> list[str]:
+             old_resolution: Resolution | None, old_parsed: ParsedSQL) -> list[str]:
     try:
         old, old_q = _query_of(old, request, catalog, aliases[0], patterned, migration.thorough)
         new, new_q = _query_of(new, request, catalog, aliases[1], patterned, migration.thorough)
@@ -142,7 +142,7 @@ def _compare(request, migration: Migration, catalog: Catalog, old, new, aliases,
         return [str(exc)]
     if old_q is None or new_q is None:
         return [] if old == new else ["the statement changed"]
-    written = _unnamed_outputs(old_q) if request.dialect == "duckdb" else {}
+    written = _unnamed_outputs(old_q, old_parsed) if request.dialect == "duckdb" else {}
     try:
         old_res = old_resolution or Resolution(old_q, catalog, request.dialect)
     except Unresolved as exc:
@@ -174,11 +174,13 @@ def _root_select(query: exp.Expression) -> exp.Select | None:
     return query if isinstance(query, exp.Select) else None
 
 
-def _unnamed_outputs(query: exp.Expression) -> dict[int, str]:
-    """Output expressions without a name of their own, as DuckDB names them (written
-    text, taken before the comparison form changes the tree)."""
+def _unnamed_outputs(query: exp.Expression, parsed: ParsedSQL) -> dict[int, str]:
+    """Output expressions without a name of their own, as written in the original text
+    (DuckDB names them after it; taken before the comparison form changes the tree)."""
+    from skein.rewrite.rules.output_names import written_projection
+
     select = query if isinstance(query, exp.Select) else None
-    return {id(p): p.sql(dialect=dialect_of("duckdb")) for p in select.expressions
+    return {id(p): written_projection(parsed.text, parsed.tokens, p) for p in select.expressions
             if not p.output_name and not p.is_star} if select is not None else {}
 
 

@@ -45,10 +45,13 @@ def keep_output_names(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
         inside = [r for r in changing if _contains(projection, r.node)]
         if not inside:
             continue
-        end = _projection_end(ctx.text, inside[0].node.this.meta["start"], ctx.tokens)
-        if end is None:
+        span = projection_span(ctx.text, inside[0].node.this.meta["start"], ctx.tokens)
+        if span is None:
             continue
-        name = duckdb_column_name(projection.sql(dialect="duckdb"))
+        end = span[1]
+        # As written: sqlglot's rendering may differ (`x IS NOT NULL` -> `NOT x IS NULL`,
+        # `a != 1` -> `a <> 1`), and DuckDB names the column after what it parsed.
+        name = duckdb_column_name(ctx.text[span[0]:end])
         if name is None:
             raise Escalate(f"line {ctx.line(end)}: DuckDB cannot name this output column (too "
                            "deeply nested to render); alias it to rewrite it")
@@ -71,30 +74,60 @@ def _root_projections(node: exp.Expression) -> list[exp.Expression]:
     return list(query.expressions) if isinstance(query, exp.Select) else []
 
 
-def _projection_end(text: str, offset: int, tokens=None) -> int | None:
-    """Offset right after the projection containing ``offset`` (in the outermost SELECT)."""
+STARTS_PROJECTION = {TokenType.SELECT, TokenType.DISTINCT, TokenType.ALL, TokenType.COMMA}
+
+
+def projection_span(text: str, offset: int, tokens=None) -> tuple[int, int] | None:
+    """Start and end offsets of the projection containing ``offset`` (in the outermost
+    SELECT), as written: from the token after the SELECT, DISTINCT (ON (...)) or comma
+    before it to the end of its last token.
+
+    >>> text = "SELECT DISTINCT a, b IS NOT NULL -- c\\nFROM t"
+    >>> start, end = projection_span(text, text.index("b"))
+    >>> text[start:end]
+    'b IS NOT NULL'
+    """
     if tokens is None:
         try:
             tokens = sqlglot.tokenize(text, read="duckdb")
         except sqlglot.errors.TokenError:
             return None
-    depth = 0
+    depth, start, pending, distinct_on, previous = 0, None, False, False, None
     previous_end = None
     started = False
     for token in tokens:
-        if token.start >= offset:
+        if not started and token.start >= offset:
             started = True
+            start = token.start if pending or start is None else start
+        if not started:
+            if pending:
+                start, pending = token.start, False
+            if depth == 0 and token.token_type in STARTS_PROJECTION:
+                pending = True
+            elif depth == 0 and token.token_type == TokenType.ON and previous == TokenType.DISTINCT:
+                distinct_on, start = True, None
+            previous = token.token_type
         if started and depth == 0 and token.token_type in ENDS_PROJECTION:
-            return previous_end
+            return (start, previous_end) if previous_end is not None else None
         if token.token_type == TokenType.L_PAREN:
             depth += 1
         elif token.token_type == TokenType.R_PAREN:
             depth -= 1
             if started and depth < 0:
-                return previous_end
+                return (start, previous_end) if previous_end is not None else None
+            if not started and depth == 0 and distinct_on:
+                distinct_on, pending = False, True
         if started:
             previous_end = token.end + 1
-    return previous_end if started else None
+    return (start, previous_end) if started and previous_end is not None else None
+
+
+def written_projection(text: str, tokens, projection: exp.Expression) -> str:
+    """``projection`` (of the outermost SELECT of ``text``) as written, when its text can be
+    found; else sqlglot's DuckDB rendering of it."""
+    offsets = [i.meta["start"] for i in projection.find_all(exp.Identifier) if "start" in i.meta]
+    span = projection_span(text, min(offsets), tokens) if offsets else None
+    return text[span[0]:span[1]] if span else projection.sql(dialect="duckdb")
 
 
 @functools.lru_cache(maxsize=4096)
