@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import math
+import re
 from dataclasses import dataclass, field
 
 import duckdb
@@ -150,7 +151,7 @@ def campaigns(draw) -> Campaign:
             new.append((fresh, f"{q} - 2", None))
             new.append((second, f"CASE WHEN {q} IS NULL THEN NULL ELSE 2 END", "INTEGER"))
             campaign.columns[name] = f'CAST("{fresh}" + "{second}" AS {type_})'
-    if draw(st.booleans()):
+    if draw(st.booleans()) or not new:  # a target has columns
         new.append((_fresh(draw, "added", taken), "42", "INTEGER"))
     order = draw(st.permutations(range(len(new))))
     for i in order:
@@ -254,8 +255,11 @@ class QueryGen:
             return None
         rel, name, type_ = self.draw(st.sampled_from(choices))
         unique = sum(1 for r in rels for c in r.columns if c.lower() == name.lower()) == 1
-        if unique and self.draw(st.booleans()):
+        style = self.draw(st.sampled_from(["bare", "qualified", "qualified", "full"]))
+        if unique and style == "bare":
             return q(name), TYPES.get(type_, type_)
+        if style == "full" and rel.sql in ("src.t", "src.u"):  # schema.table.column
+            return f"{rel.sql}.{q(name)}", TYPES.get(type_, type_)
         return f"{rel.qualifier}.{q(name)}", TYPES.get(type_, type_)
 
     def expression(self, rels: list[Rel], kind: str | None = None) -> tuple[str, str]:
@@ -434,16 +438,27 @@ class QueryGen:
         out = []
         for i in range(n):
             expr, _ = self.expression(rels)
+            if draw(st.integers(0, 15)) == 0:  # DuckDB's positional reference to a FROM column
+                expr = f"#{draw(st.integers(1, len(rels[0].columns)))}"
             alias = draw(st.sampled_from(["", "", f" AS out{i}", f" AS {q(draw(st.sampled_from(OLD_NAMES)))}"]))
             out.append(expr + alias)
         return out
 
     def shape_select(self, from_sql: str, rels: list[Rel]) -> str:
         draw = self.draw
-        distinct = "DISTINCT " if draw(st.integers(0, 4)) == 0 else ""
+        distinct = draw(st.sampled_from(["", "", "", "DISTINCT ", "DISTINCT ON ({key}) "]))
+        key = self.column(rels)[0]
         items = self.items(rels, draw(st.integers(1, 4)))
-        order = "\nORDER BY 1" if draw(st.booleans()) else ""
-        return f"SELECT {distinct}{', '.join(items)}\nFROM {from_sql}{self.where(rels)}{order}"
+        order = draw(st.sampled_from(["", "\nORDER BY 1", "\nORDER BY ALL"]))
+        if distinct.startswith("DISTINCT ON"):  # which row of a group is kept: by ORDER BY ALL
+            distinct, order = distinct.format(key=key), f"\nORDER BY {key}, ALL"
+        qualify = ""
+        if draw(st.integers(0, 5)) == 0:  # ties are kept alike: RANK, not ROW_NUMBER
+            qualify = f"\nQUALIFY rank() OVER (ORDER BY {key}) = 1"
+        where = self.where(rels)
+        if draw(st.integers(0, 7)) == 0:  # DuckDB's FROM-first form
+            return f"FROM {from_sql}\nSELECT {distinct}{', '.join(items)}{where}{qualify}{order}"
+        return f"SELECT {distinct}{', '.join(items)}\nFROM {from_sql}{where}{qualify}{order}"
 
     def shape_grouped(self, from_sql: str, rels: list[Rel]) -> str:
         draw = self.draw
@@ -452,7 +467,8 @@ class QueryGen:
         style = draw(st.sampled_from(["names", "ordinals", "all"]))
         group = {"names": ", ".join(keys), "ordinals": ", ".join(str(i + 1) for i in range(len(keys))),
                  "all": "ALL"}[style]
-        having = "\nHAVING count(*) > 0" if draw(st.booleans()) else ""
+        having = draw(st.sampled_from(["", "", "\nHAVING count(*) > 1", "\nHAVING {a} IS NOT NULL"]))
+        having = having.format(a=self.aggregate(rels).split(" AS ")[0])
         return (f"SELECT {', '.join(keys + aggregates)}\nFROM {from_sql}{self.where(rels)}\n"
                 f"GROUP BY {group}{having}")
 
@@ -506,7 +522,7 @@ class QueryGen:
                 (self.source_rel(True, alias).sql, [self.source_rel(True, alias)])
             expr, got = self.expression(rels, kind)
             parts.append(f"SELECT {expr} AS v FROM {from_sql}{self.where(rels)}")
-        op = draw(st.sampled_from(["UNION ALL", "UNION", "EXCEPT", "INTERSECT"]))
+        op = draw(st.sampled_from(["UNION ALL", "UNION", "EXCEPT", "INTERSECT", "UNION BY NAME"]))
         return f"{parts[0]}\n{op}\n{parts[1]}"
 
 
@@ -548,6 +564,13 @@ def request_for(campaign: Campaign, sql: str) -> RewriteRequest:
                                    campaign.target: campaign.new})
 
 
+def _reason_kind(reason: str) -> str:
+    """The class of an escalation reason, for the run's statistics."""
+    reason = re.sub(r"^line \d+: ", "", reason)
+    reason = re.sub(r"^the rule rewrite failed the scope check: statement \d+: ", "scope check: ", reason)
+    return re.split(r"[`'\"(:;]| [a-z_]*\.", reason, maxsplit=1)[0][:50].strip()
+
+
 def check_case(con, campaign: Campaign, t_rows, u_rows, sql: str) -> None:
     world = World(con, campaign, t_rows, u_rows)
     try:
@@ -560,7 +583,7 @@ def check_case(con, campaign: Campaign, t_rows, u_rows, sql: str) -> None:
             return
         result = rewrite(request_for(campaign, sql))
         if isinstance(result, Escalation):
-            event("escalated")
+            event("escalated: " + _reason_kind(result.reason))
             note(f"escalated: {result.reason}")
             return
         assert isinstance(result, Patch)
