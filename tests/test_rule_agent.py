@@ -345,3 +345,18 @@ def test_unnamed_outputs_keep_the_name_duckdb_gave_the_written_text(warehouse):
     assert con.sql(result.text).columns == con.sql(sql).columns == [
         "(user_id IS NOT NULL)", "(user_id != 1)", "(ms_played ** 2)"]
     assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+@pytest.mark.parametrize("sql", ["SELECT #2 FROM analytics.plays", "FROM analytics.plays SELECT #1, #3"])
+def test_positional_columns_over_the_source_escalate(sql):
+    """Found by tests/test_property_rewrite_semantics.py: DuckDB's `#2` reads the second
+    column of the FROM clause; the rules left it as it was, so against the target (other
+    columns, another order) the patch read another column, under another name, and the
+    scope check passed it."""
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert "by position, which the target does not keep" in result.reason
+    patched = sql.replace("analytics.plays", "analytics_v2.plays")
+    verdict = check_scope(request(sql, "duckdb"), patched)
+    assert not verdict.ok and "positional column" in verdict.feedback
+

@@ -130,6 +130,9 @@ def _query_of(statement, request, catalog, aliases, patterned, thorough):
         return statement, None
     if patterned and query.find(exp.Pivot, exp.Columns):
         raise Unverifiable("PIVOT and COLUMNS(...) hide which columns are read: not verifiable")
+    if patterned and query.find(exp.PositionalColumn):
+        raise Unverifiable("a positional column (#n) reads whichever column is at that place: "
+                           "not verifiable")
     return statement, query
 
 
