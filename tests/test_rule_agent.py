@@ -360,3 +360,19 @@ def test_positional_columns_over_the_source_escalate(sql):
     verdict = check_scope(request(sql, "duckdb"), patched)
     assert not verdict.ok and "positional column" in verdict.feedback
 
+
+def test_columns_qualified_with_the_source_schema_follow_the_move(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py: in `analytics.plays.device` only
+    mapped columns were rewritten; an unmapped one kept the old schema.table qualifier, so
+    the patch did not run once the table moved, and the scope check (which resolves by the
+    table name alone) passed it."""
+    sql = ("SELECT analytics.plays.device, analytics.plays.user_id, count(*) AS n\n"
+           "FROM analytics.plays WHERE \"analytics\".\"plays\".\"track_id\" > 3 GROUP BY 1, 2\n")
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    assert result.text == ("SELECT plays.device, plays.account_id AS user_id, count(*) AS n\n"
+                           "FROM analytics_v2.plays WHERE \"plays\".\"track_id\" > 3 GROUP BY 1, 2\n")
+    assert_same_rows(warehouse, sql, result.text, "duckdb")
+    dangling = result.text.replace("plays.device", "analytics.plays.device")
+    verdict = check_scope(request(sql, "duckdb"), dangling)
+    assert not verdict.ok and "still qualified with analytics.plays" in verdict.feedback

@@ -157,6 +157,9 @@ def _compare(request, migration: Migration, catalog: Catalog, old, new, aliases,
     problems = []
     if any(catalog.dataset(t) == request.source for scope in new_res.scopes for t in scope.tables):
         problems.append(f"still reads {request.source}")
+    elif any(c.args.get("db") and f"{c.db}.{c.table}".lower() == request.source
+             for c in new_q.find_all(exp.Column)):
+        problems.append(f"a column is still qualified with {request.source}")
     try:
         old_names = canonicalize(old, old_q, old_res, migration, "old")
         new_names = canonicalize(new, new_q, new_res, migration, "new")
