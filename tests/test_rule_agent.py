@@ -376,3 +376,14 @@ def test_columns_qualified_with_the_source_schema_follow_the_move(warehouse):
     dangling = result.text.replace("plays.device", "analytics.plays.device")
     verdict = check_scope(request(sql, "duckdb"), dangling)
     assert not verdict.ok and "still qualified with analytics.plays" in verdict.feedback
+
+
+def test_dropping_the_schema_qualifier_keeps_unnamed_output_names(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py, after the fix above: dropping the
+    schema part of `count(DISTINCT analytics.plays.device)` renamed the unaliased output."""
+    sql = "SELECT count(DISTINCT analytics.plays.device), analytics.plays.track_id + 1 FROM analytics.plays\n"
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    con = warehouse.cursor()
+    assert con.sql(result.text).columns == con.sql(sql).columns
+    assert_same_rows(warehouse, sql, result.text, "duckdb")

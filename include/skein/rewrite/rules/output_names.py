@@ -36,8 +36,9 @@ ENDS_PROJECTION = {TokenType.COMMA, TokenType.FROM, TokenType.WHERE, TokenType.G
 def keep_output_names(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
     if ctx.dialect != "duckdb" or not refs.columns:
         return []
-    changing = [r for r in refs.columns
-                if (ctx.request.mapping_for(r.column) or "").strip().lower() != r.column]
+    changing = [r for r in refs.columns  # mapped, or losing their schema qualifier (columns.py)
+                if (ctx.request.mapping_for(r.column) or "").strip().lower() != r.column
+                or r.node.args.get("db") is not None]
     edits = []
     for projection in _root_projections(changing[0].node) if changing else []:
         if isinstance(projection, (exp.Alias, exp.Column, exp.Star)):
