@@ -388,3 +388,16 @@ def test_dropping_the_schema_qualifier_keeps_unnamed_output_names(warehouse):
     con = warehouse.cursor()
     assert con.sql(result.text).columns == con.sql(sql).columns
     assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+def test_is_distinct_from_in_an_unnamed_projection(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py: the end of a projection was taken
+    at the FROM of `IS DISTINCT FROM`, so its pinned name went in the middle of it (the
+    patch did not parse and the rule escalated)."""
+    sql = "SELECT user_id IS DISTINCT FROM play_id, device FROM analytics.plays\n"
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    assert result.text == ('SELECT account_id IS DISTINCT FROM play_id AS "(user_id IS DISTINCT FROM '
+                           'play_id)", device FROM analytics_v2.plays\n')
+    assert warehouse.cursor().sql(result.text).columns == warehouse.cursor().sql(sql).columns
+    assert_same_rows(warehouse, sql, result.text, "duckdb")

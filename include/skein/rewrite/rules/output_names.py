@@ -54,8 +54,8 @@ def keep_output_names(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
         # `a != 1` -> `a <> 1`), and DuckDB names the column after what it parsed.
         name = duckdb_column_name(ctx.text[span[0]:end])
         if name is None:
-            raise Escalate(f"line {ctx.line(end)}: DuckDB cannot name this output column (too "
-                           "deeply nested to render); alias it to rewrite it")
+            raise Escalate(f"line {ctx.line(end)}: DuckDB cannot name this output column (it "
+                           "does not render it, e.g. nested too deeply); alias it to rewrite it")
         edits.append(Edit(end, end, f" AS {exp.to_identifier(name, quoted=True).sql('duckdb')}",
                           "the output column keeps the name DuckDB gave it"))
     return edits
@@ -87,6 +87,10 @@ def projection_span(text: str, offset: int, tokens=None) -> tuple[int, int] | No
     >>> start, end = projection_span(text, text.index("b"))
     >>> text[start:end]
     'b IS NOT NULL'
+    >>> text = "SELECT a IS DISTINCT FROM b, c FROM t"
+    >>> start, end = projection_span(text, text.index("b"))
+    >>> text[start:end]
+    'a IS DISTINCT FROM b'
     """
     if tokens is None:
         try:
@@ -103,12 +107,13 @@ def projection_span(text: str, offset: int, tokens=None) -> tuple[int, int] | No
         if not started:
             if pending:
                 start, pending = token.start, False
-            if depth == 0 and token.token_type in STARTS_PROJECTION:
-                pending = True
+            if depth == 0 and (token.token_type in (TokenType.SELECT, TokenType.COMMA) or
+                               token.token_type in STARTS_PROJECTION and previous == TokenType.SELECT):
+                pending = True  # DISTINCT or ALL right after SELECT (not `IS DISTINCT FROM`)
             elif depth == 0 and token.token_type == TokenType.ON and previous == TokenType.DISTINCT:
                 distinct_on, start = True, None
-            previous = token.token_type
-        if started and depth == 0 and token.token_type in ENDS_PROJECTION:
+        if started and depth == 0 and token.token_type in ENDS_PROJECTION and not \
+                (token.token_type == TokenType.FROM and previous == TokenType.DISTINCT):
             return (start, previous_end) if previous_end is not None else None
         if token.token_type == TokenType.L_PAREN:
             depth += 1
@@ -120,6 +125,7 @@ def projection_span(text: str, offset: int, tokens=None) -> tuple[int, int] | No
                 distinct_on, pending = False, True
         if started:
             previous_end = token.end + 1
+        previous = token.token_type  # `x IS DISTINCT FROM y`: that FROM is not the clause
     return (start, previous_end) if started and previous_end is not None else None
 
 
