@@ -401,3 +401,16 @@ def test_is_distinct_from_in_an_unnamed_projection(warehouse):
                            'play_id)", device FROM analytics_v2.plays\n')
     assert warehouse.cursor().sql(result.text).columns == warehouse.cursor().sql(sql).columns
     assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+def test_unnamed_scalar_subquery_over_the_source_keeps_its_name(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py: DuckDB names an unaliased scalar
+    subquery after its text, table name included; only projections with a changed column
+    had their name pinned, so retargeting the table inside renamed the output column."""
+    sql = ("SELECT user_id, (SELECT count(*) FROM analytics.plays p WHERE p.device = u.plan)\n"
+           "FROM analytics.users u\n")
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    con = warehouse.cursor()
+    assert con.sql(result.text).columns == con.sql(sql).columns
+    assert_same_rows(warehouse, sql, result.text, "duckdb")

@@ -34,22 +34,28 @@ ENDS_PROJECTION = {TokenType.COMMA, TokenType.FROM, TokenType.WHERE, TokenType.G
 
 
 def keep_output_names(ctx: RuleContext, refs: SourceRefs) -> list[Edit]:
-    if ctx.dialect != "duckdb" or not refs.columns:
+    if ctx.dialect != "duckdb" or not (refs.columns or refs.tables):
         return []
-    changing = [r for r in refs.columns  # mapped, or losing their schema qualifier (columns.py)
+    # What the rules rewrite: mapped columns, columns losing their schema qualifier
+    # (columns.py), and the source's table references (a scalar subquery's name has them).
+    changing = [r.node for r in refs.columns
                 if (ctx.request.mapping_for(r.column) or "").strip().lower() != r.column
-                or r.node.args.get("db") is not None]
+                or r.node.args.get("db") is not None] + [t.node for t in refs.tables]
     edits = []
-    for projection in _root_projections(changing[0].node) if changing else []:
+    for projection in _root_projections(changing[0]) if changing else []:
         if isinstance(projection, (exp.Alias, exp.Column, exp.Star)):
             continue
-        inside = [r for r in changing if _contains(projection, r.node)]
-        if not inside:
+        offsets = [i.meta["start"] for node in changing if _contains(projection, node)
+                   for i in node.find_all(exp.Identifier) if "start" in i.meta]
+        if not offsets:
             continue
-        span = projection_span(ctx.text, inside[0].node.this.meta["start"], ctx.tokens)
+        span = projection_span(ctx.text, min(offsets), ctx.tokens)
         if span is None:
             continue
         end = span[1]
+        if any(s < end and span[0] < e for s, e in ctx.jinja_spans.values()):
+            raise Escalate(f"line {ctx.line(end)}: the name of this output column comes from dbt "
+                           "Jinja, which renders differently once rewritten; alias it to rewrite it")
         # As written: sqlglot's rendering may differ (`x IS NOT NULL` -> `NOT x IS NULL`,
         # `a != 1` -> `a <> 1`), and DuckDB names the column after what it parsed.
         name = duckdb_column_name(ctx.text[span[0]:end])
