@@ -78,14 +78,15 @@ def sql_literal(value, type_: str) -> str:
 
 # -- the campaign: source, mapping, target --------------------------------------------
 
-OLD_NAMES = ["a", "b", "c", "d", "e", "k", "name", "Mixed"]
+OLD_NAMES = ["a", "b", "c", "d", "e", "k", "name", "Mixed", "user id"]
 U_COLUMNS = {"k": "INTEGER", "name": "VARCHAR", "w": "DOUBLE", "a": "INTEGER"}
 
 
 @dataclass
 class Campaign:
     old: dict[str, str]  # column -> type, in order
-    target: str  # dst.t or src.t_v2
+    target: str  # dst.t, src.t_v2 or main.t_v2 (the default schema: written bare)
+    source: str = "src.t"  # or main.t (written t or main.t)
     new: dict[str, str] = field(default_factory=dict)  # column -> type, in order
     forward: dict[str, str] = field(default_factory=dict)  # new column -> SQL over the old
     columns: dict[str, str | None] = field(default_factory=dict)  # the campaign's mapping
@@ -108,7 +109,9 @@ CHANGES = {
 def campaigns(draw) -> Campaign:
     names = draw(st.lists(st.sampled_from(OLD_NAMES), min_size=2, max_size=5, unique=True))
     old = {n: draw(st.sampled_from(sorted(TYPES))) for n in names}
-    campaign = Campaign(old=old, target=draw(st.sampled_from(["dst.t", "src.t_v2"])))
+    source = draw(st.sampled_from(["src.t", "src.t", "main.t"]))
+    targets = ["dst.t", "main.t_v2"] + (["src.t_v2"] if source == "src.t" else [])
+    campaign = Campaign(old=old, target=draw(st.sampled_from(targets)), source=source)
     new: list[tuple[str, str, str]] = []  # (name, forward SQL, type)
     taken = {n.lower() for n in old}
     swapped = _swap(draw, campaign)
@@ -204,13 +207,13 @@ class World:
     """The old data, then the migrated data (in one transaction, rolled back after)."""
 
     def __init__(self, con, campaign: Campaign, t_rows: list[dict], u_rows: list[dict]):
-        self.con = con
+        self.con, self.source = con, campaign.source
         con.execute("BEGIN")
         con.execute("CREATE SCHEMA src; CREATE SCHEMA dst")
-        create_table(con, "src.t", campaign.old, t_rows)
+        create_table(con, campaign.source, campaign.old, t_rows)
         create_table(con, "src.u", U_COLUMNS, u_rows)
         select = ", ".join(f'{sql} AS "{name}"' for name, sql in campaign.forward.items())
-        con.execute(f"CREATE TABLE {campaign.target} AS SELECT {select} FROM src.t")
+        con.execute(f"CREATE TABLE {campaign.target} AS SELECT {select} FROM {campaign.source}")
         described = con.execute(f"DESCRIBE {campaign.target}").fetchall()
         campaign.new = {row[0]: row[1] for row in described}
 
@@ -220,13 +223,17 @@ class World:
 
     def migrate(self) -> None:
         """The source is gone: a reference the patch missed fails."""
-        self.con.execute("DROP TABLE src.t")
+        self.con.execute(f"DROP TABLE {self.source}")
 
     def close(self) -> None:
         self.con.execute("ROLLBACK")
 
 
 # -- queries --------------------------------------------------------------------------
+
+TYPE_OF_KIND = {"int": "INTEGER", "num": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN",
+                "date": "DATE"}
+
 
 @dataclass
 class Rel:
@@ -258,7 +265,7 @@ class QueryGen:
         style = self.draw(st.sampled_from(["bare", "qualified", "qualified", "full"]))
         if unique and style == "bare":
             return q(name), TYPES.get(type_, type_)
-        if style == "full" and rel.sql in ("src.t", "src.u"):  # schema.table.column
+        if style == "full" and rel.sql in ("src.t", "src.u", "main.t"):  # schema.table.column
             return f"{rel.sql}.{q(name)}", TYPES.get(type_, type_)
         return f"{rel.qualifier}.{q(name)}", TYPES.get(type_, type_)
 
@@ -343,10 +350,12 @@ class QueryGen:
 
     # FROM items
     def source_rel(self, aliased: bool, alias: str = "s") -> Rel:
-        old = self.campaign.old
+        old, source = self.campaign.old, self.campaign.source
+        if source == "main.t" and self.draw(st.booleans()):
+            source = "t"  # the default schema, left out
         if aliased:
-            return Rel(f"src.t AS {alias}", alias, dict(old))
-        return Rel("src.t", "t", dict(old))
+            return Rel(f"{source} AS {alias}", alias, dict(old))
+        return Rel(source, "t", dict(old))
 
     def other_rel(self, alias: str = "o") -> Rel:
         if self.draw(st.booleans()):
@@ -379,7 +388,11 @@ class QueryGen:
             a, b = self.source_rel(True, "a"), self.source_rel(True, "b")
             return f"{a.sql} JOIN {b.sql} ON {self.join_condition(a, b)}", [a, b]
         inner_sql, names = self.inner_select()
-        name = draw(st.sampled_from(["c", "recent", "t"]))
+        # a CTE named t shadows the table t (not the source main.t: it would read itself)
+        name = draw(st.sampled_from(["c", "recent"] + (["t"] if self.campaign.source == "src.t" else [])))
+        if name in self.cte_names:
+            name += str(len(self.cte_names))
+        self.cte_names.add(name)
         rel = Rel(name, name, names)
         if form == "cte":
             self.ctes.append(f"{name} AS ({inner_sql})")
@@ -398,6 +411,17 @@ class QueryGen:
     def inner_select(self) -> tuple[str, dict[str, str]]:
         """A derived table or CTE over the source; its output columns."""
         draw = self.draw
+        if self.nesting < 1 and draw(st.integers(0, 2)) == 0:  # a join, CTE or derived table inside
+            self.nesting += 1
+            from_sql, rels = self.from_clause()
+            self.nesting -= 1
+            where = f" WHERE {self.condition(rels)}" if draw(st.booleans()) else ""
+            items, names = [], {}
+            for i in range(draw(st.integers(1, 3))):
+                expr, kind = self.expression(rels)
+                items.append(f"{expr} AS x{i}")
+                names[f"x{i}"] = TYPE_OF_KIND[kind]
+            return f"SELECT {', '.join(items)} FROM {from_sql}{where}", names
         rel = self.source_rel(draw(st.booleans()), "i")
         where = f" WHERE {self.condition([rel])}" if draw(st.booleans()) else ""
         if draw(st.integers(0, 3)) == 0:
@@ -413,14 +437,15 @@ class QueryGen:
                 alias = f"x{i}"
                 expr, kind = self.expression([rel], TYPES[rel.columns[name]])
                 items.append(f"{expr} AS {alias}")
-                names[alias] = {"int": "INTEGER", "num": "DOUBLE", "str": "VARCHAR",
-                                "bool": "BOOLEAN", "date": "DATE"}[kind]
+                names[alias] = TYPE_OF_KIND[kind]
         return f"SELECT {', '.join(items)} FROM {rel.sql}{where}", names
 
     # whole queries
     def query(self) -> str:
         draw = self.draw
         self.ctes: list[str] = []
+        self.cte_names: set[str] = set()
+        self.nesting = 0
         shape = draw(st.sampled_from(["select", "select", "grouped", "aggregate", "star", "window",
                                       "setop"]))
         if shape == "setop":
@@ -440,6 +465,12 @@ class QueryGen:
             expr, _ = self.expression(rels)
             if draw(st.integers(0, 15)) == 0:  # DuckDB's positional reference to a FROM column
                 expr = f"#{draw(st.integers(1, len(rels[0].columns)))}"
+            elif draw(st.integers(0, 10)) == 0:  # a correlated scalar subquery
+                inner = self.source_rel(True, "sq")
+                pick, outer = self.column([inner]), self.column(rels)
+                match = self.column([inner], outer[1]) if outer else None
+                where = f" WHERE {match[0]} = {outer[0]}" if match else ""
+                expr = f"(SELECT max({pick[0]}) FROM {inner.sql}{where})"
             alias = draw(st.sampled_from(["", "", f" AS out{i}", f" AS {q(draw(st.sampled_from(OLD_NAMES)))}"]))
             out.append(expr + alias)
         return out
@@ -464,9 +495,13 @@ class QueryGen:
         draw = self.draw
         keys = [self.expression(rels)[0] for _ in range(draw(st.integers(1, 2)))]
         aggregates = [self.aggregate(rels) for _ in range(draw(st.integers(1, 3)))]
-        style = draw(st.sampled_from(["names", "ordinals", "all"]))
+        style = draw(st.sampled_from(["names", "ordinals", "all", "aliases"]))
         group = {"names": ", ".join(keys), "ordinals": ", ".join(str(i + 1) for i in range(len(keys))),
-                 "all": "ALL"}[style]
+                 "all": "ALL", "aliases": ""}[style]
+        if style == "aliases":  # GROUP BY an output name, which may also be a source column's
+            aliases = [q(draw(st.sampled_from(OLD_NAMES + [f"g{i}"]))) for i in range(len(keys))]
+            keys = [f"{k} AS {a}" for k, a in zip(keys, aliases)]
+            group = ", ".join(aliases)
         having = draw(st.sampled_from(["", "", "\nHAVING count(*) > 1", "\nHAVING {a} IS NOT NULL"]))
         having = having.format(a=self.aggregate(rels).split(" AS ")[0])
         return (f"SELECT {', '.join(keys + aggregates)}\nFROM {from_sql}{self.where(rels)}\n"
@@ -558,9 +593,9 @@ def con():
 
 
 def request_for(campaign: Campaign, sql: str) -> RewriteRequest:
-    return RewriteRequest(consumer_id="q.sql", text=sql, dialect="duckdb", source="src.t",
+    return RewriteRequest(consumer_id="q.sql", text=sql, dialect="duckdb", source=campaign.source,
                           target=campaign.target, columns=campaign.columns,
-                          schemas={"src.t": campaign.old, "src.u": U_COLUMNS,
+                          schemas={campaign.source: campaign.old, "src.u": U_COLUMNS,
                                    campaign.target: campaign.new})
 
 
