@@ -414,3 +414,20 @@ def test_unnamed_scalar_subquery_over_the_source_keeps_its_name(warehouse):
     con = warehouse.cursor()
     assert con.sql(result.text).columns == con.sql(sql).columns
     assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+@pytest.mark.parametrize("sql", [
+    "FROM analytics.plays JOIN analytics.users USING (user_id)\nSELECT plays.user_id, plan",
+    "SELECT plays.user_id, plan FROM (analytics.plays JOIN analytics.users USING (user_id))",
+], ids=["FROM-first", "parenthesized"])
+def test_using_joins_the_rules_cannot_see_escalate(sql):
+    """Found by tests/test_property_rewrite_semantics.py: sqlglot attaches these joins to the
+    table, not the SELECT, so USING (user_id) was left as it was while user_id was renamed
+    (the patch did not run: user_id no longer exists on the left side), and the scope check
+    passed it."""
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert "joins inside parentheses or before SELECT" in result.reason
+    patched = sql.replace("analytics.plays", "analytics_v2.plays").replace(
+        "plays.user_id,", "plays.account_id AS user_id,")
+    assert "USING or NATURAL join inside parentheses" in check_scope(request(sql, "duckdb"), patched).feedback

@@ -30,7 +30,7 @@ from skein.agents.canonical import Migration, Unverifiable, canonicalize, strip_
 from skein.lineage import split_statement
 from skein.rewrite.jinja import RELATION_CALL
 from skein.rewrite.parsed import ParsedSQL, parse_sql
-from skein.rewrite.references import maybe_pivot_or_columns
+from skein.rewrite.references import maybe_pivot_or_columns, nested_using_join
 from skein.rewrite.resolve import Catalog, Resolution, Unresolved
 
 @dataclass(frozen=True)
@@ -130,6 +130,9 @@ def _query_of(statement, request, catalog, aliases, patterned, thorough):
         return statement, None
     if patterned and query.find(exp.Pivot, exp.Columns):
         raise Unverifiable("PIVOT and COLUMNS(...) hide which columns are read: not verifiable")
+    if nested_using_join(query) is not None:
+        raise Unverifiable("a USING or NATURAL join inside parentheses or before SELECT: which "
+                           "columns it merges is not verified")
     if patterned and query.find(exp.PositionalColumn):
         raise Unverifiable("a positional column (#n) reads whichever column is at that place: "
                            "not verifiable")

@@ -226,9 +226,24 @@ def _touches(node, is_source) -> bool:
     return False
 
 
+def nested_using_join(query: exp.Expression) -> exp.Join | None:
+    """A USING or NATURAL join that sqlglot attaches to a table rather than to the SELECT
+    (``FROM (a JOIN b USING (k))``, DuckDB's ``FROM a JOIN b USING (k) SELECT ...``): the
+    rules and the scope check read a SELECT's own joins only."""
+    for table in query.find_all(exp.Table):
+        for join in table.args.get("joins") or []:
+            if join.args.get("using") or join.method == "NATURAL":
+                return join
+    return None
+
+
 def _check_using(resolution: Resolution, refs: SourceRefs) -> None:
     """Columns joined with USING in a query that reads the source: the merged column
     has no single table, so a renamed one cannot be spliced (``map_columns`` escalates)."""
+    nested = nested_using_join(resolution.root.expression) if resolution.root else None
+    if nested is not None:
+        raise UnsupportedReference(f"`{nested.sql()}` joins inside parentheses or before SELECT "
+                                   "(FROM-first): not rewritten by rules; write SELECT ... FROM ... JOIN")
     for scope in resolution.scopes:
         select = scope.expression
         for join in select.args.get("joins") or [] if isinstance(select, exp.Select) else []:
