@@ -217,7 +217,7 @@ class World:
 
     def _create(self, campaign: Campaign, t_rows: list[dict], u_rows: list[dict]) -> None:
         con = self.con
-        con.execute("CREATE SCHEMA src; CREATE SCHEMA dst")
+        con.execute("CREATE SCHEMA src; CREATE SCHEMA dst; CREATE SCHEMA marts")
         create_table(con, campaign.source, campaign.old, t_rows)
         create_table(con, "src.u", U_COLUMNS, u_rows)
         select = ", ".join(f'{sql} AS "{name}"' for name, sql in campaign.forward.items())
@@ -226,6 +226,9 @@ class World:
         campaign.new = {row[0]: row[1] for row in described}
 
     def run(self, sql: str):
+        if sql.startswith("CREATE"):  # a view: its rows
+            self.con.execute(sql)
+            sql = "SELECT * FROM marts.out"
         relation = self.con.sql(sql)
         return relation.columns, [str(t) for t in relation.types], relation.fetchall()
 
@@ -467,7 +470,10 @@ class QueryGen:
         else:
             from_sql, rels = self.from_clause()
             body = getattr(self, f"shape_{shape}")(from_sql, rels)
-        return (f"WITH {', '.join(self.ctes)}\n" if self.ctes else "") + body
+        query = (f"WITH {', '.join(self.ctes)}\n" if self.ctes else "") + body
+        if one_in(draw, 6):  # most consumers are views
+            return f"CREATE OR REPLACE VIEW marts.out AS\n{query}"
+        return query
 
     def where(self, rels: list[Rel]) -> str:
         return f"\nWHERE {self.condition(rels)}" if self.draw(st.booleans()) else ""
@@ -494,7 +500,8 @@ class QueryGen:
         distinct = draw(st.sampled_from(["", "", "", "DISTINCT ", "DISTINCT ON ({key}) "]))
         key = self.column(rels)[0]
         items = self.items(rels, draw(st.integers(1, 4)))
-        order = draw(st.sampled_from(["", "\nORDER BY 1", "\nORDER BY ALL"]))
+        # ORDER BY ALL LIMIT keeps a deterministic multiset: tied rows are equal rows
+        order = draw(st.sampled_from(["", "\nORDER BY 1", "\nORDER BY ALL", "\nORDER BY ALL LIMIT 3"]))
         if distinct.startswith("DISTINCT ON"):  # which row of a group is kept: by ORDER BY ALL
             distinct, order = distinct.format(key=key), f"\nORDER BY {key}, ALL"
         qualify = ""
