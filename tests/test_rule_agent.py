@@ -431,3 +431,12 @@ def test_using_joins_the_rules_cannot_see_escalate(sql):
     patched = sql.replace("analytics.plays", "analytics_v2.plays").replace(
         "plays.user_id,", "plays.account_id AS user_id,")
     assert "USING or NATURAL join inside parentheses" in check_scope(request(sql, "duckdb"), patched).feedback
+
+
+@pytest.mark.parametrize("sql", ["->> ", "SELECT -> 1 FROM analytics.plays"])
+def test_sqlglot_type_errors_are_parse_errors(sql):
+    """Found by tests/test_property_consumer_sql.py: sqlglot's parser raises TypeError for a
+    JSON arrow without a left side; it escaped the rule agent (skein rewrite: traceback)."""
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert result.reason.startswith("does not parse as duckdb: TypeError")
