@@ -64,3 +64,25 @@ def warehouse():
     con.execute(DATA)
     yield con
     con.close()
+
+
+# Property-based tests (tests/test_property_*.py). "ci" is what `make test` runs: 1,000
+# generated cases per property, the same ones on every run (derandomized, no example
+# database), no per-example deadline (2 shared cores). SKEIN_HYPOTHESIS_PROFILE=dev runs 100
+# random ones, for a quick local loop; a failure prints the example to paste into @example.
+def _hypothesis_profiles() -> None:
+    try:
+        from hypothesis import HealthCheck, Phase, settings
+    except ImportError:  # pragma: no cover - hypothesis is in requirements.txt
+        return
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    # No "explain" phase: on a failure it reruns the example hundreds of times (minutes).
+    phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]
+    common = dict(deadline=None, database=None, suppress_health_check=quiet, print_blob=True,
+                  phases=phases)
+    settings.register_profile("ci", max_examples=1000, derandomize=True, **common)
+    settings.register_profile("dev", max_examples=100, **common)
+    settings.load_profile(os.environ.get("SKEIN_HYPOTHESIS_PROFILE", "ci"))
+
+
+_hypothesis_profiles()

@@ -67,3 +67,20 @@ def test_line_numbers():
     assert lineage.table_lines == {"analytics.plays": [4]}
     assert lineage.column_lines == {("analytics.plays", "user_id"): [2]}
     assert lineage.lines_for("analytics.plays") == [2, 4]
+
+
+@pytest.mark.parametrize("sql, error", [
+    ("SELECT " + "(" * 600 + "user_id" + ")" * 600 + " FROM analytics.plays",
+     "does not parse: nested too deeply"),
+    ("SELECT " + "CASE WHEN ms_played > 0 THEN " * 600 + "1" + " END" * 600 + " FROM analytics.plays",
+     "does not parse: nested too deeply"),
+    ("WITH " + ", ".join(f"c{i} AS (SELECT * FROM {f'c{i - 1}' if i else 'analytics.plays'})"
+                         for i in range(600)) + " SELECT user_id FROM c599",
+     "cannot resolve columns: nested too deeply"),
+    ("SELECT user_id FROM " + "(SELECT * FROM " * 600 + "analytics.plays" + ") AS s" * 600,
+     "cannot resolve columns: nested too deeply"),
+], ids=["parentheses", "CASE", "CTE chain", "derived tables"])
+def test_deep_nesting_is_an_error_not_a_recursion_error(sql, error):
+    """Found by tests/test_property_consumer_sql.py: RecursionError escaped analyze_sql (from
+    sqlglot's parser and from the scope walk), so one deep consumer stopped discovery."""
+    assert analyze_sql(sql, "duckdb", SCHEMAS).error == error

@@ -275,3 +275,168 @@ def test_crlf_files_keep_their_line_endings(tmp_path):
     patch = rewrite(request_for_file(load_campaign(spec), schemas, consumer))
     assert patch.text.encode() == (b"-- daily\r\nSELECT account_id AS user_id,\r\n       ms_played\r\n"
                                    b"FROM analytics_v2.plays\r\n")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT " + "(" * 600 + "user_id" + ")" * 600 + " FROM analytics.plays",
+    "SELECT " + "CASE WHEN ms_played > 0 THEN " * 600 + "1" + " END" * 600 + " FROM analytics.plays",
+], ids=["parentheses", "CASE"])
+def test_deep_nesting_escalates_instead_of_raising(sql):
+    """Found by tests/test_property_consumer_sql.py: RecursionError escaped the rule agent."""
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert result.reason == "nested too deeply for the rules to rewrite"
+
+
+def test_an_output_duckdb_cannot_name_escalates():
+    """Found by tests/test_property_consumer_sql.py: an unaliased projection nested past
+    DuckDB's serializer depth (here 200 additions) made keep_output_names raise DuckDB's
+    SerializationException (ParserException past 1,000) out of the rule agent."""
+    sql = "SELECT " + " + ".join(["ms_played"] * 200) + " FROM analytics.plays"
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert result.reason.startswith("line 1: DuckDB cannot name this output column")
+    aliased = sql.replace(" FROM", " AS total FROM")
+    assert isinstance(rewrite(request(aliased, "duckdb")), Patch)
+
+
+def test_lateral_subquery_reading_the_outer_source(warehouse):
+    """Found by tests/test_property_consumer_sql.py: the scope check's canonical form took
+    the LATERAL subquery's view of the outer table for a FROM node and raised
+    AttributeError ('NoneType' object has no attribute 'parent') out of the rule agent."""
+    sql = ("SELECT p.user_id, x.m FROM analytics.plays p, "
+           "LATERAL (SELECT p.ms_played + 1 AS m) x\n")
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    assert "CAST(p.duration_s * 1000 AS BIGINT) + 1 AS m" in result.text
+    assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+def test_skein_rewrite_of_a_file_that_is_not_utf8_is_a_user_error(tmp_path, capsys):
+    """Found by tests/test_property_consumer_sql.py: `skein rewrite CAMPAIGN FILE` read a
+    Latin-1 file and crashed with UnicodeDecodeError (a traceback, exit 1)."""
+    import duckdb
+
+    from skein.cli import main
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute(DATA)
+    con.close()
+    spec = tmp_path / "c.yaml"
+    spec.write_text("campaign: latin\ntitle: t\nowners: [a]\nwarehouse: duckdb:///w.duckdb\n"
+                    "source: analytics.plays\ntarget: analytics_v2.plays\ncolumns: {user_id: account_id}\n")
+    consumer = tmp_path / "q.sql"
+    consumer.write_bytes("SELECT user_id\nFROM analytics.plays -- Göteborg\n".encode("latin-1"))
+    assert main(["rewrite", str(spec), str(consumer)]) == 2
+    assert capsys.readouterr().err == (f"skein: {consumer}:2: not UTF-8 text (byte 0xf6): "
+                                       "Skein edits UTF-8 files only\n")
+
+
+def test_unnamed_outputs_keep_the_name_duckdb_gave_the_written_text(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py: the pinned name was DuckDB's name
+    for sqlglot's rendering of the projection, not for the text as written:
+    `user_id IS NOT NULL` became `... AS "(NOT (user_id IS NULL))"` (the original column is
+    named "(user_id IS NOT NULL)"); `!=` and `**` were renamed too. The scope check computed
+    the same wrong name, so the patch passed it."""
+    sql = "SELECT DISTINCT user_id IS NOT NULL, user_id != 1, ms_played ** 2\nFROM analytics.plays\n"
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    con = warehouse.cursor()
+    assert con.sql(result.text).columns == con.sql(sql).columns == [
+        "(user_id IS NOT NULL)", "(user_id != 1)", "(ms_played ** 2)"]
+    assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+@pytest.mark.parametrize("sql", ["SELECT #2 FROM analytics.plays", "FROM analytics.plays SELECT #1, #3"])
+def test_positional_columns_over_the_source_escalate(sql):
+    """Found by tests/test_property_rewrite_semantics.py: DuckDB's `#2` reads the second
+    column of the FROM clause; the rules left it as it was, so against the target (other
+    columns, another order) the patch read another column, under another name, and the
+    scope check passed it."""
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert "by position, which the target does not keep" in result.reason
+    patched = sql.replace("analytics.plays", "analytics_v2.plays")
+    verdict = check_scope(request(sql, "duckdb"), patched)
+    assert not verdict.ok and "positional column" in verdict.feedback
+
+
+def test_columns_qualified_with_the_source_schema_follow_the_move(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py: in `analytics.plays.device` only
+    mapped columns were rewritten; an unmapped one kept the old schema.table qualifier, so
+    the patch did not run once the table moved, and the scope check (which resolves by the
+    table name alone) passed it."""
+    sql = ("SELECT analytics.plays.device, analytics.plays.user_id, count(*) AS n\n"
+           "FROM analytics.plays WHERE \"analytics\".\"plays\".\"track_id\" > 3 GROUP BY 1, 2\n")
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    assert result.text == ("SELECT plays.device, plays.account_id AS user_id, count(*) AS n\n"
+                           "FROM analytics_v2.plays WHERE \"plays\".\"track_id\" > 3 GROUP BY 1, 2\n")
+    assert_same_rows(warehouse, sql, result.text, "duckdb")
+    dangling = result.text.replace("plays.device", "analytics.plays.device")
+    verdict = check_scope(request(sql, "duckdb"), dangling)
+    assert not verdict.ok and "still qualified with analytics.plays" in verdict.feedback
+
+
+def test_dropping_the_schema_qualifier_keeps_unnamed_output_names(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py, after the fix above: dropping the
+    schema part of `count(DISTINCT analytics.plays.device)` renamed the unaliased output."""
+    sql = ("SELECT analytics.plays.track_id + 1, count(DISTINCT analytics.plays.device)\n"
+           "FROM analytics.plays GROUP BY 1\n")
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    con = warehouse.cursor()
+    assert con.sql(result.text).columns == con.sql(sql).columns
+    assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+def test_is_distinct_from_in_an_unnamed_projection(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py: the end of a projection was taken
+    at the FROM of `IS DISTINCT FROM`, so its pinned name went in the middle of it (the
+    patch did not parse and the rule escalated)."""
+    sql = "SELECT user_id IS DISTINCT FROM play_id, device FROM analytics.plays\n"
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    assert result.text == ('SELECT account_id IS DISTINCT FROM play_id AS "(user_id IS DISTINCT FROM '
+                           'play_id)", device FROM analytics_v2.plays\n')
+    assert warehouse.cursor().sql(result.text).columns == warehouse.cursor().sql(sql).columns
+    assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+def test_unnamed_scalar_subquery_over_the_source_keeps_its_name(warehouse):
+    """Found by tests/test_property_rewrite_semantics.py: DuckDB names an unaliased scalar
+    subquery after its text, table name included; only projections with a changed column
+    had their name pinned, so retargeting the table inside renamed the output column."""
+    sql = ("SELECT user_id, (SELECT count(*) FROM analytics.plays p WHERE p.device = u.plan)\n"
+           "FROM analytics.users u\n")
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Patch), result.reason
+    con = warehouse.cursor()
+    assert con.sql(result.text).columns == con.sql(sql).columns
+    assert_same_rows(warehouse, sql, result.text, "duckdb")
+
+
+@pytest.mark.parametrize("sql", [
+    "FROM analytics.plays JOIN analytics.users USING (user_id)\nSELECT plays.user_id, plan",
+    "SELECT plays.user_id, plan FROM (analytics.plays JOIN analytics.users USING (user_id))",
+], ids=["FROM-first", "parenthesized"])
+def test_using_joins_the_rules_cannot_see_escalate(sql):
+    """Found by tests/test_property_rewrite_semantics.py: sqlglot attaches these joins to the
+    table, not the SELECT, so USING (user_id) was left as it was while user_id was renamed
+    (the patch did not run: user_id no longer exists on the left side), and the scope check
+    passed it."""
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert "joins inside parentheses or before SELECT" in result.reason
+    patched = sql.replace("analytics.plays", "analytics_v2.plays").replace(
+        "plays.user_id,", "plays.account_id AS user_id,")
+    assert "USING or NATURAL join inside parentheses" in check_scope(request(sql, "duckdb"), patched).feedback
+
+
+@pytest.mark.parametrize("sql", ["->> ", "SELECT -> 1 FROM analytics.plays"])
+def test_sqlglot_type_errors_are_parse_errors(sql):
+    """Found by tests/test_property_consumer_sql.py: sqlglot's parser raises TypeError for a
+    JSON arrow without a left side; it escaped the rule agent (skein rewrite: traceback)."""
+    result = rewrite(request(sql, "duckdb"))
+    assert isinstance(result, Escalation)
+    assert result.reason.startswith("does not parse as duckdb: TypeError")

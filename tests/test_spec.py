@@ -212,3 +212,22 @@ def test_every_schema_field_is_documented():
 
     expected = set(fields(schema["properties"], "", schema["$defs"]))
     assert expected - documented == set()
+
+
+@pytest.mark.parametrize("data, line, message", [
+    (b"campaign: ok\ntitle: caf\xe9\n", 2, "not UTF-8 text (byte 0xe9): save the file as UTF-8"),
+    (b"campaign: ok\nowners: &o [a, *o]\n", 2, "a YAML alias refers to a collection it is inside"),
+    (b"campaign: ok\n? [a, b]\n: 1\n", 2, "a mapping key must be a plain value"),
+    (b"a: " + b"[" * 500 + b"]" * 500 + b"\n", 1, "nested more than 64 levels deep"),
+    (b"campaign: ok\ntitle: a\x00b\n", 2, "invalid YAML: unacceptable character #x0000"),
+    (b"campaign: ok\n[", 2, "invalid YAML: "),
+], ids=["latin-1 byte", "recursive anchor", "list as key", "deep nesting", "NUL", "end of file"])
+def test_hostile_yaml_is_a_spec_error_with_a_line(tmp_path, data, line, message):
+    """Found by tests/test_property_campaign_files.py: these raised UnicodeDecodeError,
+    RecursionError and TypeError (tracebacks from `skein validate`), or named no line or a
+    line past the end of the file."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(data)
+    [error] = errors_of(path)
+    assert error.startswith(f"{path}:{line}: {message}"), error
+    assert main(["validate", str(path), "--offline"]) == 2

@@ -113,8 +113,8 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
     except SqlglotError as exc:
         lineage.error = f"does not parse: {first_line(exc)}"
         return lineage
-    except RecursionError:  # sqlglot's parser recurses per nesting level
-        lineage.error = "does not parse: nested too deeply for the parser"
+    except Exception as exc:  # noqa: BLE001 - deep nesting, and sqlglot's bare errors on odd input
+        lineage.error = f"does not parse: {_unexpected(exc)}"
         return lineage
     if not statements:
         lineage.error = "no SQL statement found"
@@ -148,9 +148,20 @@ def _analyze_statements(statements: list[exp.Expression], dialect: str, cache: S
             lineage.error = f"cannot resolve columns: {first_line(exc)}"
             continue
         except Exception as exc:  # noqa: BLE001 - sqlglot raises bare errors on odd input
-            lineage.error = f"cannot resolve columns: {type(exc).__name__}: {exc}"
+            lineage.error = f"cannot resolve columns: {_unexpected(exc)}"
             continue
         _ScopeWalk(qualified, lineage).run()
+
+
+def _unexpected(exc: Exception) -> str:
+    """An error sqlglot is not meant to raise, in words.
+
+    >>> _unexpected(RecursionError("maximum recursion depth exceeded")), _unexpected(TypeError("x"))
+    ('nested too deeply', 'TypeError: x')
+    """
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 _NAME_CHAIN = re.compile(r"[\w$`\"\[\]-]+(?:\s*\.\s*[\w$`\"\[\]-]+)+")

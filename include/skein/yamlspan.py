@@ -26,13 +26,14 @@ skein.errors.SpecError: f.yaml:3: YAML merge keys (<<) are not supported
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from skein.errors import SpecError, YamlSyntaxError
+from skein.errors import SpecError, YamlSyntaxError, first_line
 
 Path_ = tuple[str | int, ...]
 
@@ -89,13 +90,27 @@ def load_yaml_with_lines(text: str, file: str, *, strict: bool = True) -> YamlDo
         node = yaml.compose(text, Loader=_LOADER)
         if node is not None:
             constructor = yaml.SafeLoader("")  # only used to build scalars with YAML's own rules
-            doc.data = _build(node, (), doc.lines, constructor, file, strict, _Budget(file))
+            doc.data = _build(node, (), doc.lines, constructor, file, strict, (), _Budget(file))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        if line is None and isinstance(getattr(exc, "position", None), int):  # a ReaderError
+            line = _line_at(text, exc.position)
+        if line is not None:  # at the end of a file without a final newline libyaml says one more
+            line = min(line, _line_at(text, len(text)))
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise YamlSyntaxError(problem, file=file, line=line) from None
+    except RecursionError:  # the pure-Python composer recurses (libyaml stops at 1000 levels)
+        raise YamlSyntaxError("nested too deeply", file=file, line=1) from None
     return doc
+
+
+def _line_at(text: str, offset: int) -> int:
+    """The line of ``offset`` as YAML counts lines (CR, LF, CRLF, NEL, LS, PS break lines)."""
+    return len(_LINE_BREAK.split(text[:offset]))
+
+
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
 def load_yaml_file(path: str | Path) -> YamlDoc:
@@ -113,22 +128,37 @@ def load_yaml_file(path: str | Path) -> YamlDoc:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise SpecError(f"file is {size / 1e6:.1f} MB, more than a campaign file can be "
-                            f"({MAX_FILE_BYTES >> 20} MiB): refused", file=str(path))
+                            f"({MAX_FILE_BYTES >> 20} MiB): refused", file=str(path), line=1)
         data = path.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read file: {exc.strerror}", file=str(path)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as UTF-8",
-                        file=str(path), line=data[:exc.start].count(b"\n") + 1) from None
+        before = data[:exc.start].decode("utf-8")
+        line = _line_at(before, len(before))
+        raise SpecError(f"not UTF-8 text (byte {data[exc.start]:#04x}): save the file as UTF-8",
+                        file=str(path), line=line) from None
     return load_yaml_with_lines(text, str(path))
 
 
+# Campaign files are a few levels deep; anything deeper is a mistake (or an attack).
+MAX_DEPTH = 64
+
+
 def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoader, file: str,
-           strict: bool, budget: _Budget):
+           strict: bool, above: tuple[int, ...], budget: _Budget):
+    """Plain values from ``node``; ``above`` are the ids of the collections it is inside."""
     budget.spend(node)
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in above:
+            raise SpecError("a YAML alias refers to a collection it is inside (recursive "
+                            "anchor)", file=file, line=node.start_mark.line + 1)
+        if len(above) >= MAX_DEPTH:
+            raise SpecError(f"nested more than {MAX_DEPTH} levels deep", file=file,
+                            line=node.start_mark.line + 1)
+        above = (*above, id(node))
     if isinstance(node, yaml.MappingNode):
         if not strict:
             constructor.flatten_mapping(node)  # merged keys first, then the mapping's own
@@ -139,18 +169,19 @@ def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoad
             if strict and (key_node.tag == _MERGE or key_node.value == "<<"):
                 raise SpecError("YAML merge keys (<<) are not supported",
                                 file=file, line=key_node.start_mark.line + 1)
-            if not isinstance(key_node, yaml.ScalarNode):  # a list or mapping as a key
-                raise SpecError("keys must be plain names, not lists or mappings",
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise SpecError("a mapping key must be a plain value, not a list or mapping",
                                 file=file, line=key_node.start_mark.line + 1)
             key = constructor.construct_object(key_node, deep=True)
             if strict and key in out:
                 raise SpecError(f"duplicate key {key!r}", file=file,
                                 line=key_node.start_mark.line + 1,
                                 field=".".join(str(p) for p in (*path, key)))
-            out[key] = _build(value_node, (*path, key), lines, constructor, file, strict, budget)
+            out[key] = _build(value_node, (*path, key), lines, constructor, file, strict, above,
+                              budget)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), lines, constructor, file, strict, budget)
+        return [_build(item, (*path, i), lines, constructor, file, strict, above, budget)
                 for i, item in enumerate(node.value)]
     return constructor.construct_object(node, deep=True)

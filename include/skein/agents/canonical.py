@@ -129,9 +129,9 @@ def _source_names(resolution: Resolution) -> dict[tuple[int, str], str]:
     for scope in resolution.scopes:
         for key, source in resolution.sources(scope).items():
             name = f"_{len(names)}"
-            node = source.node
+            node = source.node  # None: a LATERAL subquery's view of an outer table
             holder = node if isinstance(node, exp.Table) else \
-                node.parent if isinstance(node.parent, exp.Subquery) else None
+                node.parent if node is not None and isinstance(node.parent, exp.Subquery) else None
             if holder is None:
                 name = key  # UNNEST, table functions: their alias may name a column too; kept
             else:

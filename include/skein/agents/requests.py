@@ -61,7 +61,7 @@ def _read_exact(path) -> str:
     try:
         return data.decode("utf-8")  # bytes.decode keeps CRLF, as newline="" would
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\\n") + 1
+        line = data[:exc.start].count(b"\n") + 1
         raise SkeinError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): Skein "
                          "edits UTF-8 files only") from None
 

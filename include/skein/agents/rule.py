@@ -44,9 +44,9 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation:
         return _rewrite(request)
     except (Escalate, UnsupportedReference, EditConflict, DbtRenderError) as exc:
         return Escalation(consumer_id=request.consumer_id, agent=AGENT, reason=str(exc))
-    except RecursionError:  # sqlglot walks trees recursively
+    except RecursionError:  # sqlglot parses, copies and walks trees recursively
         return Escalation(consumer_id=request.consumer_id, agent=AGENT,
-                          reason="nested too deeply for the rewriter: migrate it by hand")
+                          reason="nested too deeply for the rules to rewrite")
 
 
 def _rewrite(request: RewriteRequest) -> Patch:

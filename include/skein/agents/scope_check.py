@@ -29,8 +29,8 @@ from skein.rewrite.request import RewriteRequest
 from skein.agents.canonical import Migration, Unverifiable, canonicalize, strip_cosmetics
 from skein.lineage import split_statement
 from skein.rewrite.jinja import RELATION_CALL
-from skein.rewrite.parsed import ParsedSQL, dialect_of, parse_sql
-from skein.rewrite.references import maybe_pivot_or_columns
+from skein.rewrite.parsed import ParsedSQL, parse_sql
+from skein.rewrite.references import maybe_pivot_or_columns, nested_using_join
 from skein.rewrite.resolve import Catalog, Resolution, Unresolved
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _compare_all(request, old: ParsedSQL, new: ParsedSQL, aliases, thorough: boo
     for number, (old_statement, new_statement) in enumerate(zip(old.statements, new.statements), 1):
         resolution = None if thorough or aliases[0] else old.resolutions.get(number - 1)
         found = _compare(request, migration, catalog, old_statement, new_statement, aliases,
-                         patterned, resolution)
+                         patterned, resolution, old)
         problems += [f"statement {number}: {p}" for p in found]
     return problems
 
@@ -130,11 +130,17 @@ def _query_of(statement, request, catalog, aliases, patterned, thorough):
         return statement, None
     if patterned and query.find(exp.Pivot, exp.Columns):
         raise Unverifiable("PIVOT and COLUMNS(...) hide which columns are read: not verifiable")
+    if nested_using_join(query) is not None:
+        raise Unverifiable("a USING or NATURAL join inside parentheses or before SELECT: which "
+                           "columns it merges is not verified")
+    if patterned and query.find(exp.PositionalColumn):
+        raise Unverifiable("a positional column (#n) reads whichever column is at that place: "
+                           "not verifiable")
     return statement, query
 
 
 def _compare(request, migration: Migration, catalog: Catalog, old, new, aliases, patterned: bool,
-             old_resolution: Resolution | None) -> list[str]:
+             old_resolution: Resolution | None, old_parsed: ParsedSQL) -> list[str]:
     try:
         old, old_q = _query_of(old, request, catalog, aliases[0], patterned, migration.thorough)
         new, new_q = _query_of(new, request, catalog, aliases[1], patterned, migration.thorough)
@@ -142,7 +148,7 @@ def _compare(request, migration: Migration, catalog: Catalog, old, new, aliases,
         return [str(exc)]
     if old_q is None or new_q is None:
         return [] if old == new else ["the statement changed"]
-    written = _unnamed_outputs(old_q) if request.dialect == "duckdb" else {}
+    written = _unnamed_outputs(old_q, old_parsed) if request.dialect == "duckdb" else {}
     try:
         old_res = old_resolution or Resolution(old_q, catalog, request.dialect)
     except Unresolved as exc:
@@ -154,6 +160,9 @@ def _compare(request, migration: Migration, catalog: Catalog, old, new, aliases,
     problems = []
     if any(catalog.dataset(t) == request.source for scope in new_res.scopes for t in scope.tables):
         problems.append(f"still reads {request.source}")
+    elif any(c.args.get("db") and f"{c.db}.{c.table}".lower() == request.source
+             for c in new_q.find_all(exp.Column)):
+        problems.append(f"a column is still qualified with {request.source}")
     try:
         old_names = canonicalize(old, old_q, old_res, migration, "old")
         new_names = canonicalize(new, new_q, new_res, migration, "new")
@@ -174,11 +183,13 @@ def _root_select(query: exp.Expression) -> exp.Select | None:
     return query if isinstance(query, exp.Select) else None
 
 
-def _unnamed_outputs(query: exp.Expression) -> dict[int, str]:
-    """Output expressions without a name of their own, as DuckDB names them (written
-    text, taken before the comparison form changes the tree)."""
+def _unnamed_outputs(query: exp.Expression, parsed: ParsedSQL) -> dict[int, str]:
+    """Output expressions without a name of their own, as written in the original text
+    (DuckDB names them after it; taken before the comparison form changes the tree)."""
+    from skein.rewrite.rules.output_names import written_projection
+
     select = query if isinstance(query, exp.Select) else None
-    return {id(p): p.sql(dialect=dialect_of("duckdb")) for p in select.expressions
+    return {id(p): written_projection(parsed.text, parsed.tokens, p) for p in select.expressions
             if not p.output_name and not p.is_star} if select is not None else {}
 
 
@@ -196,7 +207,8 @@ def _adopt_engine_names(old_q, new_q, old_names: list[str], new_names: list[str]
         text = written.get(id(old))
         if old_names[index] or not new_names[index] or text is None or not isinstance(new, exp.Alias):
             continue
-        if new_names[index] == duckdb_column_name(text).lower():
+        engine_name = duckdb_column_name(text)
+        if engine_name is not None and new_names[index] == engine_name.lower():
             new.replace(new.this)
             new_names[index] = ""
 

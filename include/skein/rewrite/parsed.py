@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokens import Token
 
 from skein.rewrite.resolve import Resolution
@@ -49,7 +50,12 @@ def tokenize_and_parse(text: str, dialect: str):
         instance = dialect_of(dialect)
         engine = engines[dialect] = (instance.tokenizer(), instance.parser())
     tokens = engine[0].tokenize(text)
-    return tokens, engine[1].parse(tokens, text)
+    try:
+        return tokens, engine[1].parse(tokens, text)
+    except (SqlglotError, RecursionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - sqlglot's bare errors on odd input (`-> 1`: TypeError)
+        raise ParseError(f"{type(exc).__name__}: {exc}") from None
 
 
 def parse_sql(text: str, dialect: str) -> ParsedSQL:

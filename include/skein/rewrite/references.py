@@ -27,9 +27,10 @@ from skein.rewrite.resolve import SOURCE, Catalog, Resolution, Unresolved
 
 
 def maybe_pivot_or_columns(text: str | None) -> bool:
-    """Only a text that says PIVOT or COLUMNS can hold them: a tree walk is skipped otherwise."""
+    """Only a text that says PIVOT or COLUMNS, or has a ``#`` (DuckDB's positional ``#1``),
+    can hold them: a tree walk is skipped otherwise."""
     lowered = text.lower() if text is not None else "pivot"
-    return "pivot" in lowered or "columns" in lowered
+    return "pivot" in lowered or "columns" in lowered or "#" in lowered
 
 
 class UnsupportedReference(Exception):
@@ -90,10 +91,14 @@ def find_references(statement: exp.Expression, source: str, dialect: str, cache:
         if any(is_source(t) for t in statement.find_all(exp.Table)):
             raise UnsupportedReference(f"{statement.key.upper()} statements are not rewritten by rules")
         return refs
-    if maybe_pivot_or_columns(text) and query.find(exp.Pivot, exp.Columns) and \
-            any(is_source(t) for t in query.find_all(exp.Table)):
-        raise UnsupportedReference("PIVOT or COLUMNS(...) over the source: which columns it reads "
-                                   "depends on the data or a pattern; not rewritten by rules")
+    if maybe_pivot_or_columns(text) and any(is_source(t) for t in query.find_all(exp.Table)):
+        if query.find(exp.Pivot, exp.Columns):
+            raise UnsupportedReference("PIVOT or COLUMNS(...) over the source: which columns it "
+                                       "reads depends on the data or a pattern; not rewritten by rules")
+        positional = query.find(exp.PositionalColumn)
+        if positional is not None:
+            raise UnsupportedReference(f"`{positional.sql('duckdb')}` reads a column of the source by "
+                                       "position, which the target does not keep; name the column")
     try:
         resolution = Resolution(query, catalog, dialect)
     except Unresolved as exc:
@@ -221,9 +226,24 @@ def _touches(node, is_source) -> bool:
     return False
 
 
+def nested_using_join(query: exp.Expression) -> exp.Join | None:
+    """A USING or NATURAL join that sqlglot attaches to a table rather than to the SELECT
+    (``FROM (a JOIN b USING (k))``, DuckDB's ``FROM a JOIN b USING (k) SELECT ...``): the
+    rules and the scope check read a SELECT's own joins only."""
+    for table in query.find_all(exp.Table):
+        for join in table.args.get("joins") or []:
+            if join.args.get("using") or join.method == "NATURAL":
+                return join
+    return None
+
+
 def _check_using(resolution: Resolution, refs: SourceRefs) -> None:
     """Columns joined with USING in a query that reads the source: the merged column
     has no single table, so a renamed one cannot be spliced (``map_columns`` escalates)."""
+    nested = nested_using_join(resolution.root.expression) if resolution.root else None
+    if nested is not None:
+        raise UnsupportedReference(f"`{nested.sql()}` joins inside parentheses or before SELECT "
+                                   "(FROM-first): not rewritten by rules; write SELECT ... FROM ... JOIN")
     for scope in resolution.scopes:
         select = scope.expression
         for join in select.args.get("joins") or [] if isinstance(select, exp.Select) else []:

@@ -46,7 +46,7 @@ def _map_one(ctx: RuleContext, ref: ColumnRef, refs: SourceRefs) -> Edit | None:
         raise Escalate(f"line {ctx.line(start)}: uses {ref.column}, which the campaign drops "
                        "(no replacement expression)")
     if mapped.strip().lower() == ref.column:
-        return None
+        return _drop_schema_qualifier(ctx, ref)
     qualifier = _qualifier(ctx, ref, refs)
     style = style_of(ctx.written(ref.node.this), ctx.dialect)
     text = mapped_expression(mapped, request.columns_dialect, qualifier, style)
@@ -60,6 +60,18 @@ def _map_one(ctx: RuleContext, ref: ColumnRef, refs: SourceRefs) -> Edit | None:
         text = f"{text} AS {ctx.written(ref.node.this)}"
         why += "; the output keeps its name"
     return Edit(start, end, text, why)
+
+
+def _drop_schema_qualifier(ctx: RuleContext, ref: ColumnRef) -> Edit | None:
+    """``analytics.plays.device`` names the source's schema: once the table moves, the column
+    is qualified by the table name alone (``retarget_tables`` keeps it as the alias)."""
+    parts = [ref.node.args.get(k) for k in ("catalog", "db")]
+    starts = [p.meta["start"] for p in parts if p is not None and "start" in p.meta]
+    table = ref.node.args.get("table")
+    if not starts or table is None or "start" not in table.meta:
+        return None
+    return Edit(min(starts), table.meta["start"], "",
+                f"{ctx.request.source} is now {ctx.request.target}: qualify by the table name")
 
 
 def _qualifier(ctx: RuleContext, ref: ColumnRef, refs: SourceRefs) -> str | None:
