@@ -70,6 +70,36 @@ leases = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True)),  # None: until given back
 )
 
+# The latest plan of every consumer of a campaign (one row each, from the last run that planned
+# it): what the portal pages and filters with SQL. Not history and not state: a consumer's
+# state is still derived from the audit log; this only says what the plan was.
+consumers = sa.Table(
+    "skein_consumers", metadata,
+    sa.Column("campaign", sa.String(64), primary_key=True),
+    sa.Column("consumer", sa.String(1000), primary_key=True),
+    sa.Column("run_id", sa.String(250), nullable=False),  # the run whose plan this is
+    sa.Column("seq", sa.Integer, nullable=False),  # migration order
+    sa.Column("owner", sa.String(250), nullable=False),
+    sa.Column("tier", sa.Integer),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("impact", sa.String(16), nullable=False),  # direct | transitive
+    sa.Column("wave", sa.String(64)),
+    sa.Column("plan_status", sa.String(16), nullable=False),  # skein.plan.PlanStatus
+    sa.Column("reason", sa.Text),
+    sa.Column("agent", sa.String(16)),
+    sa.Column("changes", sa.Integer, nullable=False, default=0),
+    sa.Column("simulation", sa.String(16)),
+    sa.Column("repo", sa.String(1000)),  # the repository's folder, for the commit produced
+    sa.Column("path", sa.String(1000)),
+)
+
+# Portal reads (latest event of an action per consumer, is the campaign paused) must not scan
+# a campaign's whole log: 10,000 consumers write ~50,000 rows.
+_INDEXES = (sa.Index("ix_skein_audit_action", audit.c.campaign, audit.c.action, audit.c.id),
+            sa.Index("ix_skein_audit_consumer", audit.c.campaign, audit.c.consumer, audit.c.action,
+                     audit.c.id),
+            sa.Index("ix_skein_consumers_owner", consumers.c.campaign, consumers.c.owner))
+
 _APPEND_ONLY = {
     "sqlite": [
         "CREATE TRIGGER IF NOT EXISTS skein_audit_no_update BEFORE UPDATE ON skein_audit "
@@ -155,6 +185,8 @@ class CampaignStore:
                     if self.engine.dialect.name == "postgresql":
                         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7340155, 1)")
                     metadata.create_all(conn)
+                    for index in _INDEXES:  # create_all skips the indexes of existing tables
+                        index.create(conn, checkfirst=True)
                     for statement in _APPEND_ONLY.get(self.engine.dialect.name, []):
                         conn.exec_driver_sql(statement)
                 return
@@ -173,6 +205,30 @@ class CampaignStore:
                "after_hash": after, "detail": json.dumps(detail, default=str, sort_keys=True)}
         with self.engine.begin() as conn:
             return conn.execute(audit.insert().values(**row)).inserted_primary_key[0]
+
+    def index_consumers(self, campaign: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Make ``rows`` (columns of ``skein_consumers``) the latest plan of their consumers;
+        consumers this run did not plan keep the row of the run that last did."""
+        with self.engine.begin() as conn:
+            ids = [row["consumer"] for row in rows]
+            for start in range(0, len(ids), 500):  # bound the IN list
+                conn.execute(consumers.delete().where(consumers.c.campaign == campaign)
+                             .where(consumers.c.consumer.in_(ids[start:start + 500])))
+            if rows:
+                conn.execute(consumers.insert(), [{**row, "campaign": campaign, "run_id": run_id}
+                                                  for row in rows])
+
+    def latest(self, campaign: str, actions: tuple[Action, ...], *,
+               consumer: str | None = None) -> Event | None:
+        """The campaign's newest event of ``actions`` (of one consumer), read by index."""
+        query = (sa.select(audit).where(audit.c.campaign == campaign)
+                 .where(audit.c.action.in_([Action(a).value for a in actions]))
+                 .order_by(audit.c.id.desc()).limit(1))
+        if consumer is not None:
+            query = query.where(audit.c.consumer == consumer)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _event(row) if row is not None else None
 
     def put_blob(self, content: bytes) -> str:
         """Keep ``content`` (idempotent); returns its hash."""
