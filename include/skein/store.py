@@ -228,7 +228,7 @@ class CampaignStore:
             query = query.where(audit.c.consumer == consumer)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return _event(row) if row is not None else None
+        return event_of(row) if row is not None else None
 
     def put_blob(self, content: bytes) -> str:
         """Keep ``content`` (idempotent); returns its hash."""
@@ -259,7 +259,7 @@ class CampaignStore:
         if actions is not None:
             query = query.where(audit.c.action.in_([Action(a).value for a in actions]))
         with self.engine.connect() as conn:
-            return [_event(row) for row in conn.execute(query)]
+            return [event_of(row) for row in conn.execute(query)]
 
     def consumer_states(self, campaign: str, run_id: str | None = None) -> dict[str, Event]:
         """The last state-changing event of every consumer (of one run, or of all runs)."""
@@ -382,7 +382,8 @@ def _engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _event(row) -> Event:
+def event_of(row) -> Event:
+    """An audit row as an ``Event``."""
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)  # SQLite drops the zone
     return Event(id=row.id, at=at, campaign=row.campaign, run_id=row.run_id, actor=row.actor,
                  action=Action(row.action), consumer=row.consumer, wave=row.wave,

@@ -32,6 +32,8 @@ from skein.views.campaigns import (
 )
 from skein.views.consumers import (
     AuditEntry,
+    AuditPage,
+    audit_page,
     ConsumerDetail,
     ConsumerFilter,
     ConsumerPage,
@@ -43,7 +45,7 @@ from skein.views.sources import RunInfo, Sources, campaign_ids, campaign_spec, r
 from skein.views.status import STATUSES, ConsumerStatus
 
 __all__ = [
-    "STATUSES", "AuditEntry", "Burndown", "BurndownPoint", "CampaignDetail", "CampaignRow",
+    "STATUSES", "AuditEntry", "AuditPage", "audit_page", "Burndown", "BurndownPoint", "CampaignDetail", "CampaignRow",
     "CampaignState", "ConsumerDetail", "ConsumerFilter", "ConsumerPage", "ConsumerStatus",
     "ConsumerSummary", "OwnerRow", "RunInfo", "Sources", "WaveView", "actor", "burndown",
     "campaign_detail", "campaign_ids", "campaign_spec", "catalog", "catalog_row",

@@ -209,3 +209,25 @@ def _text(path: Path) -> str | None:
 
 def _json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]  # newest first
+    total: int
+    limit: int
+    offset: int
+
+
+def audit_page(store: CampaignStore, campaign_id: str, *, consumer: str | None = None,
+               limit: int = 100, offset: int = 0) -> AuditPage:
+    """The campaign's audit log (of one consumer), newest first, a page at a time."""
+    from skein.store import audit, event_of
+
+    limit, offset = max(1, min(limit, MAX_PAGE)), max(0, offset)
+    where = [audit.c.campaign == campaign_id] + ([audit.c.consumer == consumer] if consumer else [])
+    with store.engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(audit).where(*where)).scalar_one()
+        rows = conn.execute(sa.select(audit).where(*where).order_by(audit.c.id.desc())
+                            .limit(limit).offset(offset)).all()
+    return AuditPage(items=[AuditEntry.of(event_of(r)) for r in rows], total=total, limit=limit,
+                     offset=offset)
