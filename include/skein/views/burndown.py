@@ -39,31 +39,31 @@ class Burndown(BaseModel):
 def burndown(store: CampaignStore, campaign_id: str, max_points: int = 200) -> Burndown:
     """The series of ``campaign_id``: a point at its first plan, then one per change."""
     direct = sa.and_(consumers.c.campaign == campaign_id, consumers.c.impact == "direct")
-    changes = (sa.select(audit.c.at, audit.c.action, audit.c.consumer)
-               .join(consumers, sa.and_(consumers.c.campaign == audit.c.campaign,
-                                        consumers.c.consumer == audit.c.consumer))
-               .where(audit.c.campaign == campaign_id, direct,
-                      audit.c.action.in_([Action.APPLIED.value, Action.ROLLED_BACK.value]))
-               .order_by(audit.c.id))
+
+    def changes(action: Action):  # one part per action: each reads ix_skein_audit_action
+        return (sa.select(audit.c.id, audit.c.at, audit.c.action, audit.c.consumer)
+                .join(consumers, sa.and_(consumers.c.campaign == audit.c.campaign,
+                                         consumers.c.consumer == audit.c.consumer))
+                .where(audit.c.campaign == campaign_id, audit.c.action == action.value, direct))
+
     planned = (sa.select(sa.func.min(audit.c.at))
                .where(audit.c.campaign == campaign_id, audit.c.action == Action.PLANNED.value))
     with store.engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(consumers).where(direct)).scalar_one()
         start = conn.execute(planned).scalar()
-        rows = conn.execute(changes).all()
-    remaining, migrated, points = total, set(), []
-    if start is not None or rows:
-        points.append(BurndownPoint(at=start or rows[0].at, remaining=total))
-    for at, action, consumer in rows:
+        rows = sorted(conn.execute(sa.union_all(changes(Action.APPLIED), changes(Action.ROLLED_BACK))).all())
+    migrated: set[str] = set()
+    series = [(start or rows[0].at, total)] if start is not None or rows else []
+    for _, at, action, consumer in rows:
         if action == Action.APPLIED and consumer not in migrated:
             migrated.add(consumer)
         elif action == Action.ROLLED_BACK and consumer in migrated:
             migrated.discard(consumer)
         else:
             continue
-        remaining = total - len(migrated)
-        points.append(BurndownPoint(at=at, remaining=remaining))
-    return Burndown(total=total, remaining=remaining, points=thin(points, max_points))
+        series.append((at, total - len(migrated)))
+    points = [BurndownPoint(at=at, remaining=n) for at, n in thin(series, max_points)]
+    return Burndown(total=total, remaining=total - len(migrated), points=points)
 
 
 def thin(points: list, max_points: int) -> list:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from skein.audit import Action
 from skein.controls import paused, pending_retries
 from skein.views.sources import RunInfo, Sources, campaign_ids, campaign_spec, runs
+from skein.store import consumers
 from skein.views.status import STATUSES, consumer_status
 
 CampaignState = Literal["not started", "planning", "planned", "awaiting approval", "rolling out",
@@ -122,13 +123,14 @@ def catalog(src: Sources, allowed: set[str] | None = None) -> list[CampaignRow]:
     return [catalog_row(src, cid) for cid in campaign_ids(src) if allowed is None or cid in allowed]
 
 
-def catalog_row(src: Sources, campaign_id: str, groups: list | None = None) -> CampaignRow:
+def catalog_row(src: Sources, campaign_id: str, by_owner: dict | None = None) -> CampaignRow:
+    """``by_owner``: ``counts_by(src, campaign_id, "owner")``, when the caller has it."""
     spec = campaign_spec(src, campaign_id)
     history = runs(src.store, campaign_id)
     latest = history[-1] if history else None
     counts: Counter = Counter()
-    for owner, wave, tier, kind, status, n in groups if groups is not None else status_groups(src, campaign_id):
-        counts[status] += n
+    for some in (by_owner if by_owner is not None else counts_by(src, campaign_id)).values():
+        counts.update(some)
     pause = paused(src.store, campaign_id)
     return CampaignRow(
         campaign=campaign_id, title=spec.title if spec else None, source=spec.source if spec else None,
@@ -138,40 +140,42 @@ def catalog_row(src: Sources, campaign_id: str, groups: list | None = None) -> C
         errors=counts["failed"], escalations=counts["escalated"], last_run=latest)
 
 
-def status_groups(src: Sources, campaign_id: str) -> list[tuple]:
-    """(owner, wave, tier, kind, status, consumers) for every combination present."""
+def counts_by(src: Sources, campaign_id: str, column: str | None = None) -> dict:
+    """value of ``column`` (owner, wave...; None: one key, None) -> consumers per status."""
     s = consumer_status(campaign_id)
-    query = (sa.select(s.c.owner, s.c.wave, s.c.tier, s.c.kind, s.c.status, sa.func.count())
-             .group_by(s.c.owner, s.c.wave, s.c.tier, s.c.kind, s.c.status))
+    keys = [s.c[column]] if column else []
+    query = sa.select(*keys, s.c.status, sa.func.count()).group_by(*keys, s.c.status)
+    out: dict = defaultdict(Counter)
     with src.store.engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(query)]
+        for row in conn.execute(query):
+            out[row[0] if column else None][row[-2]] += row[-1]
+    return dict(out)
+
+
+def distinct(src: Sources, campaign_id: str, column: str) -> list:
+    """The values of an index column in the campaign (filters' choices; no audit log read)."""
+    with src.store.engine.connect() as conn:
+        return sorted(v for v in conn.execute(sa.select(consumers.c[column]).distinct()
+                                              .where(consumers.c.campaign == campaign_id)).scalars()
+                      if v is not None)
 
 
 def campaign_detail(src: Sources, campaign_id: str) -> CampaignDetail:
     """The campaign page: its row, waves, owners, filter values, runs and pending approval."""
-    groups = status_groups(src, campaign_id)
-    row = catalog_row(src, campaign_id, groups)
+    by_owner, by_wave = counts_by(src, campaign_id, "owner"), counts_by(src, campaign_id, "wave")
+    row = catalog_row(src, campaign_id, by_owner)
     spec = campaign_spec(src, campaign_id)
-    by_owner: dict[str, Counter] = defaultdict(Counter)
-    by_wave: dict[str, Counter] = defaultdict(Counter)
-    tiers, kinds = set(), set()
-    for owner, wave, tier, kind, status, n in groups:
-        by_owner[owner][status] += n
-        if wave:
-            by_wave[wave][status] += n
-        kinds.add(kind)
-        if tier is not None:
-            tiers.add(tier)
     owners = [OwnerRow(owner=o, consumers=sum(c.values()), counts=dict(c))
               for o, c in sorted(by_owner.items())]
-    wave_names = [w.name for w in spec.rollout.waves] if spec else sorted(by_wave)
+    wave_names = [w.name for w in spec.rollout.waves] if spec else sorted(w for w in by_wave if w)
     return CampaignDetail(
         row=row, description=spec.description if spec else None,
         approvers=list(spec.rollout.approvers) if spec else [],
         waves=wave_views(src, campaign_id, row.last_run, spec, by_wave),
         owners=owners,
         facets=Facets(statuses=[s for s in STATUSES if row.counts.get(s)], owners=sorted(by_owner),
-                      tiers=sorted(tiers), kinds=sorted(kinds), waves=wave_names),
+                      tiers=distinct(src, campaign_id, "tier"), kinds=distinct(src, campaign_id, "kind"),
+                      waves=wave_names),
         runs=runs(src.store, campaign_id),
         approval=pending_approval(src, campaign_id, row.last_run) if row.state == "awaiting approval" else None,
         pending_retries=len(pending_retries(src.store, campaign_id)))
@@ -180,9 +184,9 @@ def campaign_detail(src: Sources, campaign_id: str) -> CampaignDetail:
 def wave_views(src: Sources, campaign_id: str, latest: RunInfo | None, spec, by_wave) -> list[WaveView]:
     """The waves, in rollout order, with what the latest run decided and monitored."""
     shares = {w.name: w.share for w in spec.rollout.waves} if spec else {}
-    names = list(shares) or sorted(by_wave)
-    views = {n: WaveView(name=n, share=shares.get(n), consumers=sum(by_wave[n].values()),
-                         counts=dict(by_wave[n])) for n in names}
+    names = list(shares) or sorted(w for w in by_wave if w)
+    views = {n: WaveView(name=n, share=shares.get(n), consumers=sum(by_wave.get(n, {}).values()),
+                         counts=dict(by_wave.get(n, {}))) for n in names}
     events = src.store.events(campaign_id, latest.run_id, actions=(
         Action.WAVE_STARTED, Action.WAVE_SKIPPED, Action.WAVE_PASSED, Action.WAVE_FAILED)) if latest else []
     for e in events:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from skein.controls import pending_retries
-from skein.store import CampaignStore, Event
+from skein.store import CampaignStore, Event, consumers
 from skein.views.sources import Sources, run_dir
 from skein.views.status import consumer_status
 
@@ -110,13 +110,16 @@ class ConsumerDetail(BaseModel):
     retry_pending: bool
 
 
-def _where(s: sa.Subquery, f: ConsumerFilter) -> list:
-    clauses = [getattr(s.c, name) == value for name, value in
-               (("status", f.status), ("owner", f.owner), ("tier", f.tier), ("kind", f.kind),
-                ("wave", f.wave)) if value is not None]
+def _where(columns, f: ConsumerFilter, with_status: bool = True) -> list:
+    """The filter as SQL over ``columns`` (``consumer_status``'s, or the index table's when
+    the status is not filtered: counting then needs no audit log at all)."""
+    pairs = (("owner", f.owner), ("tier", f.tier), ("kind", f.kind), ("wave", f.wave))
+    clauses = [getattr(columns, name) == value for name, value in pairs if value is not None]
+    if with_status and f.status is not None:
+        clauses.append(columns.status == f.status)
     if f.search:
         escaped = f.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        clauses.append(s.c.consumer.like(f"%{escaped}%", escape="\\"))
+        clauses.append(columns.consumer.like(f"%{escaped}%", escape="\\"))
     return clauses
 
 
@@ -125,10 +128,13 @@ def consumer_page(store: CampaignStore, campaign_id: str, f: ConsumerFilter, *, 
     """The consumers matching ``f`` in migration order, ``limit`` from ``offset``."""
     limit, offset = max(1, min(limit, MAX_PAGE)), max(0, offset)
     s = consumer_status(campaign_id)
-    where = _where(s, f)
+    where = _where(s.c, f)
     page = sa.select(s).where(*where).order_by(s.c.seq, s.c.consumer).limit(limit).offset(offset)
+    count = (sa.select(sa.func.count()).select_from(s).where(*where) if f.status is not None else
+             sa.select(sa.func.count()).select_from(consumers)
+             .where(consumers.c.campaign == campaign_id, *_where(consumers.c, f, with_status=False)))
     with store.engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).select_from(s).where(*where)).scalar_one()
+        total = conn.execute(count).scalar_one()
         items = [summary_of(row) for row in conn.execute(page)]
     return ConsumerPage(items=items, total=total, limit=limit, offset=offset)
 

@@ -3,7 +3,8 @@ page in the database (``LIMIT``/``OFFSET``) and never load a campaign's whole lo
 
 A consumer's row in ``skein_consumers`` says what its latest plan was; its latest
 state-changing audit event (``CONSUMER_STATES``) and a person's latest hold (``HOLDS``) say
-what happened since. The first that applies wins:
+what happened since (found through ``skein_consumer_latest``, the store's index of the log:
+primary-key joins, no scan of the log). The first that applies wins:
 
 ============  ==============================================================
 applied       its latest state event is ``applied``
@@ -32,8 +33,8 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from skein.audit import CONSUMER_STATES, HOLDS, Action
-from skein.store import audit, consumers
+from skein.audit import Action
+from skein.store import audit, consumer_latest, consumers
 
 ConsumerStatus = Literal["applied", "applying", "skipped", "escalated", "failed", "rolled_back",
                          "pending", "verified", "blocked"]
@@ -43,22 +44,13 @@ STATUSES: tuple[ConsumerStatus, ...] = ("pending", "applying", "applied", "verif
 NOT_MIGRATED = ("pending", "applying", "skipped", "escalated", "failed", "rolled_back")
 
 
-def _latest(campaign: str, actions: tuple[Action, ...], name: str):
-    """(ids, event): the newest event of ``actions`` per consumer, as a joinable pair."""
-    ids = (sa.select(audit.c.consumer.label("consumer"), sa.func.max(audit.c.id).label("id"))
-           .where(audit.c.campaign == campaign, audit.c.consumer.is_not(None),
-                  audit.c.action.in_([a.value for a in actions]))
-           .group_by(audit.c.consumer).subquery(f"{name}_ids"))
-    return ids, audit.alias(name)
-
-
 def consumer_status(campaign: str) -> sa.Subquery:
     """Every consumer of ``campaign`` with its plan, its latest state and hold, and ``status``.
 
     Columns: those of ``skein_consumers``, plus ``state``, ``state_run``, ``state_at``,
     ``hold``, ``hold_by`` and ``status`` (a ``ConsumerStatus``)."""
-    state_ids, state = _latest(campaign, CONSUMER_STATES, "state")
-    hold_ids, hold = _latest(campaign, HOLDS, "hold")
+    latest = consumer_latest.alias("latest")
+    state, hold = audit.alias("state"), audit.alias("hold")
     c = consumers.c
     status = sa.case(
         (state.c.action == Action.APPLIED.value, "applied"),
@@ -74,10 +66,9 @@ def consumer_status(campaign: str) -> sa.Subquery:
         (c.plan_status == "unchanged", "blocked"),
         else_=c.plan_status)  # escalated | failed, as planned
     joined = (consumers
-              .outerjoin(state_ids, state_ids.c.consumer == c.consumer)
-              .outerjoin(state, state.c.id == state_ids.c.id)
-              .outerjoin(hold_ids, hold_ids.c.consumer == c.consumer)
-              .outerjoin(hold, hold.c.id == hold_ids.c.id))
+              .outerjoin(latest, sa.and_(latest.c.campaign == c.campaign, latest.c.consumer == c.consumer))
+              .outerjoin(state, state.c.id == latest.c.state_id)
+              .outerjoin(hold, hold.c.id == latest.c.hold_id))
     return (sa.select(consumers, state.c.action.label("state"), state.c.run_id.label("state_run"),
                       state.c.at.label("state_at"), hold.c.action.label("hold"),
                       hold.c.actor.label("hold_by"), status.label("status"))
