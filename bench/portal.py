@@ -79,6 +79,7 @@ def build_store(home: Path, consumers: int, seed: int = 11) -> dict[str, int]:
     store.index_consumers(CAMPAIGN, RUN, rows)
     with store.engine.begin() as conn:
         conn.execute(sa.insert(audit), events)
+    store.rebuild_latest()  # what record() keeps up to date, event by event
     store.dispose()
     return {"consumers": len(rows), "audit_events": len(events)}
 
