@@ -21,5 +21,5 @@ class SkeinPortalPlugin(AirflowPlugin):
     fastapi_apps = [{"app": app, "url_prefix": "/skein", "name": "Skein"}]
     # Shown in Airflow's navigation, the portal framed in Airflow's UI (same origin, so the
     # browser's Airflow session cookie authenticates it).
-    external_views = [{"name": "Skein campaigns", "href": "/skein/", "destination": "nav",
+    external_views = [{"name": "Skein", "href": "/skein/", "destination": "nav",
                        "url_route": "skein"}]
