@@ -122,6 +122,19 @@ def plant_hostile_consumer(env: AirflowEnv, run_id: str) -> None:
     directory = run_directory(CAMPAIGN, run_id, env.home / "skein")
     (directory / "patches" / f"{file_name(HOSTILE_ID)}.diff").write_text(
         f"--- a/{HOSTILE_ID}\n+++ b/{HOSTILE_ID}\n@@ -1 +1 @@\n-SELECT 1 -- {HOSTILE}\n+SELECT 2 -- {HOSTILE}\n")
+    name = file_name(HOSTILE_ID)
+    (directory / "simulation" / f"{name}.json").write_text(json.dumps({
+        "id": HOSTILE_ID, "status": "fail", "reason": f"rows differ {HOSTILE}", "old_rows": 1,
+        "new_rows": 1, "samples": [{"side": "old", HOSTILE: HOSTILE}], "expectations": [
+            {"type": "ExpectColumnValuesToNotBeNull", "kwargs": {"column": HOSTILE},
+             "origin": HOSTILE, "success": False}]}))
+    attempt = {"number": 1, "prompt": f"Rewrite {HOSTILE}", "answer": {"text": HOSTILE, "explanation": HOSTILE},
+               "verdict": {"results": [{"name": "scope", "passed": False, "feedback": HOSTILE}]},
+               "error": None, "model": "test", "started_at": "2026-12-01T00:00:00Z"}
+    (directory / "llm" / f"{name}.json").parent.mkdir(exist_ok=True)
+    (directory / "llm" / f"{name}.json").write_text(json.dumps({
+        "consumer_id": HOSTILE_ID, "agent": "llm", "outcome": "escalation", "model": HOSTILE,
+        "hint": HOSTILE, "attempts": [attempt], "duration_s": 0.5}))
     store.dispose()
 
 
@@ -406,7 +419,9 @@ def test_hostile_consumer_text_is_escaped_everywhere(portal):
     status, headers, raw = call(env, "GET", api(f"/campaigns/{CAMPAIGN}/consumers/{q(HOSTILE_ID)}"),
                                 token=cookie)
     assert headers["content-type"] == "application/json" and json.loads(raw)["summary"]["id"] == HOSTILE_ID
-    assert HOSTILE in json.loads(raw)["diff"]
+    detail = json.loads(raw)
+    assert HOSTILE in detail["diff"] and detail["transcripts"][0]["attempts"][0]["answer"]["text"] == HOSTILE
+    assert detail["simulation"]["samples"][0][HOSTILE] == HOSTILE
     # acting on it: the id travels in the path, the reason in JSON, both land verbatim in the audit
     status, _ = post_json(env, api(f"/campaigns/{CAMPAIGN}/consumers/{q(HOSTILE_ID)}/escalate"),
                           {"reason": HOSTILE}, "alice")

@@ -226,7 +226,7 @@ def test_consumer_detail_has_the_diff_dry_run_history_and_commit(walk):
 
 def test_retry_marks_failed_consumers_for_the_next_run(walk, tmp_path):
     store = walk["store"]
-    victim = walk["page"].items[-1].id
+    victim = walk["applied"].paused[-1]  # not applied: the next run plans it again
     store.record(CAMPAIGN, "r1", "task:test", Action.APPLY_FAILED, consumer=victim, message="boom")
     assert views.retry_failed(store, CAMPAIGN, "alice") == [victim]
     assert views.retry_failed(store, CAMPAIGN, "alice") == []  # marked once
@@ -234,6 +234,7 @@ def test_retry_marks_failed_consumers_for_the_next_run(walk, tmp_path):
     assert views.campaign_detail(walk["src"], CAMPAIGN).pending_retries == 1
     marked = controls.pending_retries(store, CAMPAIGN, run_id="r2")
     assert list(marked) == [victim] and marked[victim].actor == "user:alice"
+    walk["retry_victim"] = victim
 
 
 def test_burndown_counts_down_what_was_applied(walk):
@@ -251,7 +252,8 @@ def test_the_next_run_applies_the_rest_and_still_holds_the_held(walk):
     store, home, campaign = walk["store"], walk["home"], walk["campaign"]
     ctx, summary = plan_run(campaign, home, store, "r2")
     discovered = store.events(CAMPAIGN, "r2", actions=(Action.DISCOVERED,))[0]
-    assert "retrying" in discovered.detail
+    assert discovered.detail["retrying"] == [walk["retry_victim"]]  # the mark, taken by this run
+    assert controls.pending_retries(store, CAMPAIGN) == {}
     record_decision(ctx, "Approve all", "alice")
     for wave in ("canary", "everyone"):
         assert start_wave(ctx, wave) is None
