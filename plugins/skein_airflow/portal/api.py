@@ -56,15 +56,15 @@ actions = APIRouter(prefix="/api/v1", tags=["skein actions"],
                     dependencies=[Depends(portal_user), Depends(same_origin)])
 
 
-class Reason(BaseModel):
+class ReasonBody(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
 
-class Escalation(BaseModel):
+class EscalationBody(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class Answer(BaseModel):
+class AnswerBody(BaseModel):
     option: str = Field(min_length=1, max_length=200, description="One of the request's options")
     task_id: str | None = Field(None, description="Which pending request (default: the oldest)")
 
@@ -176,7 +176,7 @@ def get_doc(name: str) -> docs.Doc:
 
 @actions.post("/campaigns/{campaign_id}/pause", response_model=ActionResult,
               dependencies=_logged("pause", campaign_editor))
-def pause(campaign_id: str, body: Reason, user: Any = Depends(campaign_editor)) -> ActionResult:
+def pause(campaign_id: str, body: ReasonBody, user: Any = Depends(campaign_editor)) -> ActionResult:
     """Pause the campaign: nothing more is applied (a wave stops at its next consumer)."""
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.pause_campaign(sources().store, campaign_id, user_id(user), body.reason))
@@ -185,7 +185,7 @@ def pause(campaign_id: str, body: Reason, user: Any = Depends(campaign_editor)) 
 
 @actions.post("/campaigns/{campaign_id}/resume", response_model=ActionResult,
               dependencies=_logged("resume", campaign_editor))
-def resume(campaign_id: str, body: Reason, user: Any = Depends(campaign_editor)) -> ActionResult:
+def resume(campaign_id: str, body: ReasonBody, user: Any = Depends(campaign_editor)) -> ActionResult:
     """Resume the campaign (the waiting run, or the next one, goes on)."""
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.resume_campaign(sources().store, campaign_id, user_id(user), body.reason))
@@ -204,9 +204,10 @@ def retry_failed(campaign_id: str, user: Any = Depends(campaign_editor)) -> Acti
 
 @actions.post("/campaigns/{campaign_id}/consumers/{consumer_id:path}/skip", response_model=ActionResult,
               dependencies=_logged("skip_consumer", campaign_editor))
-def skip(campaign_id: str, consumer_id: str, body: Reason,
+def skip(campaign_id: str, consumer_id: str, body: ReasonBody,
          user: Any = Depends(campaign_editor)) -> ActionResult:
     """Leave the consumer out of every later wave."""
+    _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.skip_consumer(sources().store, campaign_id, consumer_id,
                                                      user_id(user), body.reason))
     return ActionResult(message=f"{consumer_id} skipped", audit_id=audit_id, consumers=[consumer_id])
@@ -214,11 +215,12 @@ def skip(campaign_id: str, consumer_id: str, body: Reason,
 
 @actions.post("/campaigns/{campaign_id}/consumers/{consumer_id:path}/escalate",
               response_model=ActionResult, dependencies=_logged("escalate_consumer", campaign_editor))
-def escalate(campaign_id: str, consumer_id: str, body: Escalation,
+def escalate(campaign_id: str, consumer_id: str, body: EscalationBody,
              user: Any = Depends(campaign_editor)) -> ActionResult:
     """Give the consumer to a human: audited, notified, left out of later waves."""
     from skein_airflow.portal.notify import notify_escalation
 
+    _campaign_known(campaign_id)
     src = sources()
     audit_id = _conflict(lambda: views.escalate_consumer(src.store, campaign_id, consumer_id,
                                                          user_id(user), body.reason))
@@ -229,8 +231,9 @@ def escalate(campaign_id: str, consumer_id: str, body: Escalation,
 
 @actions.post("/campaigns/{campaign_id}/approval", response_model=ActionResult,
               dependencies=_logged("answer_approval", campaign_approver))
-def answer_approval(campaign_id: str, body: Answer, user: Any = Depends(campaign_approver)) -> ActionResult:
+def answer_approval(campaign_id: str, body: AnswerBody, user: Any = Depends(campaign_approver)) -> ActionResult:
     """Answer the pending approval through Airflow's HITL (only its assigned approvers)."""
+    _campaign_known(campaign_id)
     pending = hitl.pending_requests(dag_id(campaign_id))
     chosen = [r for r in pending if body.task_id in (None, r.task_id)]
     if not chosen:
