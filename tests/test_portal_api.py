@@ -180,6 +180,19 @@ def audit_of(env, action: str) -> list[dict]:
             if e["action"] == action]
 
 
+# --- the plugin ----------------------------------------------------------------------------
+
+def test_airflow_loads_the_plugin_once_with_its_app_and_nav_entry(portal):
+    env = portal["env"]
+    plugins = {p["name"]: p for p in env.get("/api/v2/plugins")["plugins"]}
+    skein = plugins["skein_portal"]
+    assert [(a["name"], a["url_prefix"]) for a in skein["fastapi_apps"]] == [("Skein", "/skein")]
+    assert [(v["name"], v["href"], v["destination"]) for v in skein["external_views"]] == [
+        ("Skein", "/skein/", "nav")]
+    errors = env.get("/api/v2/plugins/importErrors")["import_errors"]
+    assert not [e for e in errors if "skein" in json.dumps(e)], errors
+
+
 # --- every route -----------------------------------------------------------------------------
 
 def portal_routes():
