@@ -145,6 +145,8 @@ Trigger   Dags -> $DAG_ID -> Trigger (params: dry_run, waves, error_threshold,
           consumers; the defaults run everything).
 Approve   Browse -> Required Actions -> "$CAMPAIGN_ID: approve ..." (approver: admin).
           Choose Approve all, Approve canary only or Reject.
+Portal    Skein in Airflow's navigation, or $URL/skein/ : progress, consumers, diffs,
+          pause / skip / escalate / retry, and the approval too.
 Results   evidence ${SKEIN_HOME#"$ROOT"/}/runs/$CAMPAIGN_ID/<run id>/summary.html
           audit    SKEIN_HOME=${SKEIN_HOME#"$ROOT"/} .venv/bin/skein audit $CAMPAIGN_ID
           git      git -C ${DEMO_DIR#"$ROOT"/}/repos/<repo> log --merges --first-parent

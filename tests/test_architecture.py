@@ -27,9 +27,10 @@ FOUNDATION = {"skein",  # the package's __init__: its version
               "skein.errors", "skein.yamlspan", "skein.spec", "skein.store", "skein.warehouse",
               "skein.lineage", "skein.dbt", "skein.ownership", "skein.batches", "skein.rollout",
               "skein.apply", "skein.catalog", "skein.discovery", "skein.audit", "skein.approvals",
-              "skein.faults", "skein.paths"}
+              "skein.faults", "skein.paths", "skein.controls", "skein.store_schema"}
 PACKAGES = {"skein.rewrite": "rewrite", "skein.simulation": "simulation",
-            "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app"}
+            "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app",
+            "skein.views": "app"}  # the portal's read models
 APP = {"skein.evidence", "skein.plan", "skein.rundir", "skein.cli", "skein.console"}
 
 MAY_IMPORT = {layer: set(LAYERS[:i + 1]) for i, layer in enumerate(LAYERS)}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from skein.audit import CONSUMER_STATES
+from skein.audit import CONSUMER_STATES, Action
 from skein.store import CampaignStore, StoreError, default_store_url, sha256
 
 SERVER = os.environ.get("SKEIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -341,3 +341,34 @@ def test_skein_audit_reads_the_store_in_skein_home(tmp_path):
                           timeout=120, env={**env_without_url, **env})
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("run-1 cli: finished")
+
+
+# --- the portal's index of the log -------------------------------------------------------
+
+def _latest_rows(store: CampaignStore) -> list[tuple]:
+    from skein.store import consumer_latest
+
+    with store.engine.connect() as conn:
+        return sorted(tuple(r) for r in conn.execute(sa.select(consumer_latest)))
+
+
+def test_consumer_latest_follows_the_log_and_rebuilds_from_it(store_url):
+    """``skein_consumer_latest`` is written with each event (an index of the log): it says what
+    the log says, and an older store without it gets it rebuilt when opened."""
+    store = CampaignStore(store_url)
+    _fill(store)
+    store.record("demo", "-", "user:bob", "consumer_skipped", consumer="r/c.sql")
+    states = store.consumer_states("demo")
+    rows = {(c, k): (s, h) for c, k, s, h in _latest_rows(store)}
+    assert {k: s for (c, k), (s, h) in rows.items() if c == "demo" and s} == \
+        {cid: e.id for cid, e in states.items()}
+    assert rows[("demo", "r/c.sql")][1] == store.latest("demo", (Action.CONSUMER_SKIPPED,)).id
+    before = _latest_rows(store)
+    store.rebuild_latest()
+    assert _latest_rows(store) == before
+    with store.engine.begin() as conn:  # as a store written before the table existed
+        conn.exec_driver_sql("DROP TABLE skein_consumer_latest")
+    store.dispose()
+    reopened = CampaignStore(store_url)
+    assert _latest_rows(reopened) == before
+    reopened.dispose()

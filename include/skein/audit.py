@@ -51,6 +51,16 @@ class Action(StrEnum):
     CAMPAIGN_ROLLED_BACK = "campaign_rolled_back"
     ROLLBACK_INCOMPLETE = "rollback_incomplete"
     UNLOCKED = "unlocked"  # a person freed a campaign a dead run still held
+    # a person's controls (the portal), campaign-wide: run id ``skein.controls.NO_RUN``
+    CAMPAIGN_PAUSED = "campaign_paused"  # no wave applies anything until resumed
+    CAMPAIGN_RESUMED = "campaign_resumed"
+    CONSUMER_SKIPPED = "consumer_skipped"  # left out of every later wave
+    CONSUMER_ESCALATED = "consumer_escalated"  # given to a human: left out of later waves too
+    RETRY_REQUESTED = "retry_requested"  # a failed consumer, marked for the next run
+    APPROVAL_ANSWERED = "approval_answered"  # answered in the portal (the run records its decision)
+    # what the apply step did about them
+    APPLY_PAUSED = "apply_paused"  # the campaign is paused: the wave stopped, the rest not applied
+    HELD = "held"  # a skipped or escalated consumer: not applied
     # notifications
     NOTIFIED = "notified"
     NOTIFY_FAILED = "notify_failed"
@@ -59,3 +69,6 @@ class Action(StrEnum):
 # Events that change a consumer's state; the others (notified, monitored...) only inform.
 CONSUMER_STATES = (Action.APPLY_STARTED, Action.APPLIED, Action.APPLY_FAILED, Action.MONITOR_FAILED,
                    Action.ROLLED_BACK, Action.ROLLBACK_FAILED)
+
+# A person's decisions that keep a consumer out of later waves (the latest one counts).
+HOLDS = (Action.CONSUMER_SKIPPED, Action.CONSUMER_ESCALATED)

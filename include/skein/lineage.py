@@ -122,7 +122,7 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
     try:
         _analyze_statements(statements, dialect, cache, default_schema, lineage)
     except RecursionError:
-        lineage.error = "cannot resolve columns: nested too deeply to analyse"
+        lineage.error = "cannot resolve columns: nested too deeply"
     return lineage
 
 

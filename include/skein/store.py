@@ -31,64 +31,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from skein.audit import CONSUMER_STATES, Action
+from skein.audit import CONSUMER_STATES, HOLDS, Action
 from skein.errors import SkeinError
-
-metadata = sa.MetaData()
-
-audit = sa.Table(
-    "skein_audit", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("campaign", sa.String(64), nullable=False, index=True),
-    sa.Column("run_id", sa.String(250), nullable=False),
-    sa.Column("actor", sa.String(250), nullable=False),  # "user:alice", "task:apply_canary", "cli"
-    sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("consumer", sa.String(1000)),
-    sa.Column("wave", sa.String(64)),
-    sa.Column("before_hash", sa.String(64)),
-    sa.Column("after_hash", sa.String(64)),
-    sa.Column("detail", sa.Text),  # JSON
+from skein.store_schema import (  # noqa: F401 - tables re-exported: skein.store is the API
+    APPEND_ONLY,
+    INDEXES,
+    LATEST_COLUMN,
+    audit,
+    blobs,
+    consumer_latest,
+    consumers,
+    leases,
+    metadata,
+    upsert_latest,
 )
-
-blobs = sa.Table(
-    "skein_blobs", metadata,
-    sa.Column("sha256", sa.String(64), primary_key=True),
-    sa.Column("content", sa.LargeBinary, nullable=False),
-)
-
-
-# Who holds what right now (a campaign's run, a consumer's write). Not history: the audit
-# log is. Rows are taken and given back; an expired or dead-process lease can be taken over.
-leases = sa.Table(
-    "skein_leases", metadata,
-    sa.Column("name", sa.String(1100), primary_key=True),  # "run:<campaign>", "consumer:<id>"
-    sa.Column("holder", sa.String(300), nullable=False),  # a run id
-    sa.Column("host", sa.String(255)),  # with pid: a process that can be checked for life
-    sa.Column("pid", sa.Integer),
-    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("expires_at", sa.DateTime(timezone=True)),  # None: until given back
-)
-
-_APPEND_ONLY = {
-    "sqlite": [
-        "CREATE TRIGGER IF NOT EXISTS skein_audit_no_update BEFORE UPDATE ON skein_audit "
-        "BEGIN SELECT RAISE(ABORT, 'skein_audit is append-only'); END",
-        "CREATE TRIGGER IF NOT EXISTS skein_audit_no_delete BEFORE DELETE ON skein_audit "
-        "BEGIN SELECT RAISE(ABORT, 'skein_audit is append-only'); END",
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION skein_audit_append_only() RETURNS trigger AS $$ BEGIN "
-        "RAISE EXCEPTION 'skein_audit is append-only'; END $$ LANGUAGE plpgsql",
-        "DROP TRIGGER IF EXISTS skein_audit_append_only ON skein_audit",
-        "CREATE TRIGGER skein_audit_append_only BEFORE UPDATE OR DELETE ON skein_audit "
-        "FOR EACH ROW EXECUTE FUNCTION skein_audit_append_only()",
-        # TRUNCATE fires no row trigger: without this one statement would empty the log.
-        "DROP TRIGGER IF EXISTS skein_audit_no_truncate ON skein_audit",
-        "CREATE TRIGGER skein_audit_no_truncate BEFORE TRUNCATE ON skein_audit "
-        "FOR EACH STATEMENT EXECUTE FUNCTION skein_audit_append_only()",
-    ],
-}
 
 
 class StoreError(SkeinError):
@@ -155,8 +111,15 @@ class CampaignStore:
                     if self.engine.dialect.name == "postgresql":
                         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7340155, 1)")
                     metadata.create_all(conn)
-                    for statement in _APPEND_ONLY.get(self.engine.dialect.name, []):
+                    for index in INDEXES:  # create_all skips the indexes of existing tables
+                        index.create(conn, checkfirst=True)
+                    for statement in APPEND_ONLY.get(self.engine.dialect.name, []):
                         conn.exec_driver_sql(statement)
+                    stale = (conn.execute(sa.select(consumer_latest.c.campaign).limit(1)).first() is None
+                             and conn.execute(sa.select(audit.c.id).where(audit.c.consumer.is_not(None))
+                                              .limit(1)).first() is not None)
+                if stale:  # a store written before skein_consumer_latest existed
+                    self.rebuild_latest()
                 return
             except sa.exc.OperationalError as exc:
                 if "already exists" not in str(exc) or attempt == 4:
@@ -172,7 +135,49 @@ class CampaignStore:
                "action": Action(action).value, "consumer": consumer, "wave": wave, "before_hash": before,
                "after_hash": after, "detail": json.dumps(detail, default=str, sort_keys=True)}
         with self.engine.begin() as conn:
-            return conn.execute(audit.insert().values(**row)).inserted_primary_key[0]
+            event_id = conn.execute(audit.insert().values(**row)).inserted_primary_key[0]
+            column = LATEST_COLUMN.get(Action(action))
+            if consumer is not None and column is not None:
+                upsert_latest(conn, campaign, consumer, column, event_id)
+            return event_id
+
+    def rebuild_latest(self) -> None:
+        """Rebuild ``skein_consumer_latest`` from the log (after a bulk load, or for a store
+        written before the table existed)."""
+        def newest(actions):
+            return sa.func.max(sa.case((audit.c.action.in_([a.value for a in actions]), audit.c.id)))
+
+        rows = (sa.select(audit.c.campaign, audit.c.consumer, newest(CONSUMER_STATES), newest(HOLDS))
+                .where(audit.c.consumer.is_not(None)).group_by(audit.c.campaign, audit.c.consumer))
+        with self.engine.begin() as conn:
+            conn.execute(consumer_latest.delete())
+            conn.execute(consumer_latest.insert().from_select(
+                ["campaign", "consumer", "state_id", "hold_id"], rows))
+
+    def index_consumers(self, campaign: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Make ``rows`` (columns of ``skein_consumers``) the latest plan of their consumers;
+        consumers this run did not plan keep the row of the run that last did."""
+        with self.engine.begin() as conn:
+            ids = [row["consumer"] for row in rows]
+            for start in range(0, len(ids), 500):  # bound the IN list
+                conn.execute(consumers.delete().where(consumers.c.campaign == campaign)
+                             .where(consumers.c.consumer.in_(ids[start:start + 500])))
+            if rows:
+                conn.execute(consumers.insert(), [{**row, "campaign": campaign, "run_id": run_id}
+                                                  for row in rows])
+
+    def latest(self, campaign: str, actions: tuple[Action, ...], *,
+               consumer: str | None = None) -> Event | None:
+        """The campaign's newest event of ``actions`` (of one consumer): one index seek per
+        action (``max(id)`` on ``ix_skein_audit_action`` / ``_consumer``), however long the log."""
+        where = [audit.c.campaign == campaign] + ([audit.c.consumer == consumer] if consumer else [])
+        with self.engine.connect() as conn:
+            ids = [conn.execute(sa.select(sa.func.max(audit.c.id))
+                                .where(*where, audit.c.action == Action(a).value)).scalar()
+                   for a in actions]
+            newest = max((i for i in ids if i is not None), default=None)
+            row = conn.execute(sa.select(audit).where(audit.c.id == newest)).first() if newest else None
+        return event_of(row) if row is not None else None
 
     def put_blob(self, content: bytes) -> str:
         """Keep ``content`` (idempotent); returns its hash."""
@@ -195,15 +200,20 @@ class CampaignStore:
 
     def events(self, campaign: str, run_id: str | None = None, *, consumer: str | None = None,
                actions: tuple[Action, ...] | None = None) -> list[Event]:
-        query = sa.select(audit).where(audit.c.campaign == campaign).order_by(audit.c.id)
+        """The campaign's events (of one run, one consumer, some actions), oldest first."""
+        where = [audit.c.campaign == campaign]
         if run_id is not None:
-            query = query.where(audit.c.run_id == run_id)
+            where.append(audit.c.run_id == run_id)
         if consumer is not None:
-            query = query.where(audit.c.consumer == consumer)
-        if actions is not None:
-            query = query.where(audit.c.action.in_([Action(a).value for a in actions]))
+            where.append(audit.c.consumer == consumer)
+        if actions is None:
+            query = sa.select(audit).where(*where).order_by(audit.c.id)
+        else:  # one part per action, so each reads its stretch of an index, not the whole log
+            parts = [sa.select(audit).where(*where, audit.c.action == Action(a).value) for a in actions]
+            union = sa.union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+            query = sa.select(union).order_by(union.c.id)
         with self.engine.connect() as conn:
-            return [_event(row) for row in conn.execute(query)]
+            return [event_of(row) for row in conn.execute(query)]
 
     def consumer_states(self, campaign: str, run_id: str | None = None) -> dict[str, Event]:
         """The last state-changing event of every consumer (of one run, or of all runs)."""
@@ -326,7 +336,8 @@ def _engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _event(row) -> Event:
+def event_of(row) -> Event:
+    """An audit row as an ``Event``."""
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)  # SQLite drops the zone
     return Event(id=row.id, at=at, campaign=row.campaign, run_id=row.run_id, actor=row.actor,
                  action=Action(row.action), consumer=row.consumer, wave=row.wave,

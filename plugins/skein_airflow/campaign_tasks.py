@@ -165,8 +165,10 @@ def apply(campaign_file: str, wave: str, ids: list[str]) -> dict[str, int]:
     done = apply_wave(ctx, wave, ids)
     for cid, problem in done.failed.items():
         log.warning("not applied: %s: %s", cid, problem)
+    if done.paused:
+        log.warning("campaign paused: %d consumer(s) of this batch not applied", len(done.paused))
     return {"applied": len(done.applied), "already": len(done.already), "verified": len(done.verified),
-            "failed": len(done.failed)}
+            "failed": len(done.failed), "held": len(done.held), "paused": len(done.paused)}
 
 
 @task.sensor(trigger_rule="none_failed", mode="reschedule", poke_interval=30)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from skein.apply import ApplyError, Target, applier_for
-from skein.audit import Action
+from skein.audit import HOLDS, Action
 from skein.catalog import Consumer
+from skein.controls import hold_reason, paused
 from skein.faults import crash_point
 from skein.pipeline.context import RunContext
 from skein.rewrite.request import Patch
@@ -28,6 +29,8 @@ class Applied:
     already: list[str]  # written earlier (a retried task, a rerun): not written again
     verified: list[str]  # unchanged consumers: nothing to write
     failed: dict[str, str]
+    held: list[str] = field(default_factory=list)  # skipped or escalated by a person
+    paused: list[str] = field(default_factory=list)  # not reached: the campaign was paused
 
 
 def target_for(ctx: RunContext, consumer: Consumer) -> Target:
@@ -36,15 +39,23 @@ def target_for(ctx: RunContext, consumer: Consumer) -> Target:
         return Target(consumer=consumer.id, kind="view", campaign=ctx.campaign_id,
                       view=consumer.id.split("/", 1)[1], warehouse=ctx.campaign.warehouse,
                       base_dir=ctx.campaign.base_dir)
-    if consumer.file is None or consumer.path is None:
+    repo = repository_of(consumer)
+    if repo is None:
         raise ApplyError(f"{consumer.id}: no file to apply to")
+    return Target(consumer=consumer.id, kind="file", campaign=ctx.campaign_id, repo=repo,
+                  path=consumer.path)
+
+
+def repository_of(consumer: Consumer) -> Path | None:
+    """The folder of the git repository holding a file consumer (None for a view)."""
+    if consumer.kind == "view" or consumer.file is None or consumer.path is None:
+        return None
     # Absolute but not resolved: resolving would follow a symlinked consumer into whatever
     # repository it points at, and write there.
     repo = Path(os.path.abspath(consumer.file))
     for _ in consumer.path.split("/"):
         repo = repo.parent
-    return Target(consumer=consumer.id, kind="file", campaign=ctx.campaign_id, repo=repo,
-                  path=consumer.path)
+    return repo
 
 
 def lease_name(target: Target) -> str:
@@ -75,15 +86,25 @@ def consumer_lease(ctx: RunContext, target: Target, ttl_s: float = 600.0) -> Ite
 
 
 def apply_wave(ctx: RunContext, wave: str, ids: list[str]) -> Applied:
-    """Apply the batch ``ids`` of ``wave`` (only while this run holds its campaign)."""
+    """Apply the batch ``ids`` of ``wave`` (only while this run holds its campaign). A person's
+    controls are read before each consumer: a pause stops the batch there (audited once, with
+    the consumers left), a skipped or escalated consumer is held, not applied."""
     ctx.claim_run()
     results = ctx.results()
     by_id = ctx.catalog().by_id()
     states = ctx.store.consumer_states(ctx.campaign_id)
     planned = {e.consumer: e for e in ctx.events(Action.PATCHED)}
-    applied, already, verified, failed = [], [], [], {}
+    done = Applied([], [], [], {})
+    applied, already, verified, failed = done.applied, done.already, done.verified, done.failed
     for number, cid in enumerate(ids):
         ctx.progress(f"apply {wave}", number, len(ids), cid)
+        control = person_control(ctx, wave, ids[number:])
+        if control == "paused":
+            done.paused.extend(ids[number:])
+            break
+        if control == "held":
+            done.held.append(cid)
+            continue
         patch = results.get(cid)
         if not isinstance(patch, Patch):
             ctx.record(Action.VERIFIED, consumer=cid, wave=wave, message="unchanged; its upstream changed")
@@ -97,7 +118,23 @@ def apply_wave(ctx: RunContext, wave: str, ids: list[str]) -> Applied:
             failed[cid] = message
             continue
         (applied if outcome == "applied" else already).append(cid)
-    return Applied(applied, already, verified, failed)
+    return done
+
+
+def person_control(ctx: RunContext, wave: str, rest: list[str]) -> Literal["paused", "held"] | None:
+    """What a person decided about ``rest[0]``, the next consumer to apply: ``paused`` (the
+    campaign is: ``rest`` is not applied), ``held`` (skipped or escalated), or None. Read
+    from the store before each consumer, so a pause takes effect at the next write; audited."""
+    pause = paused(ctx.store, ctx.campaign_id)
+    if pause is not None:
+        ctx.record(Action.APPLY_PAUSED, wave=wave, consumers=rest,
+                   message=f"campaign paused by {pause.actor}: {len(rest)} consumer(s) not applied")
+        return "paused"
+    hold = ctx.store.latest(ctx.campaign_id, HOLDS, consumer=rest[0])
+    if hold is None:
+        return None
+    ctx.record(Action.HELD, consumer=rest[0], wave=wave, message=hold_reason(hold))
+    return "held"
 
 
 def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, prior: Event | None,

@@ -24,8 +24,14 @@ def discover(ctx: RunContext, consumer_filter: str | None = None, workers: int |
         from skein.pipeline.apply import settle_interrupted_writes
 
         settle_interrupted_writes(ctx)
+    retrying = []
+    if ctx.store is not None:  # failed consumers a person marked for this run: said so
+        from skein.controls import pending_retries
+
+        marked = pending_retries(ctx.store, ctx.campaign_id, run_id=ctx.run_id)
+        retrying = sorted(c.id for c in report.consumers if c.id in marked)
     ctx.record(Action.DISCOVERED, counts=dict(report.counts), consumers=len(report.consumers),
-               filter=consumer_filter)
+               filter=consumer_filter, retrying=retrying)
     return [c.id for c in report.consumers]
 
 

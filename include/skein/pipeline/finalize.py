@@ -9,7 +9,7 @@ from skein.audit import Action
 from skein.pipeline.context import RunContext
 from skein.pipeline.waves import approved_scope, unfinished_waves
 
-RunStatus = Literal["finished", "failed", "rolled_back", "rejected", "stopped", "dry_run"]
+RunStatus = Literal["finished", "failed", "rolled_back", "rejected", "stopped", "paused", "dry_run"]
 
 
 def run_status(ctx: RunContext) -> RunStatus:
@@ -19,6 +19,9 @@ def run_status(ctx: RunContext) -> RunStatus:
         return "rolled_back"
     if unfinished_waves(ctx) or not actions[Action.PLANNED]:
         return "failed"  # a step crashed: a wave without a verdict, or no plan
+    if actions[Action.APPLY_PAUSED] or any(e.detail.get("message", "").startswith("campaign paused")
+                                           for e in ctx.events(Action.WAVE_SKIPPED)):
+        return "paused"  # a person paused it: what was left is applied by a later run
     # The latest answer counts: a run rejected, then approved on a rerun, is not stopped.
     if approved_scope(ctx) == "none":
         return "stopped" if actions[Action.APPLIED] else "rejected"

@@ -29,8 +29,8 @@ def monitor_wave(ctx: RunContext, wave: str, error_threshold: float | None = Non
     from skein.simulation.monitor import monitor
     from skein.simulation.simulate import new_sql
 
-    waves = ctx.files.waves()
     names = [w.name for w in ctx.campaign.rollout.waves]
+    waves = waves_without_held(ctx, names[:names.index(wave) + 1])
     upto = [cid for name in names[:names.index(wave) + 1] for cid in waves.get(name, [])]
     states = ctx.store.consumer_states(ctx.campaign_id, ctx.run_id)
     apply_failed = {cid: e.detail.get("message", "") for cid, e in states.items()
@@ -54,3 +54,13 @@ def monitor_wave(ctx: RunContext, wave: str, error_threshold: float | None = Non
     ctx.record(Action.WAVE_PASSED if health.passed else Action.WAVE_FAILED, wave=wave,
                error_rate=round(rate, 4), threshold=health.threshold, failed=sorted(failed))
     return health
+
+
+def waves_without_held(ctx: RunContext, names: list[str]) -> dict[str, list[str]]:
+    """``waves.json`` without the consumers this run did not apply because a person held them
+    or paused the campaign: they are not migrated, so neither run nor counted."""
+    out = set()
+    for event in ctx.events(Action.HELD, Action.APPLY_PAUSED):
+        out.update(event.detail.get("consumers") or [event.consumer])
+    waves = ctx.files.waves()
+    return {name: [cid for cid in waves.get(name, []) if cid not in out] for name in names}

@@ -43,6 +43,7 @@ def summarize(ctx: RunContext) -> Summary:
                             key=order.__getitem__) for w in ctx.campaign.rollout.waves}
     ctx.files.write_waves(waves)
     ctx.files.write_apply_batches(apply_batches(ctx, waves))
+    index_consumers(ctx, plan, assigned)
     ctx.record(Action.PLANNED, counts=plan.counts, waves={k: len(v) for k, v in waves.items()})
     return Summary(plan=plan, waves=waves)
 
@@ -68,6 +69,25 @@ def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dic
     counts = StatusCounts(campaign=plan.campaign, **summary_counts(records, wave_order))
     ctx.files.write_summary(counts, markdown,
                             html_page(plan.campaign, markdown.replace(".md)", ".html)")))
+
+
+def index_consumers(ctx: RunContext, plan: Plan, waves: dict[str, str]) -> None:
+    """The plan's consumers as rows of the store's ``skein_consumers``, so the portal pages and
+    filters them with SQL (``skein.views``); nothing for ``skein plan``, which has no store."""
+    if ctx.store is None:
+        return
+    from skein.pipeline.apply import repository_of
+
+    impacted, by_id = {c.id: c for c in ctx.report().consumers}, ctx.catalog().by_id()
+    rows = []
+    for item in plan.items:
+        found, repo = impacted[item.id], repository_of(by_id[item.id])
+        rows.append({"consumer": item.id, "seq": item.order, "owner": found.owner,
+                     "tier": found.tier, "kind": found.kind, "impact": found.impact,
+                     "wave": waves.get(item.id), "plan_status": item.status, "reason": item.reason,
+                     "agent": item.agent, "changes": item.changes, "simulation": item.simulation,
+                     "repo": str(repo) if repo else None, "path": found.path if repo else None})
+    ctx.store.index_consumers(ctx.campaign_id, ctx.run_id, rows)
 
 
 def apply_batches(ctx: RunContext, waves: dict[str, list[str]]) -> dict[str, dict[str, list[list[str]]]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from skein.approvals import CAMPAIGN_OPTIONS, WAVE_OPTIONS, Scope
 from skein.audit import Action
+from skein.controls import hold_reason, holds, paused
 from skein.pipeline.context import RunContext
 
 
@@ -41,6 +42,9 @@ def why_wave_does_not_run(ctx: RunContext, wave: str, *, dry_run: bool = False,
     scope = approved_scope(ctx)
     if dry_run:
         return "dry run"
+    pause = paused(ctx.store, ctx.campaign_id) if ctx.store is not None else None
+    if pause is not None:
+        return f"campaign paused by {pause.actor}"
     if scope in (None, "none"):
         return "not approved" if scope is None else "rejected or stopped by an approver"
     if scope == "canary" and names.index(wave) > 0:
@@ -70,9 +74,19 @@ def wave_running(ctx: RunContext, wave: str) -> bool:
 
 
 def wave_batches(ctx: RunContext, wave: str, group: str) -> list[list[str]]:
-    """The batches of one apply group of ``wave``, as summarize froze them; none when the
-    wave does not run."""
-    return ctx.files.apply_batches()[wave][group] if wave_running(ctx, wave) else []
+    """The batches of one apply group of ``wave``, as summarize froze them, without the
+    consumers a person skipped or escalated (each audited ``held`` once); none when the wave
+    does not run."""
+    if not wave_running(ctx, wave):
+        return []
+    held = holds(ctx.store, ctx.campaign_id)
+    noted = {e.consumer for e in ctx.events(Action.HELD) if e.wave == wave}
+    batches = []
+    for batch in ctx.files.apply_batches()[wave][group]:
+        for cid in (c for c in batch if c in held and c not in noted):
+            ctx.record(Action.HELD, consumer=cid, wave=wave, message=hold_reason(held[cid]))
+        batches.append([cid for cid in batch if cid not in held])
+    return [batch for batch in batches if batch]
 
 
 def unfinished_waves(ctx: RunContext) -> list[str]:

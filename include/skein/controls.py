@@ -1,0 +1,120 @@
+"""A person's controls over a campaign: pause and resume it, skip or escalate a consumer, mark
+failed consumers for the next run.
+
+Each control is one audit event naming who (``user:<id>``), so there is no second copy of
+the state to drift from the log: the latest event decides. They are campaign-wide, not of
+one run (their run id is ``NO_RUN``), and the engine reads them before it writes anything:
+a paused campaign applies nothing more, a held (skipped or escalated) consumer is in no
+later wave (``skein.pipeline.apply``, ``skein.pipeline.waves``).
+
+>>> store = CampaignStore("sqlite://")
+>>> _ = pause(store, "demo", "user:alice", "the owners asked to wait")
+>>> paused(store, "demo").actor
+'user:alice'
+>>> pause(store, "demo", "user:bob")
+Traceback (most recent call last):
+...
+skein.controls.ControlError: campaign demo is already paused (by user:alice)
+>>> _ = resume(store, "demo", "user:alice"); paused(store, "demo") is None
+True
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from skein.audit import CONSUMER_STATES, HOLDS, Action
+from skein.errors import SkeinError
+from skein.store import CampaignStore, Event, consumers
+
+NO_RUN = "-"  # the run id of a campaign-wide control: it belongs to no run
+
+
+class ControlError(SkeinError):
+    """A control that does not apply (already paused, unknown or applied consumer...)."""
+
+
+def paused(store: CampaignStore, campaign: str) -> Event | None:
+    """The event that paused the campaign, or None when it is not paused."""
+    latest = store.latest(campaign, (Action.CAMPAIGN_PAUSED, Action.CAMPAIGN_RESUMED))
+    return latest if latest is not None and latest.action == Action.CAMPAIGN_PAUSED else None
+
+
+def pause(store: CampaignStore, campaign: str, actor: str, reason: str | None = None) -> int:
+    """Stop the campaign applying anything (a wave being applied stops at its next consumer)."""
+    current = paused(store, campaign)
+    if current is not None:
+        raise ControlError(f"campaign {campaign} is already paused (by {current.actor})")
+    return store.record(campaign, NO_RUN, actor, Action.CAMPAIGN_PAUSED, message=reason)
+
+
+def resume(store: CampaignStore, campaign: str, actor: str, reason: str | None = None) -> int:
+    """Let the campaign apply again (the run waiting, or the next one, goes on)."""
+    if paused(store, campaign) is None:
+        raise ControlError(f"campaign {campaign} is not paused")
+    return store.record(campaign, NO_RUN, actor, Action.CAMPAIGN_RESUMED, message=reason)
+
+
+def holds(store: CampaignStore, campaign: str) -> dict[str, Event]:
+    """Consumer -> the person's decision keeping it out of later waves (skipped, escalated)."""
+    return {e.consumer: e for e in store.events(campaign, actions=HOLDS) if e.consumer}
+
+
+def hold_reason(event: Event) -> str:
+    """``skipped by user:alice: <why>`` for a hold event."""
+    why = event.detail.get("message")
+    return f"{event.action.removeprefix('consumer_')} by {event.actor}" + (f": {why}" if why else "")
+
+
+def skip(store: CampaignStore, campaign: str, consumer: str, actor: str,
+         reason: str | None = None) -> int:
+    """Leave ``consumer`` out of every later wave."""
+    _check_holdable(store, campaign, consumer)
+    return store.record(campaign, NO_RUN, actor, Action.CONSUMER_SKIPPED, consumer=consumer,
+                        message=reason)
+
+
+def escalate(store: CampaignStore, campaign: str, consumer: str, actor: str, reason: str) -> int:
+    """Give ``consumer`` to a human (the front end notifies): no later wave applies it."""
+    _check_holdable(store, campaign, consumer)
+    return store.record(campaign, NO_RUN, actor, Action.CONSUMER_ESCALATED, consumer=consumer,
+                        message=reason)
+
+
+def request_retry(store: CampaignStore, campaign: str, ids: list[str], actor: str) -> list[str]:
+    """Mark ``ids`` (failed consumers) for the next run; returns those newly marked."""
+    already = pending_retries(store, campaign)
+    marked = [cid for cid in ids if cid not in already]
+    for cid in marked:
+        store.record(campaign, NO_RUN, actor, Action.RETRY_REQUESTED, consumer=cid)
+    return marked
+
+
+def pending_retries(store: CampaignStore, campaign: str, *,
+                    run_id: str | None = None) -> dict[str, Event]:
+    """Retry marks no run has started since (the next run's discover step takes them);
+    ``run_id``: as that run sees them, its own start not counted."""
+    starts = [e for e in store.events(campaign, actions=(Action.RUN_STARTED,)) if e.run_id != run_id]
+    since = starts[-1].id if starts else 0
+    return {e.consumer: e for e in store.events(campaign, actions=(Action.RETRY_REQUESTED,))
+            if e.consumer and e.id > since}
+
+
+def _check_holdable(store: CampaignStore, campaign: str, consumer: str) -> None:
+    if not known_consumer(store, campaign, consumer):
+        raise ControlError(f"{consumer} is not a consumer of campaign {campaign}")
+    state = store.latest(campaign, CONSUMER_STATES, consumer=consumer)
+    if state is not None and state.action in (Action.APPLIED, Action.APPLY_STARTED):
+        raise ControlError(f"{consumer} is already applied (run {state.run_id}): a skip or "
+                           "escalation only keeps consumers out of later waves")
+    current = store.latest(campaign, HOLDS, consumer=consumer)
+    if current is not None:
+        raise ControlError(f"{consumer} is already {current.action.removeprefix('consumer_')} "
+                           f"(by {current.actor})")
+
+
+def known_consumer(store: CampaignStore, campaign: str, consumer: str) -> bool:
+    """Whether a run of ``campaign`` planned ``consumer`` (``skein_consumers``)."""
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(consumers.c.consumer).where(consumers.c.campaign == campaign)
+                            .where(consumers.c.consumer == consumer)).first() is not None

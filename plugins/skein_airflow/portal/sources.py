@@ -1,0 +1,35 @@
+"""Where the portal reads: the same campaign store, Skein home and campaign files as the
+campaign DAGs' tasks (``SKEIN_STORE_URL``, ``SKEIN_HOME``, ``SKEIN_CAMPAIGNS_DIR``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=4)
+def _store(url: str):
+    from skein.store import CampaignStore
+
+    return CampaignStore(url)  # opened once per process: opening creates the schema
+
+
+def sources():
+    """The ``skein.views.Sources`` of this process's environment, read on every request (a
+    campaign file added meanwhile is listed at once)."""
+    from skein.store import default_store_url, skein_home
+    from skein.views import Sources
+    from skein_airflow.campaign_dags import campaign_files, campaigns_dir
+
+    return Sources(store=_store(default_store_url()), home=skein_home(),
+                   campaign_files=tuple(campaign_files(campaigns_dir())))
+
+
+def dag_id(campaign_id: str) -> str:
+    """The campaign's DAG, whose permissions are the campaign's.
+
+    >>> dag_id("plays-v2")
+    'skein__plays-v2'
+    """
+    from skein_airflow.campaign_dags import dag_id_for
+
+    return dag_id_for(campaign_id)
