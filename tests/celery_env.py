@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from airflow_env import AirflowEnv
-from skein_airflow.profiles import WORKERS, DistributedServers, Worker, distributed_env, prepare, worker_args
+from airflow_env import ROOT, AirflowEnv
+
+if str(ROOT / "plugins") not in sys.path:  # the profiles live with the Airflow glue
+    sys.path.insert(0, str(ROOT / "plugins"))
+from skein_airflow.profiles import WORKERS, DistributedServers, Worker, distributed_env, prepare, worker_args  # noqa: E402
 
 POSTGRES = os.environ.get("SKEIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("SKEIN_TEST_REDIS", "redis://127.0.0.1:6379/13")
