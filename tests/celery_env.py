@@ -121,3 +121,131 @@ def tries(env: AirflowEnv, dag_id: str, run_id: str) -> list[dict]:
 
 def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    return alive(pid) and not _zombie(pid)
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+def children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, of every process on this machine (from /proc)."""
+    out: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out.setdefault(ppid, []).append(int(entry.name))
+    return out
+
+
+def tree(pid: int) -> set[int]:
+    """``pid`` and every process under it, whatever their process groups (Airflow's task
+    runners have groups of their own: killing the worker's group would leave them running)."""
+    kids, found, todo = children(), set(), [pid]
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo += kids.get(current, [])
+    return found
+
+
+def kill_tree(env: AirflowEnv, name: str) -> set[int]:
+    """SIGKILL the component ``name`` and every process under it, as if its machine died:
+    frozen first (SIGSTOP, so none spawns or exits meanwhile), then killed. Returns the pids."""
+    import signal
+
+    proc = env.procs.pop(name)
+    pids = tree(proc.pid)
+    for pid in pids:
+        _signal(pid, signal.SIGSTOP)
+    pids |= tree(proc.pid)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 30
+    while any(running(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    return pids
+
+
+def _signal(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def owner(env: AirflowEnv, pid: int) -> str | None:
+    """The component whose process tree holds ``pid``."""
+    return next((name for name, proc in env.procs.items() if pid in tree(proc.pid)), None)
+
+
+# ---- a distributed Airflow and demo campaigns ---------------------------------------------------
+
+@contextmanager
+def distributed_airflow(tmp: Path, campaigns: Path, users: dict[str, str], extra: dict | None = None,
+                        workers=WORKERS):
+    """api-server, scheduler, dag-processor and the profile's two workers, on servers of this
+    test's own (removed afterwards)."""
+    with servers() as found:
+        env = AirflowEnv(tmp / "airflow", campaigns, users, celery_env(found, **(extra or {})))
+        try:
+            env.start()
+            start_workers(env, workers)
+            yield env, found
+        finally:
+            env.stop()
+
+
+def demo_campaign(tmp: Path, campaigns: Path, campaign_id: str, consumers: int, fleet: dict,
+                  approvers: list[str]) -> Path:
+    """A demo fleet of its own and its campaign ``campaign_id`` (absolute paths, manual runs)."""
+    import subprocess
+
+    import yaml
+
+    out = tmp / campaign_id
+    subprocess.run([str(ROOT / ".venv" / "bin" / "skein"), "demo-fleet", "--out", str(out),
+                    "--consumers", str(consumers)], check=True, capture_output=True)
+    spec = yaml.safe_load((out / "campaigns" / "plays-v2.yaml").read_text())
+    spec["campaign"] = campaign_id
+    spec["warehouse"] = f"duckdb:///{out / 'warehouse.duckdb'}"
+    spec["consumers"] = [{"repo": str(out / "repos" / "*"), "dialect": "duckdb"}, {"warehouse_views": True}]
+    spec["rollout"].update({"schedule": None, "approvers": approvers})
+    spec["fleet"] = fleet
+    (campaigns / f"{campaign_id}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
+
+
+def store_events(store_url: str, campaign_id: str, run_id: str | None = None):
+    from skein.store import CampaignStore
+
+    store = CampaignStore(store_url)
+    try:
+        return store.events(campaign_id, run_id)
+    finally:
+        store.dispose()
+
+
+def merges_touching(fleet: Path, consumer: str) -> int:
+    """Merges on the consumer's repository's default branch that changed its file."""
+    import subprocess
+
+    repo, path = fleet / "repos" / consumer.split("/")[0], consumer.split("/", 1)[1]
+    return len(subprocess.run(["git", "-C", str(repo), "log", "--merges", "--first-parent", "--format=%H",
+                               "--", path], capture_output=True, text=True, check=True).stdout.split())
