@@ -188,7 +188,7 @@ def test_pools_are_quotas_for_two_campaigns_at_once(tmp_path):
     campaigns.mkdir()
     slots = {"skein_quota-a": 2, "skein_quota-b": 1}
     for name in ("a", "b"):
-        demo_campaign(tmp_path, campaigns, f"quota-{name}", 12,
+        demo_campaign(tmp_path, campaigns, f"quota-{name}", 8,
                       {"pool": f"skein_quota-{name}", "batch_size": 2, "retries": 1, "retry_delay_s": 1}, ["alice"])
     with distributed_airflow(tmp_path, campaigns, USERS) as (env, _):
         for pool, count in slots.items():
