@@ -51,7 +51,8 @@ fi
 export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
-eval "$(python -m skein_airflow.profiles env "$PROFILE" --airflow-home "$AIRFLOW_HOME")"
+profile_env=$(python -m skein_airflow.profiles env "$PROFILE" --airflow-home "$AIRFLOW_HOME")
+eval "$profile_env"
 # The demo DAG starts unpaused, so triggering it is one click.
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
 export AIRFLOW__API__PORT=$PORT
