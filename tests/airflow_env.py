@@ -99,7 +99,10 @@ class AirflowEnv:
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, name: str) -> None:
-        """SIGKILL the component and every process it started (its task runners too)."""
+        """SIGKILL the component's process group: the component and the processes it runs in
+        its group. Not the task runners: Airflow 3.3's supervisor puts each in a process group
+        of its own (``tests/celery_env.py``'s ``kill_tree`` kills everything under a component,
+        as a machine's death would)."""
         proc = self.procs.pop(name)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
