@@ -28,5 +28,10 @@ COPY --chown=astro:0 . .
 RUN pip install --no-cache-dir --no-deps -e . \
     && python -c "import skein.spec" \
     && PYTHONPATH=plugins python -c "import skein_airflow.campaign_dags"
+# Mount points of docker-compose.yaml and the Helm values (deploy/helm/values.yaml): run
+# directories and campaigns shared by every worker, task logs. Owned by astro so that a
+# volume mounted there starts out writable by the tasks.
+RUN mkdir -p /usr/local/airflow/shared /usr/local/airflow/logs \
+    && chown astro:0 /usr/local/airflow/shared /usr/local/airflow/logs
 
 USER astro

@@ -13,13 +13,15 @@ STAMP := $(VENV)/.skein-setup.stamp
 # module-scoped fixtures run once. Override: make test PYTEST_ARGS=-x
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: help setup lock test test-fast run bench clean distclean
+.PHONY: help setup lock test test-fast run run-distributed bench clean distclean
 
 help:
 	@echo "make setup      create .venv from requirements.lock and install skein (no-op if up to date)"
 	@echo "make test       run the whole test suite (slow tests included)"
 	@echo "make test-fast  run the suite without tests marked slow"
 	@echo "make run        start the demo: demo fleet, discovery, Airflow on http://localhost:8080"
+	@echo "                (SKEIN_PROFILE=distributed: PostgreSQL, Redis, CeleryExecutor, two workers)"
+	@echo "make run-distributed  the same as SKEIN_PROFILE=distributed make run"
 	@echo "make bench      run bench/*.py"
 	@echo "make lock       regenerate requirements.lock from requirements.txt"
 	@echo "make clean      remove run state and caches (.airflow, .skein, caches); keeps .venv"
@@ -49,13 +51,16 @@ test-fast: setup
 run:
 	scripts/run.sh
 
+run-distributed:
+	SKEIN_PROFILE=distributed scripts/run.sh
+
 bench: setup
 	@shopt -s nullglob; files=(bench/*.py); \
 	if (( $${#files[@]} == 0 )); then echo "make bench: no bench/*.py yet"; exit 0; fi; \
 	for f in "$${files[@]}"; do echo "== $$f"; $(BIN)/python "$$f"; done
 
 clean:
-	rm -rf .airflow .skein bench/out .pytest_cache build include/*.egg-info
+	rm -rf .airflow .airflow-distributed .skein bench/out .pytest_cache build include/*.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

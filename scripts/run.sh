@@ -1,35 +1,58 @@
 #!/usr/bin/env bash
 # `make run`: the whole demo from a fresh clone.
 #   setup -> Airflow metadata DB -> airflow_settings.yaml -> demo fleet ->
-#   discovery printed -> `airflow standalone` on http://localhost:$PORT.
+#   discovery printed -> Airflow on http://localhost:$PORT.
 # Ctrl-C stops everything this script started.
 #
+# Profiles (SKEIN_PROFILE; plugins/skein_airflow/profiles.py holds their settings):
+#   embedded (default)  SQLite, LocalExecutor: `airflow standalone`
+#   distributed         PostgreSQL (metadata DB, campaign store, Celery results), Redis broker,
+#                       CeleryExecutor: api-server, scheduler, dag-processor, triggerer and two
+#                       Celery workers (queues default+skein-eu, default+skein-us). Starts the
+#                       local PostgreSQL and Redis if they are down (scripts/services.sh).
+#
 # Knobs (environment):
+#   SKEIN_PROFILE            embedded | distributed
+#   SKEIN_POSTGRES, SKEIN_REDIS, SKEIN_DISTRIBUTED_NAME   distributed: servers, database names
 #   SKEIN_RUN_NO_AIRFLOW=1   stop after printing discovery (quick check, tests)
 #   SKEIN_DEMO_CONSUMERS, SKEIN_DEMO_SEED   demo fleet size and seed (regenerated when changed)
 #   SKEIN_AIRFLOW_PORT       api-server port (default 8080)
-#   SKEIN_AIRFLOW_HOME, SKEIN_DEMO_DIR      where run state goes (default .airflow, .skein/demo)
+#   SKEIN_AIRFLOW_HOME, SKEIN_DEMO_DIR      where run state goes (default .airflow, or
+#                            .airflow-distributed; .skein/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+
+PROFILE=${SKEIN_PROFILE:-embedded}
+case $PROFILE in
+embedded | distributed) ;;
+*) echo "error: SKEIN_PROFILE=$PROFILE: choose embedded or distributed" >&2; exit 2 ;;
+esac
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 make --no-print-directory setup
 export PATH="$ROOT/.venv/bin:$PATH"  # `airflow standalone` spawns `airflow` subprocesses
+# This checkout's engine and plugins, whatever the venv's editable install points at (a git
+# worktree may share another checkout's venv).
+export PYTHONPATH=$ROOT/include:$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}
 
 PORT=${SKEIN_AIRFLOW_PORT:-8080}
 DEMO_DIR=${SKEIN_DEMO_DIR:-$ROOT/.skein/demo}
 CONSUMERS=${SKEIN_DEMO_CONSUMERS:-40}
 SEED=${SKEIN_DEMO_SEED:-7}
 
-# A project-local Airflow: SQLite, LocalExecutor, our dags/ and plugins/.
-export AIRFLOW_HOME=${SKEIN_AIRFLOW_HOME:-$ROOT/.airflow}
+# A project-local Airflow: our dags/ and plugins/; database and executor from the profile.
+if [[ $PROFILE == distributed ]]; then
+    export AIRFLOW_HOME=${SKEIN_AIRFLOW_HOME:-$ROOT/.airflow-distributed}
+else
+    export AIRFLOW_HOME=${SKEIN_AIRFLOW_HOME:-$ROOT/.airflow}
+fi
 export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
-export AIRFLOW__CORE__EXECUTOR=LocalExecutor
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$AIRFLOW_HOME/airflow.db
+profile_env=$(python -m skein_airflow.profiles env "$PROFILE" --airflow-home "$AIRFLOW_HOME")
+eval "$profile_env"
 # The demo DAG starts unpaused, so triggering it is one click.
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
 export AIRFLOW__API__PORT=$PORT
@@ -38,17 +61,26 @@ export AIRFLOW__API__PORT=$PORT
 export AIRFLOW__API__HOST=${SKEIN_AIRFLOW_HOST:-127.0.0.1}
 export AIRFLOW__API__BASE_URL=http://localhost:$PORT  # workers reach the execution API here
 export SKEIN_CAMPAIGNS_DIR=$DEMO_DIR/campaigns
-# Run directories and the campaign store (SQLite) of the DAG's tasks.
+# Run directories of the DAG's tasks (and, embedded, the campaign store's SQLite file).
 export SKEIN_HOME=$AIRFLOW_HOME/skein
 mkdir -p "$AIRFLOW_HOME"
 
-say "Airflow metadata DB ($AIRFLOW_HOME/airflow.db)"
+if [[ $PROFILE == distributed ]]; then
+    say "PostgreSQL and Redis"
+    # Only the local servers are ours to start; others are somebody else's to run.
+    if [[ -z ${SKEIN_POSTGRES:-} ]]; then scripts/services.sh postgres; fi
+    if [[ -z ${SKEIN_REDIS:-} ]]; then scripts/services.sh redis; fi
+    python -m skein_airflow.profiles prepare distributed
+    say "Airflow metadata DB (PostgreSQL)"
+else
+    say "Airflow metadata DB ($AIRFLOW_HOME/airflow.db)"
+fi
 airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 \
     || { tail -n 30 "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
 echo "migrated (log: $AIRFLOW_HOME/db-migrate.log)"
 
 say "Connections, pools and variables (airflow_settings.yaml)"
-PYTHONPATH=$ROOT/plugins python -m skein_airflow.settings_loader airflow_settings.yaml
+python -m skein_airflow.settings_loader airflow_settings.yaml
 
 say "Demo fleet ($DEMO_DIR)"
 params="consumers=$CONSUMERS seed=$SEED"
@@ -86,11 +118,29 @@ if curl -s -o /dev/null "$URL"; then
     exit 1
 fi
 
-say "Airflow standalone on $URL"
 LOG=$AIRFLOW_HOME/standalone.log
+if [[ $PROFILE == distributed ]]; then
+    say "Airflow (CeleryExecutor) on $URL"
+    LOG=$AIRFLOW_HOME/distributed.log
+    # Each component in its own log; the first one to exit ends them all (and this script).
+    components='
+        airflow api-server >"$AIRFLOW_HOME/api-server.log" 2>&1 &
+        airflow scheduler >"$AIRFLOW_HOME/scheduler.log" 2>&1 &
+        airflow dag-processor >"$AIRFLOW_HOME/dag-processor.log" 2>&1 &
+        airflow triggerer >"$AIRFLOW_HOME/triggerer.log" 2>&1 &'
+    while read -r name args; do
+        components+="
+        airflow $args >\"\$AIRFLOW_HOME/$name.log\" 2>&1 &"
+    done < <(python -m skein_airflow.profiles workers)
+    components+='
+        wait -n; echo "an Airflow component exited; stopping the others"; kill -TERM 0'
+    setsid bash -c "$components" >"$LOG" 2>&1 &
+else
+    say "Airflow standalone on $URL"
+    setsid airflow standalone >"$LOG" 2>&1 &
+fi
 # setsid: Airflow and every process it spawns form one process group, which the
 # trap below stops as a whole (Ctrl-C reaches only this script).
-setsid airflow standalone >"$LOG" 2>&1 &
 AIRFLOW_PID=$!
 stop() {
     trap - INT TERM EXIT
@@ -104,14 +154,18 @@ stop() {
 }
 trap 'stop; exit 130' INT TERM
 trap stop EXIT
-echo "starting scheduler, dag-processor, triggerer and api-server (log: $LOG)"
+if [[ $PROFILE == distributed ]]; then
+    echo "starting api-server, scheduler, dag-processor, triggerer and workers (logs: $AIRFLOW_HOME/*.log)"
+else
+    echo "starting scheduler, dag-processor, triggerer and api-server (log: $LOG)"
+fi
 
 PASSWORD_FILE=$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
 healthy=0
 for _ in $(seq 180); do
     if ! kill -0 "$AIRFLOW_PID" 2>/dev/null; then
-        echo "error: airflow standalone exited; last lines of $LOG:" >&2
-        tail -n 40 "$LOG" >&2
+        echo "error: Airflow exited; last lines of its logs:" >&2
+        tail -n 40 "$LOG" "$AIRFLOW_HOME"/{api-server,scheduler}.log 2>/dev/null >&2
         exit 1
     fi
     # The admin password is written when the api-server starts.
@@ -122,6 +176,27 @@ for _ in $(seq 180); do
 done
 ((healthy)) || { echo "error: $URL not healthy after 180 s; see $LOG" >&2; exit 1; }
 
+WORKERS_LINE=""
+if [[ $PROFILE == distributed ]]; then
+    # Each Celery worker logs "<name>@<host> ready." once it consumes its queues.
+    while read -r name args; do
+        queues=$(sed -E 's/.*--queues ([^ ]+).*/\1/' <<<"$args")
+        for _ in $(seq 120); do
+            grep -Eq "$name@[^ ]+ ready\." "$AIRFLOW_HOME/$name.log" 2>/dev/null && break
+            kill -0 "$AIRFLOW_PID" 2>/dev/null || { tail -n 40 "$AIRFLOW_HOME/$name.log" >&2; exit 1; }
+            sleep 1
+        done
+        grep -Eq "$name@[^ ]+ ready\." "$AIRFLOW_HOME/$name.log" \
+            || { echo "error: $name not ready after 120 s; see $AIRFLOW_HOME/$name.log" >&2; exit 1; }
+        WORKERS_LINE+="${WORKERS_LINE:+, }$name ($queues)"
+    done < <(python -m skein_airflow.profiles workers)
+fi
+
+if [[ $PROFILE == distributed ]]; then
+    AUDIT_ENV="SKEIN_STORE_URL=$SKEIN_STORE_URL"
+else
+    AUDIT_ENV="SKEIN_HOME=${SKEIN_HOME#"$ROOT"/}"
+fi
 PASSWORD=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["admin"])' "$PASSWORD_FILE")
 
 # Wait until the dag-processor has registered the demo DAG, via the REST API.
@@ -148,11 +223,17 @@ Approve   Browse -> Required Actions -> "$CAMPAIGN_ID: approve ..." (approver: a
 Portal    Skein in Airflow's navigation, or $URL/skein/ : progress, consumers, diffs,
           pause / skip / escalate / retry, and the approval too.
 Results   evidence ${SKEIN_HOME#"$ROOT"/}/runs/$CAMPAIGN_ID/<run id>/summary.html
-          audit    SKEIN_HOME=${SKEIN_HOME#"$ROOT"/} .venv/bin/skein audit $CAMPAIGN_ID
+          audit    $AUDIT_ENV .venv/bin/skein audit $CAMPAIGN_ID
           git      git -C ${DEMO_DIR#"$ROOT"/}/repos/<repo> log --merges --first-parent
-Logs      ${LOG#"$ROOT"/}
-Stop      Ctrl-C
+Logs      ${LOG#"$ROOT"/}${WORKERS_LINE:+ and ${AIRFLOW_HOME#"$ROOT"/}/<component>.log}
 EOF
+if [[ $PROFILE == distributed ]]; then
+    echo "Profile   distributed: CeleryExecutor, workers $WORKERS_LINE"
+    echo "          metadata DB and campaign store in PostgreSQL, broker Redis"
+else
+    echo "Profile   embedded: SQLite, LocalExecutor (SKEIN_PROFILE=distributed: Celery, PostgreSQL)"
+fi
+echo "Stop      Ctrl-C"
 if ((!dag_ready)); then
     echo "warning: $DAG_ID is not registered yet; check Dag Import Errors in the UI and $LOG" >&2
 fi

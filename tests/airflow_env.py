@@ -70,7 +70,7 @@ class AirflowEnv:
             "SKEIN_CAMPAIGNS_DIR": str(campaigns),
             "SKEIN_HOME": str(home / "skein"),
             # this checkout's plugins and engine, not the venv's editable install of skein
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include")]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")]),
             **(extra_env or {}),
         }
 
@@ -89,15 +89,20 @@ class AirflowEnv:
         self.wait_healthy()
         return self
 
-    def spawn(self, name: str, args: list[str] | None = None) -> None:
+    def spawn(self, name: str, args: list[str] | None = None, env: dict | None = None) -> None:
         """Start ``airflow <name>``, or ``airflow <args>`` under ``name`` (e.g. a Celery worker
-        per queue); its output goes to ``$AIRFLOW_HOME/<name>.log``."""
+        per queue), with ``env`` added to the environment; its output goes to
+        ``$AIRFLOW_HOME/<name>.log``. Each component is its own process group (``kill``)."""
         log = open(self.home / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([str(BIN / "airflow"), *(args or [name])], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen([str(BIN / "airflow"), *(args or [name])],
+                                            env={**self.env, **(env or {})}, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, name: str) -> None:
-        """SIGKILL the component and every process it started (its task runners too)."""
+        """SIGKILL the component's process group: the component and the processes it runs in
+        its group. Not the task runners: Airflow 3.3's supervisor puts each in a process group
+        of its own (``tests/celery_env.py``'s ``kill_tree`` kills everything under a component,
+        as a machine's death would)."""
         proc = self.procs.pop(name)
         try:
             os.killpg(proc.pid, signal.SIGKILL)

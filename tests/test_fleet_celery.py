@@ -8,11 +8,9 @@ serving ``skein-eu``. One repository of a demo fleet says ``skein/region: eu`` i
 (``fleet.queues``). The run must apply that repository's consumers through
 ``apply_<wave>__eu`` on the eu worker, and everything else on the default worker.
 
-Isolation: the database is ``skein_celery_<hex>`` (dropped at the end, even on failure); every
-Redis key (queues, unacked messages, bindings, pub/sub channels) carries the prefix
-``skein-celery-<hex>:`` (kombu's ``global_keyprefix``), so other runs' keys are never read, and
-only this prefix is deleted at the end. ``SKEIN_TEST_POSTGRES`` (``postgresql://user@host:port``)
-and ``SKEIN_TEST_REDIS`` (``redis://host:port/db``) point at other servers.
+The Airflow settings are the distributed profile's (``skein_airflow.profiles``), on a database
+and a Redis key prefix of the test's own (``tests/celery_env.py``), removed at the end; the two
+workers here serve one queue each (the profile's both serve ``default`` too).
 """
 
 from __future__ import annotations
@@ -21,15 +19,12 @@ import json
 import os
 import re
 import subprocess
-import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
-from airflow_env import AirflowEnv
+from celery_env import Worker, distributed_airflow, executed, tail
 from conftest import GIT_ENV
 
 psycopg2 = pytest.importorskip("psycopg2")
@@ -40,60 +35,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SKEIN = ROOT / ".venv" / "bin" / "skein"
 USERS = {"admin": "admin", "alice": "user"}
-SERVER = os.environ.get("SKEIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-BROKER = os.environ.get("SKEIN_TEST_REDIS", "redis://127.0.0.1:6379/13")
 CAMPAIGN, DAG = "plays-v2-eu", "skein__plays-v2-eu"
 EU_REPO = "finance-reporting"
-# "[<celery id>] Executing workload in Celery: ExecuteTask(... ti=TaskInstanceDTO(... task_id='x'"
-EXECUTED = re.compile(r"Executing workload in Celery: .*?task_id='([^']+)'.*?map_index=(-?\d+)")
-
-
-@contextmanager
-def postgres_database():
-    """A new, empty database; dropped afterwards (its connections closed first)."""
-    name = f"skein_celery_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(f"{SERVER}/postgres")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{SERVER.split('://', 1)[1]}/{name}"  # user@host:port/name
-        finally:
-            with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
-
-
-@contextmanager
-def redis_prefix():
-    """A key prefix of our own on the broker; every key under it is deleted afterwards."""
-    prefix = f"skein-celery-{uuid.uuid4().hex[:12]}:"
-    client = redis.Redis.from_url(BROKER)
-    try:
-        client.ping()
-        yield prefix
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-
-
-def celery_env(database: str, prefix: str) -> dict[str, str]:
-    return {
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg://{database}",
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
-        "AIRFLOW__CELERY__BROKER_URL": BROKER,
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg://{database}",
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
-        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix,
-        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "3600",
-        # The audit log in PostgreSQL, written by tasks on both workers.
-        "SKEIN_STORE_URL": f"postgresql+psycopg2://{database}",
-    }
+WORKERS = (Worker("worker-default", "default", "default", 2), Worker("worker-eu", "eu", "skein-eu", 1))
 
 
 def make_fleet(tmp: Path, campaigns: Path) -> Path:
@@ -120,61 +64,14 @@ def make_fleet(tmp: Path, campaigns: Path) -> Path:
     return fleet
 
 
-def start_worker(env: AirflowEnv, name: str, queue: str, concurrency: int) -> None:
-    env.spawn(name, ["celery", "worker", "--queues", queue, "--concurrency", str(concurrency),
-                     "--celery-hostname", f"{name}@%h", "--pid", str(env.home / f"{name}.pid"),
-                     # Both workers share this machine: one log server port would not do, and
-                     # the api-server reads the task logs from $AIRFLOW_HOME/logs anyway.
-                     "--skip-serve-logs", "--without-mingle", "--without-gossip"])
-
-
-def wait_ready(env: AirflowEnv, names: list[str], timeout: float = 180) -> None:
-    """Every worker logged Celery's "<name>@<host> ready."."""
-    deadline = time.time() + timeout
-    waiting = set(names)
-    while waiting and time.time() < deadline:
-        for name in list(waiting):
-            if env.procs[name].poll() is not None:
-                raise AssertionError(f"{name} exited {env.procs[name].returncode}:\n{tail(env, name)}")
-            if re.search(rf"{re.escape(name)}@\S+ ready\.", log_text(env, name)):
-                waiting.discard(name)
-        time.sleep(1)
-    if waiting:
-        raise TimeoutError(f"not ready after {timeout} s: {sorted(waiting)}\n"
-                           + "\n".join(tail(env, n) for n in waiting))
-
-
-def log_text(env: AirflowEnv, name: str) -> str:
-    path = env.home / f"{name}.log"
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def tail(env: AirflowEnv, name: str, lines: int = 40) -> str:
-    return f"--- {name}.log\n" + "\n".join(log_text(env, name).splitlines()[-lines:])
-
-
-def executed(env: AirflowEnv, name: str) -> set[tuple[str, int]]:
-    """(task id, map index) of every workload the worker ``name`` was handed."""
-    return {(t, int(m)) for t, m in EXECUTED.findall(log_text(env, name))}
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("celery")
     campaigns = tmp / "campaigns"
     campaigns.mkdir()
     fleet = make_fleet(tmp, campaigns)
-    with postgres_database() as database, redis_prefix() as prefix:
-        extra = celery_env(database, prefix)
-        env = AirflowEnv(tmp / "airflow", campaigns, USERS, extra)
-        try:
-            env.start()
-            start_worker(env, "worker-default", "default", 2)
-            start_worker(env, "worker-eu", "skein-eu", 1)
-            wait_ready(env, ["worker-default", "worker-eu"])
-            yield env, fleet, extra["SKEIN_STORE_URL"]
-        finally:
-            env.stop()
+    with distributed_airflow(tmp, campaigns, USERS, workers=WORKERS) as (env, _):
+        yield env, fleet, env.env["SKEIN_STORE_URL"]
 
 
 def test_region_queue_routes_apply_to_its_worker(world):

@@ -44,6 +44,14 @@ CAMPAIGN_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 DATASET_NAME = re.compile(r"^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$")
 CRON_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually"}
 WAREHOUSE_SCHEMES = ("duckdb", "postgresql", "postgres")
+# Kubernetes resource quantities (a subset: plain or decimal numbers, CPU in millicores or
+# cores, memory with a binary or decimal suffix).
+CPU_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+MEMORY_QUANTITY = re.compile(r"^(\d+(\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+MEMORY_FACTORS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+MIN_TASK_MEMORY = 256 * 2**20  # a task imports sqlglot, DuckDB and Great Expectations
+EXECUTOR_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*$")
 
 
 class _Strict(BaseModel):
@@ -163,8 +171,50 @@ class SimulationSettings(_Strict):
                                             "every new output must meet.")
 
 
+class Resources(_Strict):
+    """The campaign's quota for each of its tasks: CPU and memory, Kubernetes quantities.
+
+    >>> Resources(cpu="500m", memory="1Gi").cpu
+    '500m'
+    >>> Resources(cpu="half", memory="1Gi")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for Resources
+    cpu
+      Value error, 'half' is not a CPU quantity: cores like `1` or `0.5`, or millicores like `500m` ...
+    """
+
+    cpu: str = Field(description="CPU of each task: cores (`1`, `0.5`) or millicores (`500m`).")
+    memory: str = Field(description="Memory of each task: bytes with a suffix, e.g. `512Mi`, "
+                        "`2Gi` (at least 256Mi).")
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu(cls, value):
+        text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not CPU_QUANTITY.match(text):
+            raise ValueError(f"{value!r} is not a CPU quantity: cores like `1` or `0.5`, or "
+                             "millicores like `500m`")
+        if float(text.rstrip("m")) == 0:
+            raise ValueError("must be more than 0")
+        return text
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value):
+        match = MEMORY_QUANTITY.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"{value!r} is not a memory quantity: a number with a suffix "
+                             "(Ki, Mi, Gi, Ti, or k, M, G, T), e.g. `512Mi` or `2Gi`")
+        if float(match.group(1)) * MEMORY_FACTORS[match.group(3)] < MIN_TASK_MEMORY:
+            raise ValueError(f"{value!r} is below 256Mi: too little for a Skein task, which "
+                             "loads sqlglot, DuckDB and Great Expectations")
+        return value
+
+
 class Fleet(_Strict):
-    """How the campaign's tasks use the Airflow fleet (pools, queues, priorities, retries)."""
+    """How the campaign's tasks use the Airflow fleet (pools, queues, priorities, retries,
+    executor and resources)."""
 
     pool: str = Field("skein_default", description="Airflow pool of the campaign's consumer "
                       "work (create it in `airflow_settings.yaml`).")
@@ -180,6 +230,22 @@ class Fleet(_Strict):
     batch_size: int | None = Field(None, ge=1, description="Consumers per mapped task instance "
                                    "(default: one per consumer up to 32 consumers, then batches "
                                    "so that a step never has more than 8 instances).")
+    executor: str | None = Field(None, description="Airflow executor of the campaign's tasks when "
+                                 "several are configured (e.g. `KubernetesExecutor` with "
+                                 "`executor = CeleryExecutor,KubernetesExecutor`); default: the "
+                                 "first configured executor.")
+    resources: Resources | None = Field(None, description="The campaign's quota per task: under "
+                                        "the KubernetesExecutor each task's pod requests and is "
+                                        "limited to this CPU and memory.")
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str | None) -> str | None:
+        if value is not None and not EXECUTOR_NAME.match(value):
+            raise ValueError(f"{value!r} is not an executor name: an Airflow executor such as "
+                             "`KubernetesExecutor` or `CeleryExecutor`, or a class path "
+                             "`my_company.executors.MyExecutor`")
+        return value
 
 
 class Notifications(_Strict):

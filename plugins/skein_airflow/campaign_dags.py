@@ -131,7 +131,7 @@ def _describe(error: Exception, path: Path) -> str:
     return f"{path}: {type(error).__name__}: {error}"
 
 
-def campaign_dag(campaign: Campaign) -> DAG:
+def campaign_dag(campaign: Campaign, executors: str | None = None) -> DAG:
     """The Airflow DAG of one campaign: every task calls one engine step (``skein.pipeline``).
 
     discover -> agents (mapped) -> simulate (mapped) -> summarize -> approval -> per wave:
@@ -141,6 +141,9 @@ def campaign_dag(campaign: Campaign) -> DAG:
     Flow control lives in the campaign store, not in branch operators: each wave task asks
     the store whether its wave runs (approved, selected, nothing failed before), so a rerun
     or a retried task decides exactly as the first attempt did.
+
+    ``executors`` is ``[core] executor`` (default: this Airflow's): it decides whether the
+    tasks get the campaign's pod override (``skein_airflow.kubernetes``).
     """
     from datetime import timedelta
 
@@ -149,6 +152,7 @@ def campaign_dag(campaign: Campaign) -> DAG:
     from skein.rollout import apply_groups, group_settings
     from skein_airflow import campaign_tasks as t
     from skein_airflow.approval import CampaignApproval
+    from skein_airflow.kubernetes import configured_executors, executor_settings
 
     fleet = campaign.fleet
     file = str(campaign.path)
@@ -177,6 +181,8 @@ def campaign_dag(campaign: Campaign) -> DAG:
             "retry_exponential_backoff": True,
             "execution_timeout": timedelta(minutes=fleet.execution_timeout_minutes),
             "pool": fleet.pool,
+            # executor (fleet.executor) and the pod override of the campaign's quota
+            **executor_settings(campaign, executors if executors is not None else configured_executors()),
         },
         params={
             "dry_run": Param(False, type="boolean", description="Plan and simulate only."),
