@@ -231,3 +231,13 @@ def test_hostile_yaml_is_a_spec_error_with_a_line(tmp_path, data, line, message)
     [error] = errors_of(path)
     assert error.startswith(f"{path}:{line}: {message}"), error
     assert main(["validate", str(path), "--offline"]) == 2
+
+
+def test_a_key_with_a_line_break_cannot_break_the_one_line_format(tmp_path):
+    """Found by tests/test_property_campaign_files.py: an unknown key holding a line break
+    was printed as is, so one problem took two lines (and a key could forge a line)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(GOOD + '"x\\nc.yaml:1: all good": 1\n')
+    [error] = errors_of(path)
+    assert error == f"{path}:14: 'x\\nc.yaml:1: all good': unknown field (check the spelling; see docs/campaign-spec.md)"
+    assert len(error.splitlines()) == 1

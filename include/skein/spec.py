@@ -352,9 +352,19 @@ class Campaign(_Strict):
 
 
 def _dotted(path) -> str:
+    """A field's path as errors print it; keys that are not printable text are quoted, so a
+    key cannot break (or forge) the one-line ``file:line: field: message`` format.
+
+    >>> print(_dotted(("rollout", "waves", 0, "share")), _dotted(("consumers", 0, "a\\nb")))
+    rollout.waves[0].share consumers[0].'a\\nb'
+    """
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = str(part) if str(part).isprintable() else repr(str(part))
+        out += f".{name}" if out else name
     return out
 
 

@@ -176,7 +176,8 @@ def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoad
             if strict and key in out:
                 raise SpecError(f"duplicate key {key!r}", file=file,
                                 line=key_node.start_mark.line + 1,
-                                field=".".join(str(p) for p in (*path, key)))
+                                field=".".join(str(p) if str(p).isprintable() else repr(str(p))
+                                               for p in (*path, key)))
             out[key] = _build(value_node, (*path, key), lines, constructor, file, strict, above,
                               budget)
             lines[(*path, key)] = key_node.start_mark.line + 1
