@@ -41,6 +41,7 @@ lock:
 # pytest exits 5 when it collects no tests: that is reported, not a failure.
 # Every other non-zero exit fails make test.
 test: setup
+	@scripts/browser.sh
 	@rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) $(ARGS) || rc=$$?; \
 	if [[ $$rc -eq 5 ]]; then echo "make test: pytest collected no tests (exit 5), treated as success"; exit 0; fi; \
 	exit $$rc

@@ -45,14 +45,4 @@ else
     $VENV/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
     $VENV/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 fi
-# The portal's browser test drives Debian's chromium with Playwright (no browser download:
-# no internet). Only on request, and only where apt-get can install it.
-if [[ ${SKEIN_BROWSER:-0} == 1 && ! -x /usr/bin/chromium ]]; then
-    if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
-        echo "setup: installing Debian's chromium for the portal's browser test"
-        apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
-    else
-        echo "setup: SKEIN_BROWSER=1 needs root and apt-get to install chromium; skipped" >&2
-    fi
-fi
 echo "setup: done ($($VENV/bin/python --version 2>&1), Airflow $($VENV/bin/python -c 'from importlib.metadata import version; print(version("apache-airflow"))'))"
