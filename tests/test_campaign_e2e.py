@@ -193,6 +193,11 @@ def test_trigger_approve_apply(world):
     request = env.wait_for_approval(dag, run, "approval")
     assert [u["id"] for u in request["assigned_users"]] == ["alice"]
     assert "patched" in request["body"] and "| canary |" in request["body"]
+    # the evidence is the portal's page (a link that opens in a browser), the file a record
+    assert f"Evidence: [{env.base}/skein/campaigns/plays-v2]({env.base}/skein/campaigns/plays-v2)" \
+        in request["body"]
+    escalated = next(line for line in request["body"].splitlines() if ": escalated: " in line)
+    assert escalated.startswith("- [`") and f"]({env.base}/skein/campaigns/plays-v2/consumers/" in escalated
     with pytest.raises(ApiError) as refused:
         env.answer(dag, run, "approval", "Approve all", user="bob")
     assert refused.value.status == 403

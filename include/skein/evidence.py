@@ -179,7 +179,8 @@ def plan_notes(plan, waves: dict[str, list[str]]) -> list[str]:
 
 
 def approval_markdown(campaign, run_id: str, plan, summary, waves: dict[str, list[str]],
-                      link: str, params: dict | None = None) -> str:
+                      link: str, params: dict | None = None, *, consumer_url=None,
+                      record: str | None = None) -> str:
     """What an approver reads: counts, waves, failures, escalations, the per-owner table, and
     the trigger's params that change what happens (an approver must see a raised threshold)."""
     from skein.rollout import wave_threshold
@@ -202,11 +203,22 @@ def approval_markdown(campaign, run_id: str, plan, summary, waves: dict[str, lis
     problems = plan.with_status("escalated", "failed")
     if problems:
         lines += ["", "Not applied (a human decides):", ""]
-        lines += [f"- `{i.id}`: {i.status}: {i.reason}" for i in problems[:20]]
+        lines += [f"- {_consumer_ref(i.id, consumer_url)}: {i.status}: {i.reason}"
+                  for i in problems[:20]]
         if len(problems) > 20:
             lines.append(f"- ... and {len(problems) - 20} more")
     lines += ["", "| owner | consumers by status |", "|---|---|"]
     for owner, counts in summary.by_owner.items():
         lines.append(f"| {owner} | " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + " |")
-    lines += ["", f"Evidence: [{link}]({link})"]
+    lines += ["", f"Evidence: [{link}]({link})"
+              + (f" (kept for the record as `{record}`)" if record else "")]
     return "\n".join(lines) + "\n"
+
+
+def _consumer_ref(cid: str, consumer_url) -> str:
+    """A consumer in an approval: its id, linked to its page when there is one.
+
+    >>> _consumer_ref("r/q.sql", None), _consumer_ref("r/q.sql", lambda c: "https://p/" + c)
+    ('`r/q.sql`', '[`r/q.sql`](https://p/r/q.sql)')
+    """
+    return f"[`{cid}`]({consumer_url(cid)})" if consumer_url else f"`{cid}`"

@@ -39,6 +39,7 @@ class CampaignApproval(HITLOperator):
         from skein.pipeline import approval_text, approved_scope, rollback_reason
         from skein_airflow.campaign_tasks import run_context
         from skein_airflow.notify import notify
+        from skein_airflow.portal.sources import portal_url
 
         ctx = run_context(self.campaign_file, context)
         if context["params"].get("dry_run"):
@@ -50,7 +51,10 @@ class CampaignApproval(HITLOperator):
             self.subject = f"{ctx.campaign.campaign}: continue with wave {self.wave}?"
         else:
             self.subject = f"{ctx.campaign.campaign}: approve {ctx.campaign.title}"
-        self.body = approval_text(ctx, params=dict(context["params"]))
+        # The portal's pages are the evidence, live; the run directory keeps the static copy.
+        self.body = approval_text(ctx, evidence_url=portal_url(ctx.campaign_id),
+                                  params=dict(context["params"]),
+                                  consumer_url=lambda cid: portal_url(ctx.campaign_id, cid))
         ctx.record(Action.APPROVAL_REQUESTED, wave=self.wave,
                    approvers=[u["id"] for u in self.assigned_users or []])
         notify(ctx, "approval", self.subject,

@@ -110,10 +110,15 @@ def apply_batches(ctx: RunContext, waves: dict[str, list[str]]) -> dict[str, dic
     return out
 
 
-def approval_text(ctx: RunContext, evidence_url: str | None = None, params: dict | None = None) -> str:
-    """The approval's Markdown body, from the frozen plan (see ``skein.evidence``)."""
+def approval_text(ctx: RunContext, evidence_url: str | None = None, params: dict | None = None,
+                  consumer_url=None) -> str:
+    """The approval's Markdown body, from the frozen plan (see ``skein.evidence``).
+    ``evidence_url``: the campaign's live page (the portal), else the static summary;
+    ``consumer_url``: id -> the consumer's page, for the consumers a human must decide on."""
     from skein.evidence import approval_markdown
 
     link = evidence_url or str(ctx.files.summary_html)
+    record = str(ctx.files.summary_html) if evidence_url else None
     return approval_markdown(ctx.campaign, ctx.run_id, ctx.files.plan(), ctx.files.summary(),
-                             ctx.files.waves(), link, params)
+                             ctx.files.waves(), link, params, consumer_url=consumer_url,
+                             record=record)

@@ -33,3 +33,19 @@ def dag_id(campaign_id: str) -> str:
     from skein_airflow.campaign_dags import dag_id_for
 
     return dag_id_for(campaign_id)
+
+
+def portal_url(campaign_id: str, consumer_id: str | None = None) -> str:
+    """The portal page of a campaign (or of one of its consumers), absolute, from Airflow's
+    ``[api] base_url``: approval bodies and notifications are read away from the portal.
+
+    >>> portal_url("plays-v2", "r/q.sql").endswith("/skein/campaigns/plays-v2/consumers/r/q.sql")
+    True
+    """
+    from urllib.parse import quote
+
+    from airflow.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback=None) or "http://localhost:8080").rstrip("/")
+    url = f"{base}/skein/campaigns/{quote(campaign_id)}"
+    return url + (f"/consumers/{quote(consumer_id)}" if consumer_id else "")
