@@ -382,7 +382,9 @@ def load_campaign(path: str | Path) -> Campaign:
         raise SpecErrors([_to_spec_error(err, doc) for err in exc.errors()]) from None
     campaign._path = Path(path).resolve()
     campaign._lines = doc
-    problems = list(_sql_problems(campaign))
+    from skein.spec_sql import sql_problems  # sqlglot: imported only once a file is read
+
+    problems = list(sql_problems(campaign))
     if problems:
         raise SpecErrors(problems)
     return campaign
@@ -398,59 +400,6 @@ def _to_spec_error(err: dict[str, Any], doc: YamlDoc) -> SpecError:
     elif err["type"] == "missing":
         message = "required field is missing"
     return SpecError(message, file=doc.file, line=doc.line_of(loc), field=_dotted(loc) or None)
-
-
-def _sql_problems(campaign: Campaign):
-    """Expressions in ``columns`` and the ``forward`` query must parse."""
-    import sqlglot
-    from sqlglot import exp
-    from sqlglot.errors import SqlglotError
-
-    dialect = campaign.sql_dialect
-    for old, expression in campaign.columns.items():
-        if expression is None:
-            continue
-        if not isinstance(expression, str) or not expression.strip():
-            yield campaign.error("expression must be SQL text or null (dropped)", "columns", old)
-            continue
-        try:
-            statements = [s for s in sqlglot.parse(expression, read=dialect) if s is not None]
-        except SqlglotError as exc:
-            yield campaign.error(f"expression {expression!r} does not parse: {first_line(exc)}",
-                                 "columns", old)
-            continue
-        # The text is spliced into every consumer: a second statement or a comment there
-        # would be pasted into other teams' code (``x -- y`` comments out the rest of a line).
-        if len(statements) != 1:
-            yield campaign.error(f"expression {expression!r} must be one SQL expression, not "
-                                 f"{len(statements)} statements", "columns", old)
-            continue
-        parsed = statements[0]
-        if isinstance(parsed, (exp.Query, exp.Command)) or parsed.find(exp.Query):
-            yield campaign.error(f"expression {expression!r} must be a column expression, "
-                                 "not a query", "columns", old)
-        elif has_comments(expression, dialect):
-            yield campaign.error(f"expression {expression!r} holds a comment: write it in the "
-                                 "campaign file as a YAML comment instead", "columns", old)
-    if campaign.forward:
-        try:
-            parsed = sqlglot.parse(campaign.forward, read=dialect)
-        except SqlglotError as exc:
-            yield campaign.error(f"does not parse: {first_line(exc)}", "forward")
-        else:
-            if len(parsed) != 1 or not isinstance(parsed[0], exp.Query):
-                yield campaign.error("must be a single SELECT building the target", "forward")
-
-
-def has_comments(sql: str, dialect: str) -> bool:
-    """Whether ``sql`` holds a comment (``--``, ``/* */``, ``#`` where the dialect has it).
-
-    >>> has_comments("account_id -- x", "duckdb"), has_comments("'--' || a", "duckdb")
-    (True, False)
-    """
-    from sqlglot.dialects.dialect import Dialect
-
-    return any(token.comments for token in Dialect.get_or_raise(dialect).tokenize(sql))
 
 
 def campaign_json_schema() -> dict[str, Any]:
