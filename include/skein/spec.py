@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
-from skein.errors import SpecError, SpecErrors, first_line
+from skein.errors import SpecError, SpecErrors
 from skein.yamlspan import YamlDoc, load_yaml_file
 
 CAMPAIGN_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
