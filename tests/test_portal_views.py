@@ -269,3 +269,27 @@ def test_the_next_run_applies_the_rest_and_still_holds_the_held(walk):
     view = next(c for c in page.items if c.status == "applied" and c.kind == "view")
     produced = views.consumer_detail(walk["src"], CAMPAIGN, view.id).produced
     assert produced.kind == "view" and produced.view == view.id.split("/", 1)[1] and produced.after_hash
+
+
+def test_the_catalog_says_when_the_campaign_runs_next(walk, tmp_path):
+    """The demo waits for a trigger; a nightly campaign shows its next run, none while paused."""
+    import yaml
+
+    from skein.views.campaigns import catalog_row
+
+    src = walk["src"]
+    assert (catalog_row(src, CAMPAIGN).schedule, catalog_row(src, CAMPAIGN).next_run) == (None, None)
+    nightly = tmp_path / f"{CAMPAIGN}.yaml"
+    spec = yaml.safe_load(walk["campaign"].read_text())
+    spec["rollout"]["schedule"] = "0 2 * * *"
+    spec["warehouse"] = "duckdb:///" + str(walk["campaign"].parent.parent / "warehouse.duckdb")
+    nightly.write_text(yaml.safe_dump(spec))
+    row = catalog_row(views.Sources(store=src.store, home=src.home, campaign_files=(nightly,)), CAMPAIGN)
+    assert row.schedule == "0 2 * * *"
+    assert row.next_run is not None and (row.next_run.hour, row.next_run.minute) == (2, 0)
+    views.pause_campaign(src.store, CAMPAIGN, "bob", "a moment")
+    try:
+        assert catalog_row(views.Sources(store=src.store, home=src.home, campaign_files=(nightly,)),
+                           CAMPAIGN).next_run is None
+    finally:
+        views.resume_campaign(src.store, CAMPAIGN, "bob", None)

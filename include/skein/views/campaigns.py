@@ -19,6 +19,7 @@ is never loaded row by row.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
 from pathlib import Path  # noqa: F401 - the doctest's
 from typing import Literal
 
@@ -55,6 +56,8 @@ class CampaignRow(BaseModel):
     errors: int  # failed
     escalations: int
     last_run: RunInfo | None
+    schedule: str | None = None  # the campaign's cron (None: runs when triggered)
+    next_run: datetime | None = None  # the next scheduled run, from ``schedule``
 
 
 class WaveView(BaseModel):
@@ -137,7 +140,27 @@ def catalog_row(src: Sources, campaign_id: str, by_owner: dict | None = None) ->
         target=spec.target if spec else None, owners=list(spec.owners) if spec else [],
         state=campaign_state(src, campaign_id, latest), paused_by=pause.actor if pause else None,
         consumers=sum(counts.values()), counts={s: counts[s] for s in STATUSES if counts[s]},
-        errors=counts["failed"], escalations=counts["escalated"], last_run=latest)
+        errors=counts["failed"], escalations=counts["escalated"], last_run=latest,
+        schedule=spec.rollout.schedule if spec else None,
+        next_run=next_run(spec.rollout.schedule) if spec and pause is None else None)
+
+
+def next_run(schedule: str | None, now: datetime | None = None) -> datetime | None:
+    """When a campaign's cron schedule (or preset) fires next; None when it runs on trigger.
+
+    >>> next_run("0 2 * * *", datetime(2026, 12, 3, 23, 0, tzinfo=UTC)).isoformat()
+    '2026-12-04T02:00:00+00:00'
+    >>> next_run("@daily", datetime(2026, 12, 3, 23, 0, tzinfo=UTC)).isoformat(), next_run(None)
+    ('2026-12-04T00:00:00+00:00', None)
+    """
+    if not schedule:
+        return None
+    from croniter import croniter  # Airflow's own cron library; the engine does not need Airflow
+
+    try:
+        return croniter(schedule, now or datetime.now(UTC)).get_next(datetime)
+    except (ValueError, KeyError):  # a preset croniter does not know (``@once``, ``@continuous``)
+        return None
 
 
 def counts_by(src: Sources, campaign_id: str, column: str | None = None) -> dict:
