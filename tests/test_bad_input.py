@@ -21,21 +21,10 @@ from conftest import GIT_ENV, make_git_repo
 from skein.approvals import OPTION_OF_SCOPE
 from skein.cli import build_parser
 from skein.cli import main as skein
+from test_spec import GOOD
 
-CAMPAIGN = """\
-campaign: plays-v2
-title: Move plays
-owners: [data-platform]
-warehouse: duckdb:///wh.duckdb
-source: analytics.plays
-target: analytics_v2.plays
-columns:
-  user_id: account_id
-  ms_played: duration_s * 1000
-  legacy_flag: null
-consumers:
-  - repo: repos/*
-"""
+# test_spec's campaign, its repositories only (the lines the messages below name are the same)
+CAMPAIGN = GOOD.replace("  - warehouse_views: true\n", "")
 READER = "SELECT user_id, ms_played FROM analytics.plays\n"
 
 
