@@ -45,4 +45,12 @@ else
     $VENV/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
     $VENV/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 fi
+# Bytecode for every installed module, written once here: uv leaves it to the first import,
+# and with PYTHONDONTWRITEBYTECODE set (as on our CI machines) that first import never
+# writes it, so every process compiled Airflow, Great Expectations and the rest from
+# source again (Great Expectations: 9 s to import instead of 4). Up-to-date files are skipped.
+site=$($VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "setup: compiling bytecode in $site"
+$VENV/bin/python -m compileall -q -j 0 "$site" >/dev/null \
+    || echo "setup: some installed files did not compile; Python compiles them when imported" >&2
 echo "setup: done ($($VENV/bin/python --version 2>&1), Airflow $($VENV/bin/python -c 'from importlib.metadata import version; print(version("apache-airflow"))'))"

@@ -99,8 +99,9 @@ def campaign_file(fleet: Path, campaign_id: str, campaigns: Path, **rollout) -> 
     spec["consumers"] = [{"repo": str(fleet / "repos" / "*"), "dialect": "duckdb"},
                          {"warehouse_views": True}]
     spec["rollout"].update({"schedule": None, "approvers": ["alice"], **rollout})
-    # Batches of 15: about 0.3 s of orchestration and a fresh interpreter per task instance
-    # make one-consumer instances the slow part of a test on two cores.
+    # Batches of 15: several instances per mapped step (the default would apply the small
+    # "everyone" wave in one), as a larger campaign has, so a killed scheduler meets a wave
+    # half applied.
     spec["fleet"] = {"retries": 2, "retry_delay_s": 1, "batch_size": 15}
     spec["notifications"] = {"slack_conn_id": "skein_slack", "smtp_conn_id": "skein_smtp",
                              "email_to": ["data-platform@example.com"]}
@@ -239,6 +240,16 @@ def test_trigger_approve_apply(world):
         joined = "\n".join(texts)
         assert "plays-v2: approve" in joined and "need a human" in joined
         assert "plays-v2: finished" in joined
+    # The scheduler preloaded the engine for its LocalExecutor workers (airflow_local_settings.py),
+    # so no task imported it (Great Expectations alone takes ~10 s); the other components did not.
+    logs = [p for p in (env.home / "logs" / f"dag_id={dag}" / f"run_id={run}").glob("task_id=*/**/*.log")
+            if "task_id=approval" not in str(p)]
+    assert len(logs) >= 10
+    for path in logs:
+        assert "engine preloaded by this worker" in path.read_text(), path
+    assert "skein: preloaded for the task runners" in (env.home / "scheduler.log").read_text()
+    for component in ("api-server", "dag-processor"):
+        assert "skein: preloaded" not in (env.home / f"{component}.log").read_text()
     # Asset events: the target dataset was migrated to.
     events = env.get("/api/v2/assets/events?limit=100")["asset_events"]
     assert any(e.get("uri") == "skein://dataset/analytics_v2.plays" or

@@ -193,6 +193,26 @@ def first_run(fleet_template, tmp_path_factory):
             "summary_md": (run_dir / "summary.md").read_text()}  # a later rerun rewrites it
 
 
+def test_a_small_campaign_is_few_task_instances(first_run):
+    """The 40-consumer demo: each wave is one apply instance, agents and simulation a few
+    instances of >= 10 consumers (skein.batches), every consumer in exactly one of each."""
+    from skein.batches import MIN_WORK
+    from skein.pipeline import start_run, work_batches
+
+    run_dir, waves = first_run["run_dir"], first_run["waves"]
+    applying = json.loads((run_dir / "apply_batches.json").read_text())
+    assert set(applying) == set(waves)
+    for wave, groups in applying.items():
+        assert list(groups) == ["default"] and groups["default"] == [waves[wave]], wave
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SKEIN_HOME", str(first_run["home"]))
+        ctx = start_run(first_run["campaign"], "first", actor="test")
+        work = work_batches(ctx)
+        impacted = [c.id for c in ctx.report().consumers]
+    assert 1 < len(work) <= len(impacted) // MIN_WORK
+    assert sorted(sum(work, [])) == sorted(impacted)
+
+
 def test_run_applies_every_verified_patch_exactly_once(first_run):
     plan, events, fleet = first_run["plan"], first_run["events"], first_run["fleet"]
     expected = {i["id"] for i in plan["items"] if i["status"] == "patched" and i["simulation"] == "pass"}

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from celery_env import Worker, distributed_airflow, executed, tail
+from celery_env import Worker, distributed_airflow, executed, log_text, tail
 from conftest import GIT_ENV
 
 psycopg2 = pytest.importorskip("psycopg2")
@@ -97,6 +97,12 @@ def test_region_queue_routes_apply_to_its_worker(world):
     default_ran = {(ti["task_id"], ti["map_index"]) for ti in default if ti["state"] == "success"}
     assert eu_ran and default_ran, [(ti["task_id"], ti["map_index"], ti["state"]) for ti in applies]
     assert all(ti["queue"] == "default" for ti in tis if ti not in eu)
+    # Each Celery worker preloaded the engine for its pool (skein_airflow.preload); the
+    # scheduler, which forks no task runners under Celery, did not.
+    for worker in WORKERS:
+        assert "skein: preloaded for the task runners" in log_text(env, worker.name)
+    scheduler = log_text(env, "scheduler")
+    assert scheduler and "skein: preloaded" not in scheduler
 
     # The audit log (PostgreSQL): finance-reporting's root-catalog consumers were applied by the
     # eu group; treasury/ (its own catalog file, no region) and every other repo by default.

@@ -1,18 +1,24 @@
 """How consumers are cut into units of work (one Airflow mapped task instance each).
 
-Orchestration costs about 0.3 s per task instance here (measured with LocalExecutor on two
-cores), and Airflow refuses more than ``max_map_length`` (1024) instances of a mapped task.
-So a small campaign maps one consumer per instance (readable names in the UI), and a large
-one maps batches: at most ``MAX_INSTANCES`` per step, whatever the campaign's size.
+Each task instance costs about a second of orchestration here (scheduling, a forked task
+runner parsing its DAG, opening the run; ``bench/fleet.py``), while rewriting and simulating
+one consumer takes ~0.1 s and applying one less: an instance per consumer would spend most of
+a small campaign's time on orchestration (``bench/campaign.py``). So an instance holds at
+least ``MIN_WORK`` consumers for the agents and the simulation, and at least ``MIN_APPLY``
+for applying a wave (a git merge or a view replacement, serialized per repository and per
+warehouse anyway: parallel instances buy little there). A large campaign gets at most
+``MAX_INSTANCES`` per step, whatever its size: far below Airflow's ``max_map_length``
+(1024), and enough to keep every worker slot of a small fleet busy. Each consumer stays
+visible on its own: in the instance's name and log, and in the portal.
 
 Consumers that depend on each other (a view and what reads it) stay in one batch: the
 simulation of a downstream consumer needs its upstream's patched output.
 
 >>> from types import SimpleNamespace as C
 >>> items = [C(id="a", upstream=[]), C(id="b", upstream=["a"]), C(id="c", upstream=[])]
->>> plan_batches(items)
+>>> plan_batches(items, size=1)
 [['a', 'b'], ['c']]
->>> plan_batches(items, size=3)
+>>> plan_batches(items)
 [['a', 'b', 'c']]
 """
 
@@ -20,22 +26,24 @@ from __future__ import annotations
 
 import math
 
-PER_CONSUMER_UP_TO = 32  # consumers; above this, batches
-MAX_INSTANCES = 8  # per mapped step: far below max_map_length; each instance pays ~0.3 s of
-# orchestration plus a fresh interpreter importing sqlglot, DuckDB and GX (~6 s here)
+MAX_INSTANCES = 8  # per mapped step
+MIN_WORK = 10  # consumers per agents / simulate instance, at least
+MIN_APPLY = 50  # consumers per apply instance, at least: a small wave is one instance
 
 
-def batch_size(count: int, configured: int | None = None) -> int:
-    """Consumers per instance for ``count`` consumers.
+def batch_size(count: int, configured: int | None = None, minimum: int = MIN_WORK) -> int:
+    """Consumers per instance for ``count`` consumers (``fleet.batch_size`` when configured):
+    as many instances as hold ``minimum`` each, at most ``MAX_INSTANCES``, evenly filled.
 
-    >>> batch_size(20), batch_size(1000), batch_size(10_000), batch_size(1000, configured=10)
-    (1, 125, 1250, 10)
+    >>> batch_size(37), batch_size(1000), batch_size(10_000), batch_size(1000, configured=10)
+    (13, 125, 1250, 10)
+    >>> batch_size(22, minimum=MIN_APPLY), batch_size(52, minimum=MIN_APPLY), batch_size(520, minimum=MIN_APPLY)
+    (22, 52, 65)
     """
     if configured:
         return configured
-    if count <= PER_CONSUMER_UP_TO:
-        return 1
-    return math.ceil(count / MAX_INSTANCES)
+    instances = min(MAX_INSTANCES, max(1, count // minimum))
+    return max(1, math.ceil(count / instances))
 
 
 def components(items) -> list[list[str]]:
@@ -59,16 +67,21 @@ def components(items) -> list[list[str]]:
 
 
 def plan_batches(items, size: int | None = None) -> list[list[str]]:
-    """Whole components packed into batches of about ``size`` ids (a larger component is one
-    batch of its own), in the order of ``items``."""
+    """Whole components packed into ``ceil(len(items) / size)`` batches at most, filled
+    evenly (a batch closes once the ids so far reach its share of the total; a component is
+    never split, so a large one makes a larger batch), in the order of ``items``."""
     size = size or batch_size(len(items))
+    total = len(items)
+    wanted = max(1, math.ceil(total / size))
     batches: list[list[str]] = []
     current: list[str] = []
+    placed = 0
     for group in components(items):
-        if current and len(current) + len(group) > size:
+        current = current + group
+        placed += len(group)
+        if placed * wanted >= (len(batches) + 1) * total:
             batches.append(current)
             current = []
-        current = current + group
     if current:
         batches.append(current)
     return batches

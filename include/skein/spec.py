@@ -228,8 +228,9 @@ class Fleet(_Strict):
     retry_delay_s: float = Field(30, gt=0, description="First retry delay; doubles each retry.")
     execution_timeout_minutes: float = Field(60, gt=0, description="Time limit of every task.")
     batch_size: int | None = Field(None, ge=1, description="Consumers per mapped task instance "
-                                   "(default: one per consumer up to 32 consumers, then batches "
-                                   "so that a step never has more than 8 instances).")
+                                   "(default: at least 10 for agents and simulation, 50 for "
+                                   "applying a wave, and more when needed so that a step never "
+                                   "has more than 8 instances).")
     executor: str | None = Field(None, description="Airflow executor of the campaign's tasks when "
                                  "several are configured (e.g. `KubernetesExecutor` with "
                                  "`executor = CeleryExecutor,KubernetesExecutor`); default: the "

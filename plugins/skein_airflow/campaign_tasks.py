@@ -33,6 +33,15 @@ def dataset_asset(name: str) -> Asset:
 
 def run_context(campaign_file: str, context=None):
     """The engine's view of this DAG run, acting as this task."""
+    from skein.warm import missing
+
+    # Before the engine's first import: what the worker preloaded (airflow_local_settings.py)
+    # decides whether this task spends seconds importing it.
+    not_preloaded = missing()
+    if not_preloaded:
+        log.info("not preloaded by this worker, imported by this task: %s", ", ".join(not_preloaded))
+    else:
+        log.info("engine preloaded by this worker")
     from skein.pipeline import start_run
 
     context = context or get_current_context()
@@ -54,6 +63,14 @@ def _user_error(fn):
         except SkeinError as exc:
             raise AirflowFailException(str(exc)) from exc
     return wrapper
+
+
+def _outcomes(step: str, outcomes: dict[str, str]) -> dict[str, int]:
+    """Log each consumer's outcome (an instance holds a batch: its log is where each one is
+    seen in Airflow); the counts, for XCom."""
+    for cid, outcome in outcomes.items():
+        log.info("%s: %s: %s", step, cid, outcome)
+    return dict(Counter(outcomes.values()))
 
 
 def _label(ids: list[str]) -> str:
@@ -86,7 +103,7 @@ def agents(campaign_file: str, ids: list[str]) -> dict[str, int]:
 
     _label(ids)
     ctx = run_context(campaign_file)
-    return dict(Counter(rewrite_consumers(ctx, ids, _llm_model(ctx)).values()))
+    return _outcomes("rewrite", rewrite_consumers(ctx, ids, _llm_model(ctx)))
 
 
 @task(map_index_template=LABEL)
@@ -96,7 +113,7 @@ def simulate(campaign_file: str, ids: list[str]) -> dict[str, int]:
 
     _label(ids)
     ctx = run_context(campaign_file)
-    return dict(Counter(simulate_consumers(ctx, ids, _llm_model(ctx)).values()))
+    return _outcomes("simulation", simulate_consumers(ctx, ids, _llm_model(ctx)))
 
 
 @task
@@ -163,6 +180,11 @@ def apply(campaign_file: str, wave: str, ids: list[str]) -> dict[str, int]:
     if not _wave_started(ctx, wave):
         raise AirflowSkipException(f"wave {wave} does not run")
     done = apply_wave(ctx, wave, ids)
+    _outcomes("apply", {**{c: "applied" for c in done.applied},
+                        **{c: "applied by an earlier attempt" for c in done.already},
+                        **{c: "unchanged, verified" for c in done.verified},
+                        **{c: "held by a person (skipped or escalated)" for c in done.held},
+                        **{c: "not reached: the campaign is paused" for c in done.paused}})
     for cid, problem in done.failed.items():
         log.warning("not applied: %s: %s", cid, problem)
     if done.paused:

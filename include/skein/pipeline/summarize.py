@@ -93,7 +93,7 @@ def index_consumers(ctx: RunContext, plan: Plan, waves: dict[str, str]) -> None:
 def apply_batches(ctx: RunContext, waves: dict[str, list[str]]) -> dict[str, dict[str, list[list[str]]]]:
     """wave -> apply group -> batches of consumer ids, for the mapped apply tasks (every
     group of ``skein.rollout.apply_groups`` is present, maybe empty)."""
-    from skein.batches import batch_size, chunk
+    from skein.batches import MIN_APPLY, batch_size, chunk
     from skein.rollout import apply_groups, group_of
 
     fleet = ctx.campaign.fleet
@@ -105,7 +105,7 @@ def apply_batches(ctx: RunContext, waves: dict[str, list[str]]) -> dict[str, dic
             ownership = by_id[cid].ownership
             grouped[group_of(getattr(ownership, "region", None), getattr(ownership, "tier", None),
                              fleet)].append(cid)
-        size = batch_size(len(ids), fleet.batch_size)
+        size = batch_size(len(ids), fleet.batch_size, minimum=MIN_APPLY)
         out[wave] = {g: chunk(members, size) for g, members in grouped.items()}
     return out
 

@@ -10,6 +10,7 @@ bad arguments, an exception in GX). Nothing here raises for a bad check.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from typing import Any
@@ -17,6 +18,11 @@ from typing import Any
 import pyarrow as pa
 
 from skein.simulation.values import json_value
+
+# While it is imported GX logs ~150 lines at INFO (functions its docs decorator skips,
+# metrics declared twice): noise in every task log that imports it after Airflow configured
+# logging. Its warnings and errors still come through.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 Check = tuple[int, str, dict]  # (index, GX expectation class name, its arguments)
 
@@ -30,7 +36,7 @@ RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 5}
 
 
 def _gx():
-    """Import GX (~2 s) and build its ephemeral context once per process."""
+    """Import GX (seconds: ``skein.warm``) and build its ephemeral context once per process."""
     if not _GX:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
