@@ -493,3 +493,42 @@ def test_approval_through_airflow_hitl_by_the_assigned_approver_only(portal):
     assert post_json(env, path, {"option": "Approve all"}, "alice")[0] == 409  # nothing waits now
     burndown = get_json(env, api(f"/campaigns/{CAMPAIGN}/burndown"))
     assert burndown["remaining"] < burndown["total"]
+
+
+def test_release_pause_and_resume_steer_live_runs(portal):
+    """After the first run (the approval test above): the skipped consumer is released in the
+    portal; a second run is paused in the portal while it waits for its approval, so it
+    applies nothing and ends ``paused``; resumed, a third run applies the released consumer,
+    and nothing is ever applied twice."""
+    env = portal["env"]
+    base, path = api(f"/campaigns/{CAMPAIGN}/consumers"), api(f"/campaigns/{CAMPAIGN}")
+    status, answer = post_json(env, f"{base}/{q(portal['skip'])}/release", {"reason": "owner is back"}, "alice")
+    assert status == 200 and "later waves again" in answer["message"], answer
+    assert post_json(env, f"{base}/{q(portal['skip'])}/release", {}, "alice")[0] == 409
+    assert [(e["actor"], e["message"]) for e in audit_of(env, "consumer_released")] == [
+        ("user:alice", "owner is back")]
+    assert get_json(env, f"{base}/{q(portal['skip'])}")["summary"]["status"] == "pending"
+    page = call(env, "GET", f"/skein/campaigns/{CAMPAIGN}/consumers/{q(portal['escalate'])}",
+                cookie=env.token("alice"))[2].decode()
+    assert f"consumers/{q(portal['escalate'])}/release" in page and "Undo the escalation" in page
+
+    second = env.trigger(DAG)
+    env.wait_for_approval(DAG, second, "approval")
+    assert post_json(env, f"{path}/pause", {"reason": "freeze"}, "bob")[0] == 200
+    approve_in_portal(env, second, "alice", "Approve all")
+    assert env.wait_for_run(DAG, second) == "success", env.task_states(DAG, second)
+    outcome = env.get(f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances/finalize/xcomEntries/return_value")
+    assert outcome["value"]["status"] == "paused" and outcome["value"]["applied"] == 0
+    skipped = {e["wave"] for e in audit_of(env, "wave_skipped") if e["run_id"] == second}
+    assert skipped == {"canary", "everyone"}
+    assert get_json(env, path)["detail"]["row"]["state"] == "paused"
+
+    assert post_json(env, f"{path}/resume", {}, "bob")[0] == 200
+    third = env.trigger(DAG)
+    env.wait_for_approval(DAG, third, "approval")
+    approve_in_portal(env, third, "alice", "Approve all")
+    assert env.wait_for_run(DAG, third) == "success", env.task_states(DAG, third)
+    applied = [(e["consumer"], e["run_id"]) for e in audit_of(env, "applied")]
+    assert (portal["skip"], third) in applied
+    assert len({c for c, _ in applied}) == len(applied)  # each consumer applied once, ever
+    assert portal["escalate"] not in {c for c, _ in applied}

@@ -293,3 +293,37 @@ def test_the_catalog_says_when_the_campaign_runs_next(walk, tmp_path):
                            CAMPAIGN).next_run is None
     finally:
         views.resume_campaign(src.store, CAMPAIGN, "bob", None)
+
+
+def test_a_released_consumer_is_applied_by_the_next_run(walk):
+    """Undo of a skip: audited with who and why, the consumer shows pending again (nobody holds
+    it), and the next run applies it; the escalated one stays held. Releasing what is not held
+    is refused."""
+    store, home, campaign = walk["store"], walk["home"], walk["campaign"]
+    skipped, escalated = walk["skipped"], walk["escalated"]
+    views.release_consumer(store, CAMPAIGN, skipped, "carol", "the owner is back")
+    release = store.latest(CAMPAIGN, (Action.CONSUMER_RELEASED,), consumer=skipped)
+    assert (release.actor, release.detail["message"]) == ("user:carol", "the owner is back")
+    summary = views.consumer_page(store, CAMPAIGN, ConsumerFilter(search=skipped), limit=5).items
+    assert [(c.id, c.status, c.held_by) for c in summary] == [(skipped, "pending", None)]
+    with pytest.raises(controls.ControlError, match="nothing to release"):
+        views.release_consumer(store, CAMPAIGN, skipped, "carol", None)
+    with pytest.raises(controls.ControlError, match="nothing to release"):
+        views.release_consumer(store, CAMPAIGN, walk["retry_victim"], "carol", None)
+
+    ctx, _ = plan_run(campaign, home, store, "r3")
+    record_decision(ctx, "Approve all", "alice")
+    for wave in ("canary", "everyone"):
+        assert start_wave(ctx, wave) is None
+        for batch in wave_batches(ctx, wave, "default"):
+            apply_wave(ctx, wave, batch)
+        monitor_wave(ctx, wave)
+    finalize(ctx)
+    applied = {e.consumer for e in store.events(CAMPAIGN, "r3", actions=(Action.APPLIED,))}
+    held = {e.consumer for e in store.events(CAMPAIGN, "r3", actions=(Action.HELD,))}
+    assert skipped in applied and escalated not in applied and held == {escalated}
+    # the consumer index, rebuilt from the log, says the same as the one written with it
+    before = {c.id: (c.status, c.held_by) for c in views.consumer_page(store, CAMPAIGN, ConsumerFilter(), limit=500).items}
+    store.rebuild_latest()
+    after = {c.id: (c.status, c.held_by) for c in views.consumer_page(store, CAMPAIGN, ConsumerFilter(), limit=500).items}
+    assert before == after and after[skipped] == ("applied", None) and after[escalated] == ("escalated", "user:bob")

@@ -56,6 +56,7 @@ class Action(StrEnum):
     CAMPAIGN_RESUMED = "campaign_resumed"
     CONSUMER_SKIPPED = "consumer_skipped"  # left out of every later wave
     CONSUMER_ESCALATED = "consumer_escalated"  # given to a human: left out of later waves too
+    CONSUMER_RELEASED = "consumer_released"  # a skip or escalation lifted: back in later waves
     RETRY_REQUESTED = "retry_requested"  # a failed consumer, marked for the next run
     APPROVAL_ANSWERED = "approval_answered"  # answered in the portal (the run records its decision)
     # what the apply step did about them
@@ -70,5 +71,7 @@ class Action(StrEnum):
 CONSUMER_STATES = (Action.APPLY_STARTED, Action.APPLIED, Action.APPLY_FAILED, Action.MONITOR_FAILED,
                    Action.ROLLED_BACK, Action.ROLLBACK_FAILED)
 
-# A person's decisions that keep a consumer out of later waves (the latest one counts).
+# A person's decisions that keep a consumer out of later waves.
 HOLDS = (Action.CONSUMER_SKIPPED, Action.CONSUMER_ESCALATED)
+# ... and the one that lifts them: the latest of these decides whether a consumer is held.
+HOLD_DECISIONS = (*HOLDS, Action.CONSUMER_RELEASED)

@@ -1,5 +1,5 @@
-"""A person's controls over a campaign: pause and resume it, skip or escalate a consumer, mark
-failed consumers for the next run.
+"""A person's controls over a campaign: pause and resume it, skip or escalate a consumer (and
+release it again), mark failed consumers for the next run.
 
 Each control is one audit event naming who (``user:<id>``), so there is no second copy of
 the state to drift from the log: the latest event decides. They are campaign-wide, not of
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from skein.audit import CONSUMER_STATES, HOLDS, Action
+from skein.audit import CONSUMER_STATES, HOLD_DECISIONS, HOLDS, Action
 from skein.errors import SkeinError
 from skein.store import CampaignStore, Event, consumers
 
@@ -56,8 +56,16 @@ def resume(store: CampaignStore, campaign: str, actor: str, reason: str | None =
 
 
 def holds(store: CampaignStore, campaign: str) -> dict[str, Event]:
-    """Consumer -> the person's decision keeping it out of later waves (skipped, escalated)."""
-    return {e.consumer: e for e in store.events(campaign, actions=HOLDS) if e.consumer}
+    """Consumer -> the person's decision keeping it out of later waves (skipped, escalated),
+    for the consumers whose latest such decision was not lifted (released)."""
+    latest = {e.consumer: e for e in store.events(campaign, actions=HOLD_DECISIONS) if e.consumer}
+    return {cid: e for cid, e in latest.items() if e.action in HOLDS}
+
+
+def hold(store: CampaignStore, campaign: str, consumer: str) -> Event | None:
+    """The decision keeping ``consumer`` out of later waves, or None when it is not held."""
+    latest = store.latest(campaign, HOLD_DECISIONS, consumer=consumer)
+    return latest if latest is not None and latest.action in HOLDS else None
 
 
 def hold_reason(event: Event) -> str:
@@ -78,6 +86,33 @@ def escalate(store: CampaignStore, campaign: str, consumer: str, actor: str, rea
     """Give ``consumer`` to a human (the front end notifies): no later wave applies it."""
     _check_holdable(store, campaign, consumer)
     return store.record(campaign, NO_RUN, actor, Action.CONSUMER_ESCALATED, consumer=consumer,
+                        message=reason)
+
+
+def release(store: CampaignStore, campaign: str, consumer: str, actor: str,
+            reason: str | None = None) -> int:
+    """Lift a skip or an escalation: ``consumer`` is in the later waves again (of the run
+    under way, if one is yet to start, and of the next runs).
+
+    >>> from skein.views.status import example_row
+    >>> store = CampaignStore("sqlite://")
+    >>> store.index_consumers("demo", "r1", [example_row("r/a.sql")])
+    >>> _ = skip(store, "demo", "r/a.sql", "user:alice", "owner on leave")
+    >>> sorted(holds(store, "demo"))
+    ['r/a.sql']
+    >>> _ = release(store, "demo", "r/a.sql", "user:bob", "owner is back")
+    >>> holds(store, "demo"), hold(store, "demo", "r/a.sql")
+    ({}, None)
+    >>> release(store, "demo", "r/a.sql", "user:bob")
+    Traceback (most recent call last):
+    ...
+    skein.controls.ControlError: r/a.sql is neither skipped nor escalated: nothing to release
+    """
+    if not known_consumer(store, campaign, consumer):
+        raise ControlError(f"{consumer} is not a consumer of campaign {campaign}")
+    if hold(store, campaign, consumer) is None:
+        raise ControlError(f"{consumer} is neither skipped nor escalated: nothing to release")
+    return store.record(campaign, NO_RUN, actor, Action.CONSUMER_RELEASED, consumer=consumer,
                         message=reason)
 
 
@@ -107,7 +142,7 @@ def _check_holdable(store: CampaignStore, campaign: str, consumer: str) -> None:
     if state is not None and state.action in (Action.APPLIED, Action.APPLY_STARTED):
         raise ControlError(f"{consumer} is already applied (run {state.run_id}): a skip or "
                            "escalation only keeps consumers out of later waves")
-    current = store.latest(campaign, HOLDS, consumer=consumer)
+    current = hold(store, campaign, consumer)
     if current is not None:
         raise ControlError(f"{consumer} is already {current.action.removeprefix('consumer_')} "
                            f"(by {current.actor})")

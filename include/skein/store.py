@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from skein.audit import CONSUMER_STATES, HOLDS, Action
+from skein.audit import CONSUMER_STATES, HOLD_DECISIONS, Action
 from skein.errors import SkeinError
 from skein.store_schema import (  # noqa: F401 - tables re-exported: skein.store is the API
     APPEND_ONLY,
@@ -147,7 +147,7 @@ class CampaignStore:
         def newest(actions):
             return sa.func.max(sa.case((audit.c.action.in_([a.value for a in actions]), audit.c.id)))
 
-        rows = (sa.select(audit.c.campaign, audit.c.consumer, newest(CONSUMER_STATES), newest(HOLDS))
+        rows = (sa.select(audit.c.campaign, audit.c.consumer, newest(CONSUMER_STATES), newest(HOLD_DECISIONS))
                 .where(audit.c.consumer.is_not(None)).group_by(audit.c.campaign, audit.c.consumer))
         with self.engine.begin() as conn:
             conn.execute(consumer_latest.delete())

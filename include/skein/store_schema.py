@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from skein.audit import CONSUMER_STATES, HOLDS
+from skein.audit import CONSUMER_STATES, HOLD_DECISIONS
 
 metadata = sa.MetaData()
 
@@ -81,7 +81,7 @@ consumer_latest = sa.Table(
     sa.Column("campaign", sa.String(64), primary_key=True),
     sa.Column("consumer", sa.String(1000), primary_key=True),
     sa.Column("state_id", sa.Integer),  # newest of skein.audit.CONSUMER_STATES
-    sa.Column("hold_id", sa.Integer),  # newest of skein.audit.HOLDS
+    sa.Column("hold_id", sa.Integer),  # newest of skein.audit.HOLD_DECISIONS (held or released)
 )
 
 # Portal reads (latest event of an action per consumer, is the campaign paused) must not scan
@@ -112,7 +112,7 @@ APPEND_ONLY = {
 }
 
 
-LATEST_COLUMN = {**{a: "state_id" for a in CONSUMER_STATES}, **{a: "hold_id" for a in HOLDS}}
+LATEST_COLUMN = {**{a: "state_id" for a in CONSUMER_STATES}, **{a: "hold_id" for a in HOLD_DECISIONS}}
 
 
 def upsert_latest(conn, campaign: str, consumer: str, column: str, event_id: int) -> None:

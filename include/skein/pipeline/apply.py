@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from skein.apply import ApplyError, Target, applier_for
-from skein.audit import HOLDS, Action
+from skein.audit import Action
 from skein.catalog import Consumer
-from skein.controls import hold_reason, paused
+from skein.controls import hold, hold_reason, paused
 from skein.faults import crash_point
 from skein.pipeline.context import RunContext
 from skein.rewrite.request import Patch
@@ -130,10 +130,10 @@ def person_control(ctx: RunContext, wave: str, rest: list[str]) -> Literal["paus
         ctx.record(Action.APPLY_PAUSED, wave=wave, consumers=rest,
                    message=f"campaign paused by {pause.actor}: {len(rest)} consumer(s) not applied")
         return "paused"
-    hold = ctx.store.latest(ctx.campaign_id, HOLDS, consumer=rest[0])
-    if hold is None:
+    held = hold(ctx.store, ctx.campaign_id, rest[0])
+    if held is None:
         return None
-    ctx.record(Action.HELD, consumer=rest[0], wave=wave, message=hold_reason(hold))
+    ctx.record(Action.HELD, consumer=rest[0], wave=wave, message=hold_reason(held))
     return "held"
 
 

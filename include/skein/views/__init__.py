@@ -7,7 +7,7 @@ files; no Airflow, no HTTP.
 - ``campaigns``: the catalog's rows, a campaign's waves, owners and pending approval;
 - ``consumers``: a filtered page of consumers, one consumer's diff, dry run, agents, audit;
 - ``burndown``: consumers still on the old dataset over time;
-- ``actions``: pause, resume, skip, escalate, retry, audited with the person's identity.
+- ``actions``: pause, resume, skip, escalate, release, retry, audited with the person's identity.
 """
 
 from skein.views.actions import (
@@ -15,6 +15,7 @@ from skein.views.actions import (
     escalate_consumer,
     pause_campaign,
     record_answer,
+    release_consumer,
     resume_campaign,
     retry_failed,
     skip_consumer,
@@ -50,5 +51,5 @@ __all__ = [
     "ConsumerSummary", "OwnerRow", "RunInfo", "Sources", "WaveView", "actor", "burndown",
     "campaign_detail", "campaign_ids", "campaign_spec", "catalog", "catalog_row",
     "consumer_detail", "consumer_page", "escalate_consumer", "pause_campaign", "record_answer",
-    "resume_campaign", "retry_failed", "runs", "skip_consumer",
+    "release_consumer", "resume_campaign", "retry_failed", "runs", "skip_consumer",
 ]

@@ -1,4 +1,4 @@
-"""The portal's actions on the engine: each one audited with the person's identity
+"""The portal's actions on the engine (pause, resume, skip, escalate, release, retry): each one audited with the person's identity
 (``user:<id>``) through ``skein.controls``; the front end only checks who may act.
 
 >>> from skein.store import CampaignStore
@@ -44,6 +44,11 @@ def skip_consumer(store: CampaignStore, campaign_id: str, consumer_id: str, user
 def escalate_consumer(store: CampaignStore, campaign_id: str, consumer_id: str, user_id: str,
                       reason: str) -> int:
     return controls.escalate(store, campaign_id, consumer_id, actor(user_id), reason)
+
+
+def release_consumer(store: CampaignStore, campaign_id: str, consumer_id: str, user_id: str,
+                     reason: str | None) -> int:
+    return controls.release(store, campaign_id, consumer_id, actor(user_id), reason)
 
 
 def retry_failed(store: CampaignStore, campaign_id: str, user_id: str) -> list[str]:

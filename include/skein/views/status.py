@@ -33,7 +33,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from skein.audit import Action
+from skein.audit import HOLDS, Action
 from skein.store import audit, consumer_latest, consumers
 
 ConsumerStatus = Literal["applied", "applying", "skipped", "escalated", "failed", "rolled_back",
@@ -52,6 +52,8 @@ def consumer_status(campaign: str) -> sa.Subquery:
     latest = consumer_latest.alias("latest")
     state, hold = audit.alias("state"), audit.alias("hold")
     c = consumers.c
+    # the newest decision is a skip or escalation (not a release): the consumer is held
+    held = sa.case((hold.c.action.in_([a.value for a in HOLDS]), hold.c.action))
     status = sa.case(
         (state.c.action == Action.APPLIED.value, "applied"),
         (state.c.action == Action.APPLY_STARTED.value, "applying"),
@@ -70,8 +72,9 @@ def consumer_status(campaign: str) -> sa.Subquery:
               .outerjoin(state, state.c.id == latest.c.state_id)
               .outerjoin(hold, hold.c.id == latest.c.hold_id))
     return (sa.select(consumers, state.c.action.label("state"), state.c.run_id.label("state_run"),
-                      state.c.at.label("state_at"), hold.c.action.label("hold"),
-                      hold.c.actor.label("hold_by"), status.label("status"))
+                      state.c.at.label("state_at"), held.label("hold"),
+                      sa.case((held.is_not(None), hold.c.actor)).label("hold_by"),
+                      status.label("status"))
             .select_from(joined).where(c.campaign == campaign).subquery("consumer_status"))
 
 

@@ -229,6 +229,18 @@ def escalate(campaign_id: str, consumer_id: str, body: EscalationBody,
                         audit_id=audit_id, consumers=[consumer_id])
 
 
+@actions.post("/campaigns/{campaign_id}/consumers/{consumer_id:path}/release",
+              response_model=ActionResult, dependencies=_logged("release_consumer", campaign_editor))
+def release(campaign_id: str, consumer_id: str, body: ReasonBody,
+            user: Any = Depends(campaign_editor)) -> ActionResult:
+    """Undo a skip or an escalation: the consumer is in the later waves again."""
+    _campaign_known(campaign_id)
+    audit_id = _conflict(lambda: views.release_consumer(sources().store, campaign_id, consumer_id,
+                                                        user_id(user), body.reason))
+    return ActionResult(message=f"{consumer_id} released: it is in the later waves again",
+                        audit_id=audit_id, consumers=[consumer_id])
+
+
 @actions.post("/campaigns/{campaign_id}/approval", response_model=ActionResult,
               dependencies=_logged("answer_approval", campaign_approver))
 def answer_approval(campaign_id: str, body: AnswerBody, user: Any = Depends(campaign_approver)) -> ActionResult:
