@@ -53,6 +53,17 @@ def plan_run(campaign: Path, home: Path, store: CampaignStore, run_id: str):
     return ctx, summarize(ctx)
 
 
+def approve_and_apply(ctx) -> dict:
+    """Approve all, apply and monitor every wave, finalize: the rest of a run."""
+    record_decision(ctx, "Approve all", "alice")
+    for wave in ("canary", "everyone"):
+        assert start_wave(ctx, wave) is None
+        for batch in wave_batches(ctx, wave, "default"):
+            apply_wave(ctx, wave, batch)
+        monitor_wave(ctx, wave)
+    return finalize(ctx)
+
+
 def state(src) -> str:
     return views.catalog_row(src, CAMPAIGN).state
 
@@ -254,13 +265,7 @@ def test_the_next_run_applies_the_rest_and_still_holds_the_held(walk):
     discovered = store.events(CAMPAIGN, "r2", actions=(Action.DISCOVERED,))[0]
     assert discovered.detail["retrying"] == [walk["retry_victim"]]  # the mark, taken by this run
     assert controls.pending_retries(store, CAMPAIGN) == {}
-    record_decision(ctx, "Approve all", "alice")
-    for wave in ("canary", "everyone"):
-        assert start_wave(ctx, wave) is None
-        for batch in wave_batches(ctx, wave, "default"):
-            apply_wave(ctx, wave, batch)
-        monitor_wave(ctx, wave)
-    assert finalize(ctx)["status"] == "finished"
+    assert approve_and_apply(ctx)["status"] == "finished"
     page = views.consumer_page(store, CAMPAIGN, ConsumerFilter(), limit=500)
     statuses = {c.id: c.status for c in page.items}
     assert statuses[walk["skipped"]] == "skipped" and statuses[walk["escalated"]] == "escalated"
@@ -312,13 +317,7 @@ def test_a_released_consumer_is_applied_by_the_next_run(walk):
         views.release_consumer(store, CAMPAIGN, walk["retry_victim"], "carol", None)
 
     ctx, _ = plan_run(campaign, home, store, "r3")
-    record_decision(ctx, "Approve all", "alice")
-    for wave in ("canary", "everyone"):
-        assert start_wave(ctx, wave) is None
-        for batch in wave_batches(ctx, wave, "default"):
-            apply_wave(ctx, wave, batch)
-        monitor_wave(ctx, wave)
-    finalize(ctx)
+    assert approve_and_apply(ctx)["status"] == "finished"
     applied = {e.consumer for e in store.events(CAMPAIGN, "r3", actions=(Action.APPLIED,))}
     held = {e.consumer for e in store.events(CAMPAIGN, "r3", actions=(Action.HELD,))}
     assert skipped in applied and escalated not in applied and held == {escalated}

@@ -91,8 +91,8 @@ def escalate(store: CampaignStore, campaign: str, consumer: str, actor: str, rea
 
 def release(store: CampaignStore, campaign: str, consumer: str, actor: str,
             reason: str | None = None) -> int:
-    """Lift a skip or an escalation: ``consumer`` is in the later waves again (of the run
-    under way, if one is yet to start, and of the next runs).
+    """Lift a skip or an escalation: ``consumer`` is in the later waves again (its wave in
+    the run under way, if that wave has not started, else the next run's).
 
     >>> from skein.views.status import example_row
     >>> store = CampaignStore("sqlite://")

@@ -1,5 +1,6 @@
-"""The portal's actions on the engine (pause, resume, skip, escalate, release, retry): each one audited with the person's identity
-(``user:<id>``) through ``skein.controls``; the front end only checks who may act.
+"""The portal's actions on the engine (pause, resume, skip, escalate, release, retry): each
+one audited with the person's identity (``user:<id>``) through ``skein.controls``; the front
+end only checks who may act.
 
 >>> from skein.store import CampaignStore
 >>> from skein.views.status import example_row
