@@ -3,9 +3,9 @@
 A forked process starts with its parent's modules. Airflow's LocalExecutor and Celery's
 prefork pool fork every task runner from a long-lived worker process, so modules imported
 there are never imported again by a task; imported in each task, they cost more than the
-work of a small campaign. Measured here (2 cores): Great Expectations takes 8-11 s to import
-(pandas, scipy, a pydantic model per expectation), the engine ~1.5 s, while the whole
-40-consumer demo campaign takes ~10 s in one ``skein run`` process.
+work of a small campaign. Measured here (2 cores): Great Expectations takes ~4 s to import
+(pandas, scipy, a pydantic model per expectation; 8-11 s without bytecode), the engine ~1 s,
+while the whole 40-consumer demo campaign takes ~11 s in one ``skein run`` process.
 
 Nothing is built or opened here, only imported: a connection, a thread or a GX context
 made before a fork would be shared by every child. (GX's ephemeral context costs ~20 ms;

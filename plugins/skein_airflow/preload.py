@@ -3,7 +3,7 @@
 Airflow 3 runs each task in a process forked from a long-lived parent: the LocalExecutor's
 workers, forked from the scheduler, and the Celery worker's pool processes. A task whose
 parent already imported Great Expectations and the engine starts with them; otherwise each
-task instance pays ~10 s of imports (``skein.warm``). Only those parents preload: the
+task instance pays seconds of imports (``skein.warm``). Only those parents preload: the
 api-server, dag-processor, triggerer, Kubernetes pods and CLI commands start as before.
 
 Called from ``plugins/airflow_local_settings.py``, Airflow's site hook. A deployment with its
