@@ -82,6 +82,18 @@ def api(base: str, path: str, token: str | None = None, body: dict | None = None
         return json.load(response)
 
 
+def dry_run(base: str, token: str, timeout: float) -> tuple[str, str]:
+    """Trigger a dry run of the demo campaign and wait for it; (run id, its end state)."""
+    run_id = api(base, "/api/v2/dags/skein__plays-v2/dagRuns", token,
+                 body={"logical_date": None, "conf": {"dry_run": True}})["dag_run_id"]
+    deadline = time.monotonic() + timeout
+    while (run := api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}", token))[
+            "state"] not in ("success", "failed"):
+        assert time.monotonic() < deadline, run
+        time.sleep(1)
+    return run_id, run["state"]
+
+
 def processes_using(home: Path) -> list[int]:
     """Ids of live processes whose environment names this test's AIRFLOW_HOME."""
     needle = f"AIRFLOW_HOME={home}".encode()
@@ -124,14 +136,8 @@ def test_make_run_serves_the_dag_and_ctrl_c_stops_everything(state):
 
         # A dry run: the whole plan (discovery, agents, simulation, evidence), no approval,
         # nothing applied. The approval path is tests/test_campaign_e2e.py's subject.
-        run_id = api(base, "/api/v2/dags/skein__plays-v2/dagRuns", token,
-                     body={"logical_date": None, "conf": {"dry_run": True}})["dag_run_id"]
-        deadline = time.monotonic() + 400
-        while (run := api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}", token))[
-                "state"] not in ("success", "failed"):
-            assert time.monotonic() < deadline, run
-            time.sleep(1)
-        assert run["state"] == "success"
+        run_id, state = dry_run(base, token, timeout=400)
+        assert state == "success"
         batches = api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}/taskInstances/"
                             "discover/xcomEntries/return_value", token)["value"]
         directory = home / "skein" / "runs" / "plays-v2" / run_id.replace(":", "_")

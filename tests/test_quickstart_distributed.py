@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from celery_env import POSTGRES, REDIS, servers
-from test_quickstart import api, free_port, processes_using
+from test_quickstart import api, dry_run, free_port, processes_using
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "scripts" / "run.sh"
@@ -60,14 +60,8 @@ def test_distributed_profile_runs_the_demo_on_celery(tmp_path):
 
             password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
             token = api(base, "/auth/token", body={"username": "admin", "password": password})["access_token"]
-            run_id = api(base, "/api/v2/dags/skein__plays-v2/dagRuns", token,
-                         body={"logical_date": None, "conf": {"dry_run": True}})["dag_run_id"]
-            deadline = time.monotonic() + 300
-            while (run := api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}", token))[
-                    "state"] not in ("success", "failed"):
-                assert time.monotonic() < deadline, run
-                time.sleep(2)
-            assert run["state"] == "success"
+            run_id, state = dry_run(base, token, timeout=300)
+            assert state == "success"
             outcome = api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}/taskInstances/"
                                 "finalize/xcomEntries/return_value", token)["value"]
             assert outcome["status"] == "dry_run"
