@@ -22,7 +22,7 @@ from skein.dbt import DbtProject, DbtRenderError, load_dbt_project, substitute_r
 from skein.errors import DiscoveryError, SpecError
 from skein.lineage import Lineage, SchemaCache, analyze_sql, mentioned_datasets
 from skein.ownership import Ownership, OwnershipResolver, parse_view_comment
-from skein.paths import symlink_on_path
+from skein.paths import not_utf8_name, printable_name, symlink_on_path
 from skein.spec import Campaign
 from skein.warehouse import Warehouse
 
@@ -172,6 +172,9 @@ def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
         ownership = owners.for_file(path)
         consumer = Consumer(id=f"{repo.name}/{rel}", kind="sql", repo=repo.name, path=rel, file=path,
                             dialect=ownership.dialect or default_dialect, sql="", ownership=ownership)
+        if _escalate_bad_name(consumer, problems):
+            consumers.append(consumer)
+            continue
         text = _read_consumer(consumer, path, problems)
         if text is None:
             consumers.append(consumer)
@@ -192,6 +195,25 @@ def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
         consumers.append(consumer)
     problems.extend(owners.problems)
     return consumers
+
+
+def _escalate_bad_name(consumer: Consumer, problems: list[str]) -> bool:
+    """A consumer whose repository or file name is not UTF-8 keeps an id with those bytes
+    escaped and is escalated if it mentions the source (nothing is written to it)."""
+    why = not_utf8_name(consumer.id)
+    if why is None:
+        return False
+    path = consumer.file
+    consumer.id, consumer.error = printable_name(consumer.id), why
+    consumer.repo, consumer.path = printable_name(consumer.repo), printable_name(consumer.path)
+    consumer.file = None  # never read as text nor written: only its mentions are looked for
+    problems.append(f"{consumer.id}: {why}")
+    try:
+        with open(path, "rb") as handle:
+            _set_mentions(consumer, handle.read(MAX_CONSUMER_BYTES).decode("latin-1"))
+    except OSError:
+        _set_mentions(consumer, "")
+    return True
 
 
 def _read_consumer(consumer: Consumer, path: Path, problems: list[str]) -> str | None:

@@ -34,22 +34,77 @@ def _cmd_discover(args) -> int:
 
 
 def _cmd_validate(args) -> int:
+    from skein.campaign_files import duplicate_ids
+    from skein.errors import SpecErrors
+    from skein.spec import load_campaign
+
+    campaigns, problems = {}, []
+    for path in _validate_paths(args.campaign):
+        try:
+            campaigns[path] = load_campaign(path)
+        except SpecErrors as exc:
+            problems.extend(exc.errors)
+    deployed = _deployed_campaigns(set(campaigns))
+    problems += [p for path, p in duplicate_ids({**deployed, **campaigns}).items() if path in campaigns]
+    for campaign in campaigns.values():
+        problems += _campaign_problems(campaign, args.offline)
+    if problems:
+        raise SpecErrors(problems)
+    for path, campaign in campaigns.items():
+        print(f"{path}: campaign {campaign.campaign} is valid")
+    return 0
+
+
+def _validate_paths(given: list[str]) -> list[Path]:
+    """The files ``skein validate`` checks: each file given, and the campaign files of each
+    folder given (as the DAG factory lists them), each once."""
+    from skein.campaign_files import campaign_files
+
+    paths: dict[Path, Path] = {}
+    for name in given:
+        path = Path(name)
+        if path.is_dir() and not campaign_files(path):
+            raise SkeinError(f"{name}: no campaign files (*.yaml, *.yml) in this folder")
+        for file in campaign_files(path) if path.is_dir() else [path]:
+            paths.setdefault(file.resolve(), file)
+    return list(paths.values())
+
+
+def _deployed_campaigns(checked: set[Path]) -> dict:
+    """The campaigns of ``$SKEIN_CAMPAIGNS_DIR`` (what the DAGs are built from), so that a file
+    is checked against the ids already deployed; files that do not load are not this check's
+    business (validating the folder reports them)."""
+    import os
+
+    from skein.campaign_files import campaign_files, load_campaign_files
+
+    folder = os.environ.get("SKEIN_CAMPAIGNS_DIR")
+    checked = {p.resolve() for p in checked}
+    files = [p for p in campaign_files(Path(folder)) if p.resolve() not in checked] if folder else []
+    return load_campaign_files(files).campaigns
+
+
+def _campaign_problems(campaign, offline: bool) -> list:
+    """What ``skein plan`` would refuse beyond the file itself: repository globs (offline
+    too), then the warehouse's catalog and the LLM agent's model in this environment."""
     from skein.catalog import repository_problems
     from skein.discovery import check_against_catalog, connect
     from skein.errors import SpecError, SpecErrors
-    from skein.spec import load_campaign
+    from skein.pipeline.rewrite import llm_agent
 
-    campaign = load_campaign(args.campaign)
     problems = repository_problems(campaign)  # local folders: checked offline too
-    if not args.offline:
+    if offline:
+        return problems
+    try:
+        check_against_catalog(campaign, connect(campaign).schemas())
+    except SpecError as exc:
+        problems[:0] = exc.errors if isinstance(exc, SpecErrors) else [exc]
+    if campaign.agents.llm.model is not None:  # without one, Airflow's connection gives it
         try:
-            check_against_catalog(campaign, connect(campaign).schemas())
+            llm_agent(campaign)
         except SpecError as exc:
-            problems[:0] = exc.errors if isinstance(exc, SpecErrors) else [exc]
-    if problems:
-        raise SpecErrors(problems)
-    print(f"{args.campaign}: campaign {campaign.campaign} is valid")
-    return 0
+            problems.append(exc)
+    return problems
 
 
 def _cmd_rewrite(args) -> int:
@@ -57,9 +112,14 @@ def _cmd_rewrite(args) -> int:
     from skein.agents.requests import request_for_file
     from skein.agents.rule import rewrite
     from skein.discovery import connect
-    from skein.spec import load_campaign
+    from skein.spec import check_dialect, load_campaign
 
     campaign = load_campaign(args.campaign)
+    if args.dialect is not None:
+        try:
+            check_dialect(args.dialect)
+        except ValueError as exc:
+            raise SkeinError(f"--dialect: {exc}") from None
     warehouse = connect(campaign)
     path = Path(args.file)
     if not path.is_file():
@@ -109,7 +169,20 @@ def _output_dir(out: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SkeinError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
+    _check_writable(path, f"--out {out}")
     return path
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """A file can be made in ``folder`` (``/proc/self`` exists and is a folder, yet nothing
+    can be written there): a ``SkeinError`` naming ``what`` before any work is done."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SkeinError(f"{what}: cannot write in this folder: {exc.strerror or exc}") from None
 
 
 def _cmd_schema(args) -> int:
@@ -224,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes for parsing (default: one per core)")
     p.set_defaults(func=_cmd_discover)
 
-    p = sub.add_parser("validate", help="check a campaign file (and the warehouse it names)")
-    p.add_argument("campaign", help=CAMPAIGN_HELP)
+    p = sub.add_parser("validate", help="check campaign files (and the warehouses they name)")
+    p.add_argument("campaign", nargs="+", help="campaign YAML files, or folders of them; "
+                   "ids must differ between them and from those in $SKEIN_CAMPAIGNS_DIR")
     p.add_argument("--offline", action="store_true", help="do not open the warehouse")
     p.set_defaults(func=_cmd_validate)
 

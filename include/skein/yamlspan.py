@@ -27,6 +27,7 @@ skein.errors.SpecError: f.yaml:3: YAML merge keys (<<) are not supported
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,17 +173,42 @@ def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoad
             if not isinstance(key_node, yaml.ScalarNode):
                 raise SpecError("a mapping key must be a plain value, not a list or mapping",
                                 file=file, line=key_node.start_mark.line + 1)
-            key = constructor.construct_object(key_node, deep=True)
+            key = _scalar(key_node, constructor, file, path)
             if strict and key in out:
                 raise SpecError(f"duplicate key {key!r}", file=file,
                                 line=key_node.start_mark.line + 1,
-                                field=".".join(str(p) if str(p).isprintable() else repr(str(p))
-                                               for p in (*path, key)))
+                                field=_field((*path, key)))
             out[key] = _build(value_node, (*path, key), lines, constructor, file, strict, above,
                               budget)
             lines[(*path, key)] = key_node.start_mark.line + 1
+            if not isinstance(key, str):  # pydantic names a ``~`` or ``2.5`` key 'None', '2.5'
+                lines.setdefault((*path, str(key)), key_node.start_mark.line + 1)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*path, i), lines, constructor, file, strict, above, budget)
                 for i, item in enumerate(node.value)]
-    return constructor.construct_object(node, deep=True)
+    return _scalar(node, constructor, file, path)
+
+
+def _scalar(node: yaml.ScalarNode, constructor: yaml.SafeLoader, file: str, path: Path_):
+    """A scalar with YAML's own rules; one that Python refuses to build (an integer of more
+    than 4,300 digits: ``int()``'s limit against quadratic-time conversion) is a ``SpecError``.
+
+    >>> load_yaml_with_lines("a: 1\\nb: " + "9" * 5000, "f.yaml")
+    Traceback (most recent call last):
+    skein.errors.SpecError: f.yaml:2: b: a number of 5000 digits: too long to read (at most 4300)
+    """
+    try:
+        return constructor.construct_object(node, deep=True)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        digits = sum(ch.isdigit() for ch in node.value)
+        raise SpecError(f"a number of {digits} digits: too long to read (at most "
+                        f"{sys.get_int_max_str_digits()})", file=file,
+                        line=node.start_mark.line + 1, field=_field(path) or None) from None
+
+
+def _field(path: Path_) -> str:
+    """A key path as errors name it (keys that are not printable text quoted)."""
+    return ".".join(str(p) if str(p).isprintable() else repr(str(p)) for p in path)
