@@ -376,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     # sqlglot logs "Falling back to parsing as a 'Command'" with SQL fragments for statements
     # it only half understands; Skein reports what matters per consumer instead.
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
+    # File names that are not UTF-8 (held as surrogates) are printed escaped, not a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

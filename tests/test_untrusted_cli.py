@@ -1,0 +1,233 @@
+"""Issue 18, items 7 (first part), 8 (the non-YAML tracebacks) and 9 (portal limits, BOM
+consumers, null YAML keys): each input once ended in a traceback, a crash of the whole
+campaign or a campaign taken over; each is now refused with one line naming file, line and
+field (exit 2), or handled.
+
+Runs go through ``skein``'s own entry point (``skein.cli.main``) in worlds built under
+``tmp_path`` by ``tests/test_bad_input.py``'s ``world`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import make_git_repo
+from skein.cli import main as skein
+from test_bad_input import CAMPAIGN, READER, commit_all, world  # noqa: F401 - the fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_line_error(capsys, code: int, expected: str) -> str:
+    """The command's exit code is 2 (or ``code``), stderr names ``expected`` on its own line,
+    and holds no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert any(expected in line for line in err.splitlines()), err
+    return err
+
+
+# --- item 7: a campaign id names one campaign -----------------------------------------------
+
+OTHER_APPROVERS = CAMPAIGN.replace("owners: [data-platform]",
+                                   "owners: [data-platform]\nrollout: {approvers: [mallory]}")
+
+
+def test_validate_refuses_two_files_with_one_id_naming_both(tmp_path, capsys):
+    folder = tmp_path / "campaigns"
+    make_git_repo(folder / "repos" / "growth", {"a.sql": READER})
+    make_git_repo(tmp_path / "repos" / "growth", {"a.sql": READER})
+    (folder / "plays-v2.yaml").write_text(CAMPAIGN)
+    (folder / "a-takeover.yaml").write_text(OTHER_APPROVERS)
+    (folder / "other.yaml").write_text(CAMPAIGN.replace("campaign: plays-v2", "campaign: other"))
+
+    assert skein(["validate", "--offline", str(folder)]) == 2
+    err = one_line_error(capsys, 2, f"{folder / 'a-takeover.yaml'}:1: campaign: id 'plays-v2' is "
+                                    f"also the id of {folder / 'plays-v2.yaml'}")
+    assert f"{folder / 'plays-v2.yaml'}:1: campaign: id 'plays-v2' is also the id of " \
+           f"{folder / 'a-takeover.yaml'}" in err
+    assert "other.yaml" not in err
+
+    # one file, checked against what is deployed ($SKEIN_CAMPAIGNS_DIR)
+    new = tmp_path / "new.yaml"
+    new.write_text(OTHER_APPROVERS)
+    (folder / "a-takeover.yaml").unlink()
+    assert skein(["validate", "--offline", str(new)]) == 0
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SKEIN_CAMPAIGNS_DIR", str(folder))
+        assert skein(["validate", "--offline", str(new)]) == 2
+        one_line_error(capsys, 2, f"{new}:1: campaign: id 'plays-v2' is also the id of "
+                                  f"{folder / 'plays-v2.yaml'}")
+        # the deployed file itself is not its own duplicate
+        assert skein(["validate", "--offline", str(folder / "plays-v2.yaml"), str(folder)]) == 0
+
+
+def test_the_portal_serves_no_file_for_a_shared_id(tmp_path):
+    from skein.store import CampaignStore
+    from skein.views import Sources, campaign_ids, campaign_spec
+
+    mine, theirs, other = (tmp_path / n for n in ("plays-v2.yaml", "a-takeover.yaml", "other.yaml"))
+    mine.write_text(CAMPAIGN)
+    theirs.write_text(OTHER_APPROVERS)
+    other.write_text(CAMPAIGN.replace("campaign: plays-v2", "campaign: other"))
+    src = Sources(store=CampaignStore("sqlite://"), home=tmp_path / "home",
+                  campaign_files=(theirs, mine, other))
+    assert campaign_ids(src) == ["other"]
+    assert campaign_spec(src, "plays-v2") is None
+    assert campaign_spec(src, "other").path == other.resolve()
+
+
+# The DAG factory, through Airflow's own DagBag (tests/test_dag_integrity.py's probe)
+def test_the_dag_factory_builds_no_dag_for_a_shared_id(tmp_path):
+    from test_dag_integrity import VALID, dagbag, write_campaigns
+
+    alpha = textwrap.dedent(VALID["alpha.yaml"])
+    campaigns = write_campaigns(tmp_path / "campaigns", {
+        **VALID, "a-takeover.yaml": alpha.replace("approvers: [alice, bob]", "approvers: [mallory]")})
+    bag = dagbag(tmp_path, campaigns)
+    assert sorted(bag["dags"]) == ["skein__beta"]
+    error = bag["errors"]["skein_campaign_errors.py"]
+    assert "2 campaign file(s)" in error
+    assert (f"{campaigns}/a-takeover.yaml:1: campaign: id 'alpha' is also the id of "
+            f"{campaigns}/alpha.yaml") in error
+    assert (f"{campaigns}/alpha.yaml:1: campaign: id 'alpha' is also the id of "
+            f"{campaigns}/a-takeover.yaml") in error
+    assert "skein_campaigns.py" not in bag["errors"]
+
+
+# --- item 8: inputs that ended in a traceback ------------------------------------------------
+
+def campaign_with(world: Path, old: str, new: str) -> Path:
+    assert old in world.read_text()
+    world.write_text(world.read_text().replace(old, new))
+    return world
+
+
+SIMULATION = "consumers:\n"  # a campaign's extra settings go before its consumers
+
+
+@pytest.mark.parametrize("setting, line, says", [
+    ("simulation:\n  sample_rows: " + "9" * 5001,
+     "12: simulation.sample_rows", "a number of 5001 digits: too long to read (at most 4300)"),
+    ("simulation:\n  memory_limit: lots", "12: simulation.memory_limit", "'lots' is not a memory size"),
+    ("simulation:\n  memory_limit: ''", "12: simulation.memory_limit", "'' is not a memory size"),
+    ("simulation:\n  memory_limit: -1GB", "12: simulation.memory_limit", "'-1GB' is not a memory size"),
+    ("simulation:\n  memory_limit: 99999999999TB", "12: simulation.memory_limit", "'99999999999TB' is more than 1 PiB"),
+    ("simulation:\n  memory_limit: 1KB", "12: simulation.memory_limit", "'1KB' is below 16 MiB"),
+    ("simulation:\n  sample_keys: {analytics.plays: ['']}", "12: simulation.sample_keys",
+     "analytics.plays: '' is not a column name"),
+    ("agents:\n  llm: {enabled: true, model: 'nosuch:x'}", "12: agents.llm.model",
+     "'nosuch:x': unknown model provider 'nosuch'"),
+    ("agents:\n  llm: {enabled: true, model: ''}", "12: agents.llm.model",
+     "'' is not a pydantic-ai model name"),
+    ("agents:\n  llm: {enabled: true, model: gpt-4.1}", "12: agents.llm.model",
+     "'gpt-4.1' is not a pydantic-ai model name"),
+])
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_values_plan_crashed_on_are_refused_by_validate_and_plan(world, tmp_path, capsys, command,
+                                                                  setting, line, says):
+    campaign_with(world, SIMULATION, setting + "\n" + SIMULATION)
+    args = ["--out", str(tmp_path / "plan"), "--workers", "1"] if command == "plan" else []
+    assert skein([command, str(world), *args]) == 2
+    one_line_error(capsys, 2, f"{world}:{line}: {says}")
+    assert not (tmp_path / "plan" / "plan.json").exists()
+
+
+@pytest.mark.parametrize("setting, line, says", [
+    ("simulation:\n  sample_rows: 10\n  sample_keys: {analytics.plays: [nosuch]}",
+     "13: simulation.sample_keys.analytics.plays", "'nosuch': not a column of analytics.plays"),
+    ("simulation:\n  sample_rows: 10\n  sample_keys: {analytics.nosuch: [user_id]}",
+     "13: simulation.sample_keys.analytics.nosuch", "unknown dataset 'analytics.nosuch'"),
+    # a provider pydantic-ai knows, whose package is not installed here
+    ("agents:\n  llm: {enabled: true, model: 'openai:gpt-4.1'}", "12: agents.llm.model",
+     "cannot use model 'openai:gpt-4.1' here: Please install the `openai` package"),
+])
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_what_only_the_warehouse_or_environment_refutes_is_refused_by_both(
+        world, tmp_path, capsys, command, setting, line, says):
+    if "openai" in setting:
+        pytest.importorskip("pydantic_ai")
+        if _installed("openai"):
+            pytest.skip("the openai package is installed here")
+    campaign_with(world, SIMULATION, setting + "\n" + SIMULATION)
+    args = ["--out", str(tmp_path / "plan"), "--workers", "1"] if command == "plan" else []
+    assert skein([command, str(world), *args]) == 2
+    one_line_error(capsys, 2, f"{world}:{line}: {says}")
+    assert skein(["validate", "--offline", str(world)]) == 0  # the file alone is fine
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("size", ["16MiB", "1GB", " 1.5 gb ", "1024TiB"])
+def test_every_memory_limit_validate_accepts_opens_a_sandbox(size):
+    from skein.simulation.sandbox import Sandbox
+    from skein.spec_values import sandbox_memory
+
+    with Sandbox(memory_limit=sandbox_memory(size)) as sandbox:
+        assert sandbox.connection.execute("SELECT 42").fetchall() == [(42,)]
+
+
+@pytest.mark.parametrize("where", ["columns", "forward"])
+def test_deeply_nested_campaign_sql_is_refused_with_its_line(world, capsys, where):
+    deep = "(" * 3000 + "account_id" + ")" * 3000
+    if where == "columns":
+        campaign_with(world, "user_id: account_id", f"user_id: '{deep}'")
+        expected = f"{world}:8: columns.user_id: expression '((((("
+    else:
+        campaign_with(world, SIMULATION, f"forward: 'SELECT {deep} FROM analytics.plays'\n" + SIMULATION)
+        expected = f"{world}:11: forward: does not parse: nested too deeply"
+    assert skein(["validate", "--offline", str(world)]) == 2
+    err = one_line_error(capsys, 2, expected)
+    assert where != "columns" or "(6010 characters) is nested too deeply" in err
+
+
+def test_rewrite_with_an_unknown_dialect_is_a_user_error(world, capsys):
+    growth = world.parent / "repos" / "growth"
+    assert skein(["rewrite", str(world), str(growth / "a.sql"), "--dialect", "nosuch"]) == 2
+    one_line_error(capsys, 2, "skein: --dialect: unknown SQL dialect 'nosuch'")
+
+
+@pytest.mark.parametrize("out", ["/proc/self", "/proc/self/fd/below", "/dev/null"])
+def test_plan_out_where_nothing_can_be_written_is_a_user_error(world, capsys, out):
+    assert skein(["plan", str(world), "--out", out, "--workers", "1"]) == 2
+    one_line_error(capsys, 2, f"skein: --out {out}: ")
+
+
+def test_a_consumer_whose_file_name_is_not_utf8_is_escalated(world, tmp_path, capsys):
+    growth = world.parent / "repos" / "growth"
+    name = "dur\udce9e.sql"  # b"dur\xe9e.sql": Latin-1
+    (growth / name).write_text(READER)
+    commit_all(growth, "a Latin-1 file name")
+
+    assert skein(["plan", str(world), "--out", str(tmp_path / "plan"), "--workers", "1"]) == 3
+    assert "Traceback" not in capsys.readouterr().err
+    items = {i["id"]: i for i in json.loads((tmp_path / "plan" / "plan.json").read_text())["items"]}
+    assert items["growth/dur\\xe9e.sql"]["status"] == "escalated"
+    assert ("file name growth/dur\\xe9e.sql is not UTF-8 (byte 0xe9): rename it"
+            in items["growth/dur\\xe9e.sql"]["reason"])
+    assert items["growth/a.sql"]["status"] == items["growth/b.sql"]["status"] == "patched"
+
+    code = skein(["run", str(world), "--approve", "all", "--no-soak", "--json", "--workers", "1"])
+    assert code == 3 and json.loads(capsys.readouterr().out)["applied"] == 2
+    assert (growth / name).read_text() == READER  # escalated: never written
+
+
+def test_a_campaign_file_whose_name_is_not_utf8_runs(world, tmp_path, capsys):
+    latin1 = world.parent / "pl\udce4ys.yaml"
+    world.rename(latin1)
+    assert skein(["validate", str(latin1)]) == 0
+    assert "ys.yaml: campaign plays-v2 is valid" in capsys.readouterr().out
+    code = skein(["run", str(latin1), "--approve", "all", "--no-soak", "--json", "--workers", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["applied"] == 2
