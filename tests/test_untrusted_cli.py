@@ -231,3 +231,121 @@ def test_a_campaign_file_whose_name_is_not_utf8_runs(world, tmp_path, capsys):
     code = skein(["run", str(latin1), "--approve", "all", "--no-soak", "--json", "--workers", "1"])
     assert code == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["applied"] == 2
+
+
+# --- item 9: the portal's limits, on Airflow's own API app (in-process, no server) -----------
+
+PORTAL_PROBE = textwrap.dedent('''
+    import asyncio, json, sys
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    app = create_app()  # Airflow's API app, the portal mounted at /skein as in the api-server
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    MiB = 1 << 20
+
+    def call(method, path, *, auth=True, body_mib=0, length=True, body=None):
+        """(status, bytes of the body the app asked for) of one request, its body offered
+        in 1 MiB chunks that are counted as the app receives them."""
+        chunks = [body] if body is not None else [b"x" * MiB] * body_mib
+        headers = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+        if auth:
+            headers.append((b"authorization", f"Bearer {token}".encode()))
+        if chunks and length:
+            headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+        elif chunks:
+            headers.append((b"transfer-encoding", b"chunked"))
+        read, sent, status = [0], list(chunks), []
+        path, _, query = path.partition("?")
+
+        async def receive():
+            if sent:
+                chunk = sent.pop(0)
+                read[0] += len(chunk)
+                return {"type": "http.request", "body": chunk, "more_body": bool(sent)}
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+                 "query_string": query.encode(), "root_path": "", "headers": headers,
+                 "client": ("127.0.0.1", 1), "server": ("testserver", 80), "state": {}}
+
+        async def run():
+            try:
+                await app(scope, receive, send)
+            except Exception:  # Starlette re-raises what it answered with a 500
+                status.append(500)
+
+        asyncio.run(run())
+        return status[0], read[0]
+
+    api = "/skein/api/v1/campaigns/plays-v2"
+    huge = "99999999999999999999"
+    out = {
+        "anonymous 40 MB": call("POST", api + "/pause", auth=False, body_mib=40),
+        "anonymous 40 MB chunked": call("POST", api + "/pause", auth=False, body_mib=40, length=False),
+        "40 MB": call("POST", api + "/pause", body_mib=40),
+        "40 MB chunked": call("POST", api + "/pause", body_mib=40, length=False),
+        "a reason": call("POST", api + "/pause", body=b'{"reason": "owners asked"}'),
+        "offset": call("GET", api + "/consumers?offset=" + huge),
+        "tier": call("GET", api + "/consumers?tier=" + huge),
+        "limit": call("GET", api + "/consumers?limit=-1"),
+        "audit offset": call("GET", api + "/audit?offset=" + huge),
+        "page offset": call("GET", "/skein/campaigns/plays-v2?offset=" + huge),
+        "page tier": call("GET", "/skein/campaigns/plays-v2?tier=-" + huge),
+        "largest offset": call("GET", api + "/consumers?offset=2147483647"),
+    }
+    print("PROBE " + json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def portal_probe(tmp_path_factory):
+    """The probe's results, on a migrated SQLite metadata DB and one campaign file."""
+    tmp = tmp_path_factory.mktemp("portal")
+    (tmp / "campaigns").mkdir()
+    (tmp / "campaigns" / "plays-v2.yaml").write_text(CAMPAIGN)
+    env = {**{k: v for k, v in __import__("os").environ.items() if not k.startswith("AIRFLOW")},
+           "AIRFLOW_HOME": str(tmp / "airflow"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp}/airflow/airflow.db",
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(tmp / "no-dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+           "SKEIN_CAMPAIGNS_DIR": str(tmp / "campaigns"), "SKEIN_HOME": str(tmp / "skein")}
+    airflow = Path(sys.executable).parent / "airflow"
+    migrate = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, env=env,
+                             timeout=600)
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-c", PORTAL_PROBE], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("PROBE "))
+    return {k: tuple(v) for k, v in json.loads(line.removeprefix("PROBE ")).items()}
+
+
+def test_an_anonymous_body_is_refused_before_a_byte_of_it_is_read(portal_probe):
+    assert portal_probe["anonymous 40 MB"] == (401, 0)
+    assert portal_probe["anonymous 40 MB chunked"] == (401, 0)
+
+
+def test_a_body_over_64_kib_is_refused_without_reading_it_whole(portal_probe):
+    assert portal_probe["40 MB"] == (413, 0)  # by its Content-Length
+    status, read = portal_probe["40 MB chunked"]
+    assert status == 413 and read <= 64 * 1024 + (1 << 20)  # one chunk past the limit
+    status, read = portal_probe["a reason"]  # an action's body still reaches the route
+    assert status == 200 and read == len(b'{"reason": "owners asked"}')
+
+
+@pytest.mark.parametrize("case", ["offset", "tier", "limit", "audit offset", "page offset",
+                                  "page tier"])
+def test_huge_or_negative_integers_in_a_query_are_422_never_500(portal_probe, case):
+    assert portal_probe[case][0] == 422
+
+
+def test_the_largest_offset_accepted_is_answered(portal_probe):
+    assert portal_probe["largest offset"][0] == 200
