@@ -349,3 +349,30 @@ def test_huge_or_negative_integers_in_a_query_are_422_never_500(portal_probe, ca
 
 def test_the_largest_offset_accepted_is_answered(portal_probe):
     assert portal_probe["largest offset"][0] == 200
+
+
+# --- item 9: a BOM consumer, a null YAML key --------------------------------------------------
+
+def test_a_consumer_with_a_bom_is_migrated_and_keeps_its_bom(world, tmp_path, capsys):
+    growth = world.parent / "repos" / "growth"
+    (growth / "bom.sql").write_bytes(b"\xef\xbb\xbf" + READER.encode())
+    commit_all(growth, "a file saved with a byte-order mark")
+
+    assert skein(["plan", str(world), "--out", str(tmp_path / "plan"), "--workers", "1"]) == 0
+    items = {i["id"]: i for i in json.loads((tmp_path / "plan" / "plan.json").read_text())["items"]}
+    assert (items["growth/bom.sql"]["status"], items["growth/bom.sql"]["simulation"]) == ("patched", "pass")
+    capsys.readouterr()
+
+    code = skein(["run", str(world), "--approve", "all", "--no-soak", "--json", "--workers", "1"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["applied"] == 3
+    migrated = (growth / "bom.sql").read_bytes()
+    assert migrated.startswith(b"\xef\xbb\xbfSELECT ") and b"analytics_v2.plays" in migrated
+    assert migrated[3:] == (growth / "a.sql").read_bytes()  # the same rewrite, BOM kept
+
+
+@pytest.mark.parametrize("key", ["~", "null", "2.5"])
+def test_a_null_or_number_key_is_reported_on_its_own_line(world, capsys, key):
+    campaign_with(world, SIMULATION, f"rollout:\n  {key}: x\n" + SIMULATION)
+    assert skein(["validate", "--offline", str(world)]) == 2
+    name = "None" if key in ("~", "null") else key
+    one_line_error(capsys, 2, f"{world}:12: rollout.{name}: a key must be text: quote it")

@@ -109,7 +109,7 @@ def analyze_sql(sql: str, dialect: str, schemas: dict[str, dict[str, str]] | Sch
     cache = schemas if isinstance(schemas, SchemaCache) else SchemaCache(schemas)
     lineage = Lineage()
     try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+        statements = [s for s in sqlglot.parse(bom_as_space(sql), read=dialect) if s is not None]
     except SqlglotError as exc:
         lineage.error = f"does not parse: {first_line(exc)}"
         return lineage
@@ -165,6 +165,17 @@ def _unexpected(exc: Exception) -> str:
 
 
 _NAME_CHAIN = re.compile(r"[\w$`\"\[\]-]+(?:\s*\.\s*[\w$`\"\[\]-]+)+")
+
+
+def bom_as_space(text: str) -> str:
+    """``text`` as sqlglot is given it: a leading byte-order mark (U+FEFF, which editors on
+    Windows write and sqlglot's tokenizer refuses) read as a space, one character for one, so
+    every offset into the parse is an offset into the original, whose BOM a patch keeps.
+
+    >>> bom_as_space("\ufeffSELECT 1"), bom_as_space("SELECT 1")
+    (' SELECT 1', 'SELECT 1')
+    """
+    return " " + text[1:] if text.startswith("\ufeff") else text
 
 
 def mentioned_datasets(text: str) -> frozenset[str]:

@@ -407,6 +407,8 @@ def _to_spec_error(err: dict[str, Any], doc: YamlDoc) -> SpecError:
         message = "unknown field (check the spelling; see docs/campaign-spec.md)"
     elif err["type"] == "missing":
         message = "required field is missing"
+    elif err["type"] == "invalid_key":  # `~: x`, `2.5: x`: YAML reads those keys as null, numbers
+        message = "a key must be text: quote it"
     return SpecError(message, file=doc.file, line=doc.line_of(loc), field=_dotted(loc) or None)
 
 

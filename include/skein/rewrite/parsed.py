@@ -18,6 +18,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokens import Token
 
+from skein.lineage import bom_as_space
 from skein.rewrite.resolve import Resolution
 
 
@@ -49,7 +50,7 @@ def tokenize_and_parse(text: str, dialect: str):
     if engine is None:
         instance = dialect_of(dialect)
         engine = engines[dialect] = (instance.tokenizer(), instance.parser())
-    tokens = engine[0].tokenize(text)
+    tokens = engine[0].tokenize(bom_as_space(text))
     try:
         return tokens, engine[1].parse(tokens, text)
     except (SqlglotError, RecursionError):
