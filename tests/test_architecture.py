@@ -33,7 +33,7 @@ PACKAGES = {"skein.rewrite": "rewrite", "skein.simulation": "simulation",
             "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app",
             "skein.views": "app"}  # the portal's read models
 APP = {"skein.evidence", "skein.plan", "skein.rundir", "skein.cli", "skein.console",
-       "skein.warm"}  # names the pipeline's modules to preload
+       "skein.warm", "skein.cli_checks"}  # names the pipeline's modules to preload
 
 MAY_IMPORT = {layer: set(LAYERS[:i + 1]) for i, layer in enumerate(LAYERS)}
 MAY_IMPORT["demo"] = {"foundation", "demo"}  # the demo fleet stands on the foundation alone

@@ -376,3 +376,51 @@ def test_a_null_or_number_key_is_reported_on_its_own_line(world, capsys, key):
     assert skein(["validate", "--offline", str(world)]) == 2
     name = "None" if key in ("~", "null") else key
     one_line_error(capsys, 2, f"{world}:12: rollout.{name}: a key must be text: quote it")
+
+
+# --- item 8, more: hostile arguments found by trying every sub-command ------------------------
+
+def exit_code(args: list[str]) -> int:
+    """``skein ARGS``'s exit code, argparse's own refusals (SystemExit) included."""
+    try:
+        return skein(args)
+    except SystemExit as done:
+        return done.code
+
+
+@pytest.mark.parametrize("args, says", [
+    (["validate", "--offline", ""], "skein: an empty path: name a campaign file or a folder"),
+    (["plan", "{world}", "--out", ""], "skein: --out: an empty path"),
+    (["discover", "{world}", "--workers", "0"], "argument --workers: '0' is not a number of processes"),
+    (["plan", "{world}", "--out", "{tmp}/p", "--workers", "99999999999999999999"],
+     "argument --workers: '99999999999999999999' is not a number of processes from 1 to 256"),
+    (["run", "{world}", "--dry-run", "--error-threshold", "nan"], "'nan' is not a share from 0 to 1"),
+    (["run", "{world}", "--dry-run", "--error-threshold", "5"], "'5' is not a share from 0 to 1"),
+    (["run", "{world}", "--approve", "all", "--waves", "nosuch"],
+     "skein: --waves: 'nosuch': not a wave of the campaign (its waves: canary, everyone)"),
+    (["unlock", "plays-v2", "--store", "mysql://nobody@127.0.0.1/x"],
+     "skein: cannot open the campaign store mysql://nobody@127.0.0.1/x: No module named"),
+    (["demo-fleet", "--out", "{tmp}/demo", "--consumers", "99999999999"],
+     "skein: --consumers must be from 1 to 100,000, not 99999999999"),
+])
+def test_hostile_arguments_are_one_line_user_errors(world, tmp_path, capsys, args, says):
+    args = [a.format(world=world, tmp=tmp_path) for a in args]
+    assert exit_code(args) == 2
+    one_line_error(capsys, 2, says)
+    assert not list((tmp_path / "home").rglob("campaign.yaml"))  # no run was started
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("make", ["device", "fifo"])
+def test_a_campaign_file_that_is_not_a_regular_file_is_refused(tmp_path, make):
+    """/dev/zero never ends (it was read until the kernel killed skein), a FIFO blocks."""
+    import os
+
+    path = Path("/dev/zero")
+    if make == "fifo":
+        path = tmp_path / "c.yaml"
+        os.mkfifo(path)
+    done = subprocess.run([sys.executable, "-m", "skein.cli", "validate", "--offline", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"skein: {path}: not a regular file" in done.stderr

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from skein.cli_checks import (campaign_problems, check_waves, check_writable, deployed_campaigns,
+                              fraction_arg, validate_paths, workers_arg)
 from skein.errors import SkeinError
 
 EXIT_USER_ERROR = 2
@@ -39,72 +41,20 @@ def _cmd_validate(args) -> int:
     from skein.spec import load_campaign
 
     campaigns, problems = {}, []
-    for path in _validate_paths(args.campaign):
+    for path in validate_paths(args.campaign):
         try:
             campaigns[path] = load_campaign(path)
         except SpecErrors as exc:
             problems.extend(exc.errors)
-    deployed = _deployed_campaigns(set(campaigns))
+    deployed = deployed_campaigns(set(campaigns))
     problems += [p for path, p in duplicate_ids({**deployed, **campaigns}).items() if path in campaigns]
     for campaign in campaigns.values():
-        problems += _campaign_problems(campaign, args.offline)
+        problems += campaign_problems(campaign, args.offline)
     if problems:
         raise SpecErrors(problems)
     for path, campaign in campaigns.items():
         print(f"{path}: campaign {campaign.campaign} is valid")
     return 0
-
-
-def _validate_paths(given: list[str]) -> list[Path]:
-    """The files ``skein validate`` checks: each file given, and the campaign files of each
-    folder given (as the DAG factory lists them), each once."""
-    from skein.campaign_files import campaign_files
-
-    paths: dict[Path, Path] = {}
-    for name in given:
-        path = Path(name)
-        if path.is_dir() and not campaign_files(path):
-            raise SkeinError(f"{name}: no campaign files (*.yaml, *.yml) in this folder")
-        for file in campaign_files(path) if path.is_dir() else [path]:
-            paths.setdefault(file.resolve(), file)
-    return list(paths.values())
-
-
-def _deployed_campaigns(checked: set[Path]) -> dict:
-    """The campaigns of ``$SKEIN_CAMPAIGNS_DIR`` (what the DAGs are built from), so that a file
-    is checked against the ids already deployed; files that do not load are not this check's
-    business (validating the folder reports them)."""
-    import os
-
-    from skein.campaign_files import campaign_files, load_campaign_files
-
-    folder = os.environ.get("SKEIN_CAMPAIGNS_DIR")
-    checked = {p.resolve() for p in checked}
-    files = [p for p in campaign_files(Path(folder)) if p.resolve() not in checked] if folder else []
-    return load_campaign_files(files).campaigns
-
-
-def _campaign_problems(campaign, offline: bool) -> list:
-    """What ``skein plan`` would refuse beyond the file itself: repository globs (offline
-    too), then the warehouse's catalog and the LLM agent's model in this environment."""
-    from skein.catalog import repository_problems
-    from skein.discovery import check_against_catalog, connect
-    from skein.errors import SpecError, SpecErrors
-    from skein.pipeline.rewrite import llm_agent
-
-    problems = repository_problems(campaign)  # local folders: checked offline too
-    if offline:
-        return problems
-    try:
-        check_against_catalog(campaign, connect(campaign).schemas())
-    except SpecError as exc:
-        problems[:0] = exc.errors if isinstance(exc, SpecErrors) else [exc]
-    if campaign.agents.llm.model is not None:  # without one, Airflow's connection gives it
-        try:
-            llm_agent(campaign)
-        except SpecError as exc:
-            problems.append(exc)
-    return problems
 
 
 def _cmd_rewrite(args) -> int:
@@ -162,6 +112,8 @@ def _cmd_plan(args) -> int:
 
 def _output_dir(out: str) -> Path:
     """``--out`` as a folder that exists (made if needed), or a ``SkeinError`` saying why not."""
+    if not out:  # Path("") is the current folder
+        raise SkeinError("--out: an empty path: name the folder to write the plan in")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise SkeinError(f"--out {out}: is a file, not a folder")
@@ -169,20 +121,8 @@ def _output_dir(out: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SkeinError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
-    _check_writable(path, f"--out {out}")
+    check_writable(path, f"--out {out}")
     return path
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    """A file can be made in ``folder`` (``/proc/self`` exists and is a folder, yet nothing
-    can be written there): a ``SkeinError`` naming ``what`` before any work is done."""
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise SkeinError(f"{what}: cannot write in this folder: {exc.strerror or exc}") from None
 
 
 def _cmd_schema(args) -> int:
@@ -218,6 +158,7 @@ def _cmd_run(args) -> int:
         print("skein: run: say what to apply: --approve all|canary|none (or --dry-run to plan "
               "and simulate only)", file=sys.stderr)
         return EXIT_USER_ERROR
+    check_waves(args.campaign, args.waves)
     run_id = _new_run_id() if args.run_id is None else args.run_id
     store = CampaignStore(args.store) if args.store else None
     from skein.console import progress_bars, run_summary
@@ -293,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("discover", help="list the consumers a campaign impacts")
     p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=workers_arg, default=None,
                    help="processes for parsing (default: one per core)")
     p.set_defaults(func=_cmd_discover)
 
@@ -313,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="discovery and a patch (or escalation) per impacted consumer")
     p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--out", required=True, help="directory for plan.json, patches/ and patched/")
-    p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
+    p.add_argument("--workers", type=workers_arg, default=None, help=WORKERS_HELP)
     p.add_argument("--no-simulate", action="store_true",
                    help="skip the dry run of every patch on the warehouse's data")
     p.set_defaults(func=_cmd_plan)
@@ -359,10 +300,11 @@ def _add_run(sub) -> None:
                         "(required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="plan and simulate; apply nothing")
     p.add_argument("--waves", nargs="+", help="only these waves")
-    p.add_argument("--error-threshold", type=float, help="override the campaign's threshold")
+    p.add_argument("--error-threshold", type=fraction_arg,
+                   help="override the campaign's threshold (0 to 1)")
     p.add_argument("--consumers", help="only consumers whose id matches this glob (and the upstream they read)")
     p.add_argument("--no-soak", action="store_true", help="do not wait the waves' soak time")
-    p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
+    p.add_argument("--workers", type=workers_arg, default=None, help=WORKERS_HELP)
     p.add_argument("--store", help="campaign store URL (default: $SKEIN_STORE_URL or SQLite "
                    "in $SKEIN_HOME)")
     p.add_argument("--json", action="store_true",

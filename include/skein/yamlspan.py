@@ -27,6 +27,7 @@ skein.errors.SpecError: f.yaml:3: YAML merge keys (<<) are not supported
 from __future__ import annotations
 
 import re
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,10 @@ def load_yaml_file(path: str | Path) -> YamlDoc:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero never ends, a FIFO blocks
+            raise SpecError("not a regular file", file=str(path))
+        size = info.st_size
         if size > MAX_FILE_BYTES:
             raise SpecError(f"file is {size / 1e6:.1f} MB, more than a campaign file can be "
                             f"({MAX_FILE_BYTES >> 20} MiB): refused", file=str(path), line=1)
