@@ -424,3 +424,14 @@ def test_a_campaign_file_that_is_not_a_regular_file_is_refused(tmp_path, make):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"skein: {path}: not a regular file" in done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["validate", "--offline", "c\0.yaml"], ["plan", "{world}", "--out", "p\0"],
+    ["schema", "--out", "s\0.json"], ["demo-fleet", "--out", "d\0"],
+    ["run", "{world}", "--dry-run", "--store", "sqlite:///s\0.db"],
+])
+def test_a_nul_byte_in_an_argument_is_a_user_error(world, capsys, args):
+    """No shell passes one, but ``skein.cli.main(argv)`` is a Python API too (os.stat raised)."""
+    assert exit_code([a.format(world=world) for a in args]) == 2
+    one_line_error(capsys, 2, "skein: an argument holds a NUL byte")

@@ -322,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    argv = sys.argv[1:] if argv is None else argv
+    if any("\0" in arg for arg in argv):  # no path or name holds one; os.stat raises on it
+        print("skein: an argument holds a NUL byte", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
