@@ -16,6 +16,7 @@ import pytest
 
 from dbt_material import PROJECTS, project_root
 from skein.dbt_graph import read_dbt_graph
+from skein.dbt_manifest import Column
 from skein.dbt_sandbox import dbt_settings
 from skein.dbt_schemas import infer_columns
 
@@ -270,3 +271,31 @@ def test_a_dbt_run_past_its_timeout_is_killed_and_falls_back(tmp_path, monkeypat
     graph = read_dbt_graph(project_root("sbdk", tmp_path))
     assert graph.parser == "fallback"
     assert "did not finish within 0.5 s" in graph.reason
+
+
+def test_warehouse_columns_fill_sources_that_declare_none(graphs):
+    """f1's sources declare no columns, so its src_* models (`select *`) are unknown; with the
+    warehouse's columns for one source, that chain is inferred (names lowercase)."""
+    _, graph, inferred, _, _ = graphs["f1"]
+    assert inferred["model.f1.src_drivers"].columns is None
+    assert "declares no columns" in inferred["source.f1.f1_dataset.drivers"].reason
+    drivers = graph.manifest.node("source.f1.f1_dataset.drivers")
+    warehouse = {drivers.dataset: tuple(Column(n, t) for n, t in (
+        ("driverId", "BIGINT"), ("driverRef", "VARCHAR"), ("number", "VARCHAR"), ("code", "VARCHAR"),
+        ("forename", "VARCHAR"), ("surname", "VARCHAR"), ("dob", "DATE"),
+        ("nationality", "VARCHAR"), ("url", "VARCHAR")))}
+    with_warehouse = infer_columns(graph, warehouse)
+    assert with_warehouse["model.f1.src_drivers"].names()[:3] == ["driverid", "driverref", "number"]
+    staged = with_warehouse["model.f1.stg_f1_dataset__drivers"]
+    assert [(c.name, c.data_type) for c in staged.columns][-3:] == [
+        ("driver_url", "TEXT"), ("driver_full_name", "TEXT"), ("driver_current_age", "BIGINT")]
+    assert len(staged.columns) == 11 and not staged.partial
+
+
+def test_yaml_declared_source_columns_are_marked_partial(graphs):
+    """sbdk's sources list some of their columns in YAML: they seed inference but are marked
+    partial; its models name every column after the `select *` CTE, so none is partial."""
+    _, graph, inferred, _, _ = graphs["sbdk"]
+    users = inferred["source.sbdk_demo.raw.raw_users"]
+    assert users.partial and users.names() == ["user_id", "email", "created_at"]
+    assert not any(inferred[m.unique_id].partial for m in graph.models())
