@@ -17,7 +17,7 @@ import pytest
 from dbt_material import PROJECTS, project_root
 from skein.dbt_graph import read_dbt_graph
 from skein.dbt_manifest import Column
-from skein.dbt_sandbox import dbt_settings
+from skein.dbt_sandbox import DbtSandboxError, dbt_settings
 from skein.dbt_schemas import infer_columns
 
 pytestmark = pytest.mark.skipif(not dbt_settings().python.is_file(),
@@ -299,3 +299,41 @@ def test_yaml_declared_source_columns_are_marked_partial(graphs):
     users = inferred["source.sbdk_demo.raw.raw_users"]
     assert users.partial and users.names() == ["user_id", "email", "created_at"]
     assert not any(inferred[m.unique_id].partial for m in graph.models())
+
+
+def small_project(root: Path, models: dict[str, str]) -> Path:
+    (root / "models").mkdir(parents=True)
+    (root / "dbt_project.yml").write_text("name: small\nprofile: small\nconfig-version: 2\n")
+    for name, sql in models.items():
+        (root / "models" / f"{name}.sql").write_text(sql)
+    return root
+
+
+def test_a_project_dbt_refuses_falls_back_to_the_renderer_with_dbt_reason(tmp_path):
+    """dbt refuses a ref() to a model that does not exist; Skein's renderer still reads it."""
+    root = small_project(tmp_path / "p", {"a": "select 1 as x", "b": "select * from {{ ref('gone') }}"})
+    graph = read_dbt_graph(root)
+    assert graph.parser == "fallback"
+    assert graph.reason.startswith("dbt parse failed: ") and "gone" in graph.reason
+    assert {n.name: n.refs for n in graph.models()} == {"a": (), "b": ("gone",)}
+    assert graph.manifest.node("model.small.a").compiled_code == "select 1 as x"
+
+
+def test_a_broken_dbt_project_yml_is_one_clear_error(tmp_path):
+    root = small_project(tmp_path / "p", {"a": "select 1"})
+    (root / "dbt_project.yml").write_text("name: small\nmodels: [unclosed\n")
+    with pytest.raises(DbtSandboxError) as caught:
+        read_dbt_graph(root)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "dbt_project.yml line 3: not valid YAML" in message and "nor Skein's renderer" in message
+
+
+def test_warehouse_files_and_symlinks_are_not_copied(tmp_path):
+    root = small_project(tmp_path / "p", {"a": "select 1 as x"})
+    (root / "local.duckdb").write_bytes(b"not a database")  # a local build's warehouse
+    (root / "target").mkdir()
+    (root / "target" / "manifest.json").write_text("{not json")  # stale artifacts of a build
+    graph = read_dbt_graph(root)
+    assert graph.parser == "dbt", graph.reason
+    assert [n.name for n in graph.models()] == ["a"]

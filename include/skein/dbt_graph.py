@@ -22,10 +22,12 @@ from pathlib import Path
 import yaml
 
 from skein import dbt as home_made
+from skein.errors import first_line
 from skein.dbt_manifest import Column, Manifest, Node, SourceTable, read_manifest
 from skein.dbt_packages import StandIn, install_stand_ins
 from skein.dbt_sandbox import (DbtSandboxError, DbtSettings, copy_project, dbt_settings,
-                               project_profile_name, run_child, sandbox_profile, target_schema)
+                               project_config, project_profile_name, run_child, sandbox_profile,
+                               target_schema)
 from skein.dbt_seeds import seed_columns
 
 
@@ -52,7 +54,12 @@ def read_dbt_graph(root: Path, settings: DbtSettings | None = None) -> DbtGraph:
     try:
         return _read_with_dbt(root, settings or dbt_settings())
     except DbtSandboxError as exc:
-        return fallback_graph(root, str(exc))
+        reason = str(exc)
+    try:
+        return fallback_graph(root, reason)
+    except (OSError, yaml.YAMLError, home_made.DbtRenderError) as exc:
+        raise DbtSandboxError(f"{root}: dbt cannot read the project ({reason}), nor Skein's "
+                              f"renderer ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def _read_with_dbt(root: Path, settings: DbtSettings) -> DbtGraph:
@@ -82,8 +89,7 @@ def _read_with_dbt(root: Path, settings: DbtSettings) -> DbtGraph:
 
 def packages_folder(project: Path) -> str:
     """``packages-install-path`` of dbt_project.yml, else dbt's default."""
-    config = yaml.safe_load((project / "dbt_project.yml").read_text(encoding="utf-8")) or {}
-    return str(config.get("packages-install-path") or "dbt_packages")
+    return str(project_config(project).get("packages-install-path") or "dbt_packages")
 
 
 def compile_errors(manifest: dict, step: dict) -> dict[str, str]:

@@ -34,6 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHILD_SCRIPT = Path(__file__).with_name("dbt_child.py")
 # Folders of a project that dbt writes or installs into, never worth copying.
 NOT_COPIED = {"target", "dbt_packages", "dbt_modules", "logs", ".git", ".venv", "__pycache__"}
+# Warehouse files a local build left in the project: data, not needed to parse, maybe large.
+NOT_COPIED_SUFFIXES = (".duckdb", ".duckdb.wal", ".db")
 # Variables the child may inherit: what a process needs to start, nothing that can hold a secret.
 INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 
@@ -96,16 +98,37 @@ def copy_project(source: Path, dest: Path) -> None:
     def ignored(folder: str, names: list[str]) -> set[str]:
         here = Path(folder)
         return {n for n in names if (here / n).is_symlink()
-                or (n in NOT_COPIED and (here / n).is_dir())}
+                or (n in NOT_COPIED and (here / n).is_dir()) or n.endswith(NOT_COPIED_SUFFIXES)}
 
     shutil.copytree(source, dest, ignore=ignored, symlinks=True)
 
 
+def project_config(project: Path) -> dict:
+    """dbt_project.yml as a mapping, or a one-line error naming the file (and line).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()); _ = (root / "dbt_project.yml").write_text("name: [x\\n")
+    >>> project_config(root)
+    Traceback (most recent call last):
+    skein.dbt_sandbox.DbtSandboxError: dbt_project.yml line 2: not valid YAML (while parsing a flow sequence)
+    """
+    path = project / "dbt_project.yml"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise DbtSandboxError(f"{path.name}: cannot read it ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise DbtSandboxError(f"{path.name}{where}: not valid YAML ({getattr(exc, 'context', None) or exc})") from None
+    if not isinstance(config, dict):
+        raise DbtSandboxError(f"{path.name}: not a mapping of settings")
+    return config
+
+
 def project_profile_name(project: Path) -> str:
     """The ``profile:`` of dbt_project.yml (dbt defaults it to the project's name)."""
-    config = yaml.safe_load((project / "dbt_project.yml").read_text(encoding="utf-8")) or {}
-    if not isinstance(config, dict):
-        raise DbtSandboxError(f"{project / 'dbt_project.yml'}: not a mapping")
+    config = project_config(project)
     return str(config.get("profile") or config.get("name") or "default")
 
 
