@@ -53,3 +53,39 @@ def _sbdk(dest: Path) -> Path:
             if "{project_name}" in text:
                 path.write_text(text.replace("{project_name}", "sbdk_demo"), encoding="utf-8")
     return dest
+
+
+def table_rows(scratch: Path) -> list[str]:
+    """docs/discovery.md's table, measured: ``python tests/dbt_material.py`` prints it."""
+    import time
+
+    from skein.dbt_graph import read_dbt_graph
+    from skein.dbt_schemas import infer_columns
+
+    rows = []
+    for name in PROJECTS:
+        started = time.monotonic()
+        graph = read_dbt_graph(project_root(name, scratch))
+        total = time.monotonic() - started
+        inferred = infer_columns(graph)
+        models = graph.models()
+        known = [m for m in models if inferred[m.unique_id].columns is not None]
+        unknown = sorted({inferred[m.unique_id].reason.split(":")[0] for m in models
+                          if inferred[m.unique_id].columns is None})
+        timings = dict(graph.timings)
+        rows.append(f"| {name} | {graph.parser} | {len(models)} | {len(graph.compiled_models())} "
+                    f"| {len(known)} | {'; '.join(unknown) or '-'} "
+                    f"| {timings.get('parse', 0):.1f} s | {total:.1f} s |")
+    return rows
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
+        print("\n".join(table_rows(Path(tmp))))
+        print(f"load average after: {os.getloadavg()[0]:.1f}")

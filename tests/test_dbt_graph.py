@@ -278,6 +278,7 @@ def test_warehouse_columns_fill_sources_that_declare_none(graphs):
     warehouse's columns for one source, that chain is inferred (names lowercase)."""
     _, graph, inferred, _, _ = graphs["f1"]
     assert inferred["model.f1.src_drivers"].columns is None
+    assert "(unknown columns upstream: src_" in inferred["model.f1.stg_f1_dataset__results"].reason
     assert "declares no columns" in inferred["source.f1.f1_dataset.drivers"].reason
     drivers = graph.manifest.node("source.f1.f1_dataset.drivers")
     warehouse = {drivers.dataset: tuple(Column(n, t) for n, t in (

@@ -163,9 +163,20 @@ def infer_columns(graph: DbtGraph,
         s.unique_id: s for s in graph.manifest.sources}
     models = [n for n in graph.manifest.nodes if n.resource_type in ("model", "snapshot")]
     for node in dependency_order(models):
-        known[node.unique_id] = _infer_one(node, _schema(known, relations, graph.parser == "dbt"),
-                                           _partial_tables(known, relations))
+        inferred = _infer_one(node, _schema(known, relations, graph.parser == "dbt"),
+                              _partial_tables(known, relations))
+        known[node.unique_id] = _blame_upstream(inferred, node, known)
     return known
+
+
+def _blame_upstream(inferred: Inferred, node: Node, known: dict[str, Inferred]) -> Inferred:
+    """A model that could not be inferred while something it reads is unknown: say so, as
+    that is usually why (sqlglot cannot place a column of a relation it does not know)."""
+    unknown = sorted(d.split(".")[-1] for d in node.depends_on
+                     if d in known and known[d].columns is None)
+    if inferred.columns is not None or not unknown or inferred.reason.startswith("not compiled"):
+        return inferred
+    return Inferred(None, f"{inferred.reason} (unknown columns upstream: {', '.join(unknown)})")
 
 
 def _declared(yaml_columns: tuple[Column, ...], warehouse_columns) -> Inferred:
