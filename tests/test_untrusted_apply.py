@@ -248,6 +248,25 @@ def test_gitattributes_eol_and_ident_files_are_migrated(tmp_path, monkeypatch, c
     assert git(repo, "status", "--porcelain") == ""
 
 
+def test_a_crashed_write_to_an_ident_file_is_recognised(tmp_path, monkeypatch):
+    """The record of an apply names the bytes the file holds once committed (``$Id$``
+    expanded for the new blob, CRLF), so the next run recognises the write a crash left."""
+    campaign = make_world(tmp_path, monkeypatch, {"growth": {
+        ".gitattributes": "*.sql ident eol=crlf\n", "a.sql": "-- $Id$\n" + READER}})
+    repo = tmp_path / "repos" / "growth"
+    (repo / "a.sql").unlink()
+    git(repo, "checkout", "--", "a.sql")
+
+    crashed = skein_process(campaign, tmp_path, "--run-id", "first", "--approve", "all",
+                            crash_at="git:after_merge")
+    assert crashed.returncode == 137, crashed.stderr[-2000:]
+    again = skein_process(campaign, tmp_path, "--run-id", "first", "--approve", "all")
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert applied_counts(tmp_path) == {"growth/a.sql": 1} and merges(repo) == 1
+    assert b"analytics_v2.plays\r\n" in (repo / "a.sql").read_bytes()
+
+
 def test_glob_characters_in_file_names_are_not_pathspecs(tmp_path, monkeypatch, capsys):
     """``[ab].sql`` and ``*.sql`` are files: an uncommitted edit of ``a.sql`` (which both
     would match as patterns) does not stop them, and ``a.sql`` is left as it is."""

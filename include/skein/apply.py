@@ -148,6 +148,15 @@ class GitApplier:
             self.last_commit = _git(repo, "rev-parse", "HEAD").strip()
             return self._committed(target)
 
+    def stored_form(self, target: Target, content: bytes) -> bytes:
+        """``content`` as the work tree holds it once committed: cleaned and checked out again
+        through the path's .gitattributes (CRLF, ``$Id$`` of the new blob), so a write found
+        done after a crash is recognised by its hash."""
+        with _repo_lock(target):
+            blob = _git(target.repo, "hash-object", "-w", "--stdin", f"--path={target.path}",
+                        input=content).strip()
+            return _git_bytes(target.repo, "cat-file", "--filters", f"--path={target.path}", blob)
+
     def _committed(self, target: Target) -> bytes | None:
         """The committed file as a checkout writes it (``--filters``: .gitattributes' eol and
         ident applied), which is what discovery and the agents read from the work tree: with

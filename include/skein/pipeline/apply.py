@@ -164,7 +164,10 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
         ctx.store.put_blob(current)
     ctx.store.put_blob(new)
     with consumer_lease(ctx, target):
-        ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now, after=sha256(new))
+        # the bytes it will hold (a git work tree's eol/ident): how a rerun knows it done
+        expected_after = getattr(applier, "stored_form", lambda _, content: content)(target, new)
+        ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now,
+                   after=sha256(expected_after))
         stored = applier.write(target, new, _commit_message(ctx, consumer, wave), expected=now)
         crash_point("apply:after_write")  # written, not yet recorded
     ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=now, after=sha256(stored),
