@@ -13,6 +13,7 @@ previous version or none, and a retried step writes the same bytes again.
     simulation/<id>.json, retry/<id>.json, llm/<id>.retry.json               simulate
     plan.json, agents.json, patches/, patched/, evidence/, summary.*,
     waves.json, apply_batches.json                                           summarize
+    .skein-plan (``skein plan --out`` only: Skein may write this folder again)
 
 >>> file_name("repo/models/x.sql")
 'repo__models__x.sql'
