@@ -185,7 +185,7 @@ def test_a_patch_whose_dry_run_could_not_run_is_never_applied(tmp_path, monkeypa
     assert item.reason.startswith("not dry-run (upstream analytics.flags is not migrated)")
     assert ctx.files.waves() == {"canary": [], "everyone": []}
     approval = approval_text(ctx)
-    assert "**1 patch(es) not dry-run**, so in no wave (escalated: a person decides): `growth/b.sql`" in approval
+    assert "1 patch(es) not dry-run, so in no wave (escalated: a person decides): `growth/b.sql`" in approval
     assert "- `growth/b.sql`: escalated: not dry-run (upstream analytics.flags" in approval
 
 

@@ -181,7 +181,7 @@ def plan_notes(plan, waves: dict[str, list[str]]) -> list[str]:
                      + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "") + ".")
     unverified = plan.not_dry_run()
     if unverified:
-        notes.append(f"**{len(unverified)} patch(es) not dry-run**, so in no wave (escalated: "
+        notes.append(f"{len(unverified)} patch(es) not dry-run, so in no wave (escalated: "
                      "a person decides): " + ", ".join(f"`{i.id}`" for i in unverified[:10])
                      + (f" and {len(unverified) - 10} more" if len(unverified) > 10 else "") + ".")
     verified, left = plan.unchanged_split(waves)
