@@ -330,6 +330,13 @@ def test_a_broken_dbt_project_yml_is_one_clear_error(tmp_path):
     assert "dbt_project.yml line 3: not valid YAML" in message and "nor Skein's renderer" in message
 
 
+def test_a_missing_project_is_one_clear_error(tmp_path):
+    with pytest.raises(DbtSandboxError) as caught:
+        read_dbt_graph(tmp_path / "nowhere")
+    assert "cannot copy the project into the sandbox" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
 def test_warehouse_files_and_symlinks_are_not_copied(tmp_path):
     root = small_project(tmp_path / "p", {"a": "select 1 as x"})
     (root / "local.duckdb").write_bytes(b"not a database")  # a local build's warehouse
