@@ -157,6 +157,9 @@ def test_sushi_graph_details(graphs):
     assert [(c.name, c.data_type) for c in seeds["seed.sushi.items"]][:3] == [
         ("id", "BIGINT"), ("name", "VARCHAR"), ("price", "DOUBLE")]
     assert inferred["model.sushi.customer_revenue_by_day"].names() == ["customer_id", "revenue", "ds"]
+    # Types follow the casts in the SQL and the seed types through the views.
+    assert [(c.name, c.data_type) for c in inferred["model.sushi.top_waiters"].columns] == [
+        ("waiter_id", "INT"), ("revenue", "DOUBLE"), ("unused_column", "INT")]
 
 
 def test_airbnb_missing_package_is_reported_per_model(graphs):
