@@ -192,3 +192,111 @@ def test_monitoring_and_the_gate_read_views_inside_the_sandbox_too(tmp_path):
     with pytest.raises(WarehouseError, match="disabled by configuration") as refused:
         samples["rpt.by_read_text"]
     assert SECRET not in str(refused.value)
+
+
+# --- item 6: the parse budget -------------------------------------------------------------
+
+def chained_ctes(size: int) -> str:
+    parts = ["WITH c0 AS (SELECT user_id, ms_played FROM analytics.plays)"]
+    while sum(map(len, parts)) < size:
+        parts.append(f",\nc{len(parts)} AS (SELECT user_id, ms_played FROM c{len(parts) - 1})")
+    return "".join(parts) + f"\nSELECT user_id FROM c{len(parts) - 1}\n"
+
+
+def repeated(head: str, item: str, glue: str, size: int, tail: str = "\n") -> str:
+    return head + glue.join([item] * ((size - len(head)) // (len(item) + len(glue)))) + tail
+
+
+# The issue's inputs, at its sizes: what each cost before the budget.
+ISSUE_INPUTS = {
+    "ctes_254k.sql": lambda: chained_ctes(254_000),  # 3 GB
+    "ctes_828k.sql": lambda: chained_ctes(828_000),  # more than 7 GB, then a MemoryError traceback
+    "plus_64k.sql": lambda: repeated("SELECT ", "a", "+", 64_000, " FROM analytics.plays\n"),  # 25 s
+    "union_960k.sql": lambda: repeated("", "SELECT user_id FROM analytics.plays", "\nUNION ALL ",
+                                       960_000),  # more than 400 s, SIGINT ignored
+    "and_960k.sql": lambda: repeated("SELECT user_id FROM analytics.plays WHERE ", "user_id > 1",
+                                     " AND ", 960_000),  # the same
+    # Not parseable: found by the names it mentions, where one 500 KB name took hours to scan.
+    "one_name_500k.sql": lambda: "SELEC " + "a" * 500_000 + " FROM analytics.plays\n",
+}
+PEAK_LIMIT_MB = 600
+
+
+@pytest.fixture(scope="module")
+def complex_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("complex")
+    make_warehouse(root)
+    files = {name: make() for name, make in ISSUE_INPUTS.items()}
+    assert all(len(text) < 1 << 20 for text in files.values())  # under the 1 MiB file limit
+    make_git_repo(root / "repos" / "growth", {**files, "plain.sql": READER})
+    (root / "c.yaml").write_text(CAMPAIGN)
+    return root
+
+
+def test_inputs_of_the_issues_sizes_are_escalated_in_bounded_memory(complex_world):
+    """``skein discover`` on all of them at once, in a child process whose peak memory
+    (VmHWM: ru_maxrss would carry the forking pytest worker's peak) is its own."""
+    probe = ("import re, sys\nfrom pathlib import Path\nfrom skein.cli import main\n"
+             f"code = main(['discover', {str(complex_world / 'c.yaml')!r}, '--json', '--workers', '1'])\n"
+             "peak = re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]\n"
+             "print(f'exit {code} peak {peak}', file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "SKEIN_HOME": str(complex_world / "home")})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    code, peak_kb = done.stderr.split()[-3], int(done.stderr.split()[-1])
+    assert code == "0"
+    assert peak_kb < PEAK_LIMIT_MB * 1024, f"peak {peak_kb // 1024} MB"
+    items = {c["id"]: c for c in json.loads(done.stdout)["consumers"]}
+    assert items["growth/plain.sql"]["status"] == "rewrite"
+    reasons = {name: items[f"growth/{name}"]["reason"] for name in ISSUE_INPUTS}
+    assert all(items[f"growth/{name}"]["status"] == "escalate" for name in ISSUE_INPUTS)
+    assert reasons["ctes_254k.sql"].startswith("cannot analyse: too complex: ")
+    assert "CTEs, limit 500" in reasons["ctes_254k.sql"]
+    assert "tokens, limit 100,000" in reasons["ctes_828k.sql"]
+    assert "levels deep, limit 1,000" in reasons["plus_64k.sql"]
+    assert "tokens, limit 100,000" in reasons["union_960k.sql"]
+    assert "tokens, limit 100,000" in reasons["and_960k.sql"]
+    assert reasons["one_name_500k.sql"].startswith("cannot analyse: does not parse")
+
+
+@pytest.mark.parametrize("name", ["ctes_254k.sql", "plus_64k.sql", "and_960k.sql"])
+def test_skein_rewrite_escalates_a_too_complex_file(complex_world, name, capsys):
+    """``skein rewrite CAMPAIGN FILE`` (a consumer's own CI) parses the file itself."""
+    file = complex_world / "repos" / "growth" / name
+    assert skein(["rewrite", str(complex_world / "c.yaml"), str(file)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"skein: {file}: escalated: too complex: ") and "Traceback" not in err
+
+
+def test_a_deep_but_narrow_query_under_the_budget_is_still_rewritten(complex_world, capsys):
+    """The limits leave room: 600 ANDs (600 levels) and 400 CTEs are rewritten as usual."""
+    file = complex_world / "deep.sql"
+    ctes = ", ".join(f"c{i} AS (SELECT user_id FROM analytics.plays)" for i in range(400))
+    ands = " AND ".join(f"ms_played > {i}" for i in range(600))
+    file.write_text(f"WITH {ctes}\nSELECT user_id FROM analytics.plays WHERE {ands}\n")
+    assert skein(["rewrite", str(complex_world / "c.yaml"), str(file)]) == 0
+    out = capsys.readouterr().out
+    assert "FROM analytics_v2.plays WHERE (duration_s * 1000) > 0 AND" in out
+
+
+def test_sigint_stops_a_long_discovery_with_exit_130_and_no_traceback(tmp_path):
+    """Each consumer is under the budget but costs about a second to resolve: SIGINT while
+    discovery is among them ends ``skein discover`` with 130 (sqlglot is compiled: a call
+    longer than the budget allows would hold the signal back)."""
+    import signal
+    import time
+
+    make_warehouse(tmp_path)
+    slow = "SELECT user_id FROM analytics.plays WHERE " + " AND ".join(
+        f"ms_played > {i}" for i in range(990)) + "\n"
+    make_git_repo(tmp_path / "repos" / "growth", {f"q{i:02}.sql": slow for i in range(60)})
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    child = subprocess.Popen([sys.executable, "-m", "skein.cli", "discover", str(tmp_path / "c.yaml"),
+                              "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "SKEIN_HOME": str(tmp_path / "home")})
+    time.sleep(8)  # imports and the scan take a few seconds; the 60 analyses a minute or more
+    assert child.poll() is None, child.communicate()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)  # only guards against a hang
+    assert child.returncode == 130, (child.returncode, err[-3000:])
+    assert err == "skein: interrupted\n" and out == ""
