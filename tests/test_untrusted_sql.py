@@ -279,24 +279,30 @@ def test_a_deep_but_narrow_query_under_the_budget_is_still_rewritten(complex_wor
     assert "FROM analytics_v2.plays WHERE (duration_s * 1000) > 0 AND" in out
 
 
-def test_sigint_stops_a_long_discovery_with_exit_130_and_no_traceback(tmp_path):
-    """Each consumer is under the budget but costs about a second to resolve: SIGINT while
-    discovery is among them ends ``skein discover`` with 130 (sqlglot is compiled: a call
-    longer than the budget allows would hold the signal back)."""
+@pytest.mark.parametrize("consumers, workers", [(60, 1), (210, 2)], ids=["in-process", "process-pool"])
+def test_sigint_stops_a_long_discovery_with_exit_130_and_no_traceback(tmp_path, consumers, workers):
+    """Each consumer is under the budget but costs about a second to resolve: Ctrl-C (SIGINT
+    to the process group) while discovery is among them ends ``skein discover`` with 130
+    (sqlglot is compiled: a call longer than the budget allows would hold the signal back).
+    From 200 consumers discovery parses in worker processes: they end with it, silently."""
     import signal
     import time
 
     make_warehouse(tmp_path)
     slow = "SELECT user_id FROM analytics.plays WHERE " + " AND ".join(
         f"ms_played > {i}" for i in range(990)) + "\n"
-    make_git_repo(tmp_path / "repos" / "growth", {f"q{i:02}.sql": slow for i in range(60)})
+    make_git_repo(tmp_path / "repos" / "growth", {f"q{i:03}.sql": slow for i in range(consumers)})
     (tmp_path / "c.yaml").write_text(CAMPAIGN)
     child = subprocess.Popen([sys.executable, "-m", "skein.cli", "discover", str(tmp_path / "c.yaml"),
-                              "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, "SKEIN_HOME": str(tmp_path / "home")})
-    time.sleep(8)  # imports and the scan take a few seconds; the 60 analyses a minute or more
+                              "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "SKEIN_HOME": str(tmp_path / "home")},
+                             start_new_session=True)
+    time.sleep(8)  # imports and the scan take a few seconds; the analyses a minute or more
     assert child.poll() is None, child.communicate()
-    child.send_signal(signal.SIGINT)
+    os.killpg(child.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
     out, err = child.communicate(timeout=120)  # only guards against a hang
     assert child.returncode == 130, (child.returncode, err[-3000:])
     assert err == "skein: interrupted\n" and out == ""
+    time.sleep(1)
+    with pytest.raises(ProcessLookupError):  # no worker left behind
+        os.killpg(child.pid, 0)
