@@ -73,7 +73,7 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
             if statuses[consumer.id] == "escalate" and result is None:
                 result = Escalation(consumer_id=consumer.id, agent="discovery", reason="escalated")
             refused = unreadable_input(consumer.lineage.reads, unreadable)
-            if refused is not None:
+            if refused is not None and not isinstance(result, Escalation):  # else: skipped
                 broken.update([consumer.output] if consumer.output else [])
                 out[consumer.id] = SimulationResult(id=consumer.id, status="error", reason=refused)
                 continue
