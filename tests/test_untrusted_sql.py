@@ -306,3 +306,20 @@ def test_sigint_stops_a_long_discovery_with_exit_130_and_no_traceback(tmp_path, 
     time.sleep(1)
     with pytest.raises(ProcessLookupError):  # no worker left behind
         os.killpg(child.pid, 0)
+
+
+def test_the_deadline_between_phases_escalates_with_the_phase(monkeypatch):
+    """The wall-clock limit, checked between phases (here: none left at all)."""
+    from skein import sqlbudget
+    from skein.agents.rule import rewrite
+    from skein.lineage import analyze_sql
+    from skein.rewrite.request import Escalation
+    from skein.rewrite.testing import example_request
+
+    monkeypatch.setattr(sqlbudget, "MAX_SECONDS", 0)
+    lineage = analyze_sql(READER, "duckdb", {"analytics.plays": {"user_id": "INT", "ms_played": "INT"}})
+    assert lineage.error == "too complex: still analysing after 0 s (at column resolution), limit 0 s"
+    assert lineage.reads == {}  # found by what it names, like SQL that does not parse
+    result = rewrite(example_request(READER, {"user_id": "account_id"}))
+    assert isinstance(result, Escalation)
+    assert result.reason == "too complex: still analysing after 0 s (at the rules' edits), limit 0 s"

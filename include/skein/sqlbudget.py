@@ -150,9 +150,9 @@ class Deadline:
     skein.sqlbudget.TooComplex: too complex: still analysing after 0 s (at column resolution), limit 0 s
     """
 
-    def __init__(self, seconds: float = MAX_SECONDS):
-        self.seconds = seconds
-        self.ends = time.monotonic() + seconds
+    def __init__(self, seconds: float | None = None):
+        self.seconds = MAX_SECONDS if seconds is None else seconds
+        self.ends = time.monotonic() + self.seconds
 
     def check(self, phase: str) -> None:
         if time.monotonic() >= self.ends:
