@@ -195,3 +195,92 @@ def test_a_patch_dbt_cannot_parse_is_refuted(sushi):
                                ["customer_revenue_by_day"])
     assert result.refuted and not result.parsed
     assert "cannot parse" in result.reason()
+
+
+# The simulation (item 4): a dbt consumer in a fleet, migrated by the rule agent; its dry run
+# builds the patched model with dbt on the dry run's data, baseline first.
+WAREHOUSE = """
+CREATE SCHEMA analytics; CREATE SCHEMA analytics_v2;
+CREATE TABLE analytics.plays (play_id BIGINT, user_id BIGINT, plan VARCHAR, ms_played BIGINT);
+INSERT INTO analytics.plays VALUES (1, 10, 'free', 1000), (2, 10, 'free', 2000), (3, 11, 'paid', 500),
+    (4, 12, 'paid', 700);
+CREATE TABLE analytics_v2.plays AS
+    SELECT play_id, user_id AS account_id, plan, CAST(ms_played / 1000 AS DECIMAL(12, 3)) AS duration_s
+    FROM analytics.plays;
+"""
+
+MUSIC_DBT = {
+    "dbt_project.yml": "name: music\nprofile: music\nmodel-paths: [models]\n",
+    "profiles.yml": "music:\n  target: dev\n  outputs:\n    dev: {type: duckdb, schema: dbt}\n",
+    "models/sources.yml": "version: 2\nsources:\n  - name: analytics\n    tables: [{name: plays}]\n"
+                          "  - name: analytics_v2\n    tables: [{name: plays}]\n",
+    "models/daily.sql": "select user_id, plan, count(*) as plays\n"
+                        "from {{ source('analytics', 'plays') }}\ngroup by user_id, plan\n",
+    "models/by_plan.sql": "select plan, sum(plays) as plays from {{ ref('daily') }} group by plan\n",
+    "models/schema.yml": ("version: 2\nmodels:\n  - name: daily\n    columns:\n"
+                          "      - name: user_id\n        data_tests: [not_null]\n"
+                          "  - name: by_plan\n    columns:\n"
+                          "      - name: plan\n        data_tests: [unique]\n"),
+}
+
+CAMPAIGN = """\
+campaign: plays-v2
+title: Move plays
+owners: [data-platform]
+warehouse: duckdb:///warehouse.duckdb
+source: analytics.plays
+target: analytics_v2.plays
+columns:
+  user_id: account_id
+  ms_played: CAST(duration_s * 1000 AS BIGINT)
+consumers:
+  - repo: repos/*
+"""
+
+DAILY = "music-dbt/models/daily.sql"
+
+
+@pytest.fixture(scope="module")
+def music_fleet(tmp_path_factory) -> Path:
+    from conftest import make_git_repo
+
+    root = tmp_path_factory.mktemp("dbt-fleet")
+    with duckdb.connect(str(root / "warehouse.duckdb")) as con:
+        con.execute(WAREHOUSE)
+    make_git_repo(root / "repos" / "music-dbt", MUSIC_DBT)
+    (root / "campaign.yaml").write_text(CAMPAIGN)
+    return root
+
+
+def test_simulation_records_the_dbt_build_of_a_patched_model(music_fleet, tmp_path):
+    from conftest import rewritten
+    from skein.pipeline import simulate_consumers, summarize
+    from skein.spec import load_campaign
+
+    ctx, ids = rewritten(load_campaign(music_fleet / "campaign.yaml"), tmp_path / "run")
+    assert "analytics_v2" in ctx.results()[DAILY].text
+    simulate_consumers(ctx, ids)
+    daily = ctx.simulations()[DAILY]
+    assert daily.status == "pass", daily.reason
+    build = daily.dbt_build
+    assert build["status"] == "passed", build
+    assert {"daily", "by_plan"} <= set(build["built"])  # the model and its descendant
+    assert build["tests_passed"] == 2 and not build["refuting"]
+    assert build["seconds"] > 0
+
+    # A patch the parity dry run cannot tell from the right one (Skein's renderer ignores
+    # hooks) but dbt cannot build: refuted by the dbt verdict, naming the model.
+    wrong = ctx.results()[DAILY].text.replace(
+        "select", "{{ config(post_hook='select * from no_such_table') }}\nselect", 1)
+    ctx.files.write_agent_result(DAILY, ctx.results()[DAILY].model_copy(update={"text": wrong}))
+    assert simulate_consumers(ctx, ids)[DAILY] == "fail"
+    daily = ctx.simulations()[DAILY]
+    assert daily.dbt_build["status"] == "refuted"
+    assert daily.reason.startswith("dbt build refuted the patch: model daily error")
+    assert "no_such_table" in daily.reason
+    assert daily.only_old == daily.only_new == 0  # parity itself held
+    item = next(i for i in summarize(ctx).plan.items if i.id == DAILY)
+    assert item.status == "failed"
+    evidence = ctx.files.evidence_file(DAILY).read_text(encoding="utf-8")
+    assert "## dbt build" in evidence and "**refuted**" in evidence
+    assert "no\\_such\\_table" in evidence  # dbt's message as literal Markdown text

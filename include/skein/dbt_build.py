@@ -93,6 +93,20 @@ class DbtBuildResult:
                 f"{len(self.passed_tests())} tests passed, {len(self.not_built())} not built")
 
 
+def new_failures(build: DbtBuildResult, baseline: DbtBuildResult) -> list[DbtNodeResult]:
+    """The refuting nodes of ``build`` that did not already fail in ``baseline`` (the same
+    selection, unpatched): what the patch broke, not what was broken before.
+
+    >>> node = lambda s: DbtNodeResult("test.p.t", "test", "t", "build", s, "")
+    >>> old = DbtBuildResult("/p", ("m",), True, None, (node("fail"),))
+    >>> new = DbtBuildResult("/p", ("m",), True, None, (node("fail"),))
+    >>> new_failures(new, old), len(new_failures(new, DbtBuildResult("/p", ("m",), True, None)))
+    ([], 1)
+    """
+    before = {n.unique_id for n in baseline.refuting()} if baseline.parsed else set()
+    return [n for n in build.refuting() if n.unique_id not in before]
+
+
 def build_dbt_project(root: Path, patched: Mapping[str, str], select: Sequence[str], *,
                       inputs: Path | None = None, parquet: Mapping[str, Path] | None = None,
                       settings: DbtSettings | None = None) -> DbtBuildResult:
