@@ -284,3 +284,27 @@ def test_simulation_records_the_dbt_build_of_a_patched_model(music_fleet, tmp_pa
     evidence = ctx.files.evidence_file(DAILY).read_text(encoding="utf-8")
     assert "## dbt build" in evidence and "**refuted**" in evidence
     assert "no\\_such\\_table" in evidence  # dbt's message as literal Markdown text
+
+
+def test_dbt_build_off_or_dbt_missing_leaves_the_dry_run_to_parity(music_fleet, tmp_path,
+                                                                    monkeypatch):
+    """``simulation.dbt_build: false`` skips the builds; without a dbt interpreter the verdict
+    is ``not run`` with the reason, and refutes nothing."""
+    from conftest import rewritten
+    from skein.pipeline import simulate_consumers
+    from skein.spec import load_campaign
+
+    off = music_fleet / "off.yaml"
+    off.write_text(CAMPAIGN + "simulation:\n  dbt_build: false\n")
+    ctx, ids = rewritten(load_campaign(off), tmp_path / "off")
+    simulate_consumers(ctx, ids)
+    assert ctx.simulations()[DAILY].status == "pass"
+    assert ctx.simulations()[DAILY].dbt_build is None
+
+    monkeypatch.setenv("SKEIN_DBT_PYTHON", str(tmp_path / "no-such-python"))
+    ctx, ids = rewritten(load_campaign(music_fleet / "campaign.yaml"), tmp_path / "missing")
+    simulate_consumers(ctx, ids)
+    daily = ctx.simulations()[DAILY]
+    assert daily.status == "pass"
+    assert daily.dbt_build["status"] == "not run"
+    assert "no dbt interpreter" in daily.dbt_build["reason"]
