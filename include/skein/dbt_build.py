@@ -168,8 +168,8 @@ def seed_folders(copy: Path) -> list[str]:
     paths = project_config(copy).get("seed-paths") or ["seeds"]
     folders = []
     for path in paths if isinstance(paths, list) else [paths]:
-        folder = (copy / safe_relative(str(path))).resolve()
-        if folder.is_relative_to(copy.resolve()):
+        folder = (copy / str(path)).resolve()
+        if folder.is_relative_to(copy.resolve()):  # a seed path leaving the copy gets no access
             folders.append(str(folder) + "/")
     return folders
 
