@@ -280,7 +280,7 @@ class CampaignStore:
 
 
 # A lease whose holder cannot be checked for life counts as alive this long after it was taken
-# or renewed (``acquire`` by its holder again: every step of a run does).
+# or renewed (``acquire`` by its holder again: discovery, each apply batch and the rollback do).
 RENEWED_S = 600
 
 
@@ -310,7 +310,7 @@ class Lease:
         >>> old = datetime(2026, 1, 1, tzinfo=UTC)
         >>> far = Lease("run:c", "c/r", "elsewhere.invalid", 42, old, None)
         >>> far.unlock_refusal(now=old + timedelta(seconds=30))
-        'its run renewed the lease 30 s ago (a live run renews it at every step it starts): wait, or stop that run'
+        'its run renewed the lease 30 s ago (a live run renews it at discovery and at every write step): wait, or stop that run'
         >>> far.unlock_refusal(now=old + timedelta(hours=1))[:60]
         'held by process 42 on host elsewhere.invalid, which cannot b'
         >>> far.unlock_refusal(now=old + timedelta(hours=1), force=True) is None
@@ -323,8 +323,8 @@ class Lease:
             return f"process {self.pid} on this host is running: stop it first" if _alive(self.pid) else None
         age = (now - self.acquired_at).total_seconds()
         if age < RENEWED_S:
-            return (f"its run renewed the lease {age:.0f} s ago (a live run renews it at every step "
-                    "it starts): wait, or stop that run")
+            return (f"its run renewed the lease {age:.0f} s ago (a live run renews it at discovery "
+                    "and at every write step): wait, or stop that run")
         if force:
             return None
         where = (f"process {self.pid} on host {self.host}" if self.pid

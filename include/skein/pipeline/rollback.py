@@ -30,6 +30,7 @@ def rollback(ctx: RunContext, reason: str = "") -> RolledBack:
     """Restore every consumer this run started to apply (and every write an interrupted
     earlier attempt left), in reverse apply order, and check each one's hash against the one
     recorded before applying. Retried, it goes on where it stopped."""
+    ctx.claim_run()  # a writer, like apply: only while this run holds its campaign
     ctx.record(Action.ROLLBACK_STARTED, message=reason)
     return _undo(ctx, ctx.run_id, reason)
 
