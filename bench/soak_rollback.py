@@ -42,12 +42,14 @@ from soak import CAMPAIGN_ID, SKEIN, content, merges, planned_of, skein_env
 WAYS = ("rollback", "rollback", "crash_point", "anytime")  # most kills aimed inside rollbacks
 
 
-def rollback_kills(tmp: Path, consumers: int, trials: int, seed: int, glob: str | None = None) -> dict:
-    """``trials`` trials on one ``consumers``-consumer fleet; the counts over all of them."""
+def rollback_kills(tmp: Path, consumers: int, trials: int, seed: int, glob: str | None = None,
+                   ways: tuple[str, ...] = WAYS) -> dict:
+    """``trials`` trials on one ``consumers``-consumer fleet (``glob``: only the consumers it
+    matches); the counts over all of them."""
     rng = random.Random(seed)
     template, planned = _template(tmp / "rk-template", consumers, glob)
     timing = _calibrate(template, tmp / "rk-calibration", glob)
-    results = [_trial(template, tmp / f"rk-{n}", planned, rng, glob, timing) for n in range(trials)]
+    results = [_trial(template, tmp / f"rk-{n}", planned, rng, glob, timing, ways) for n in range(trials)]
     keys = ("runs", "kills", "kills_inside_rollback", "lost", "applied_twice", "half_applied",
             "unfinished_rollbacks", "dirty_repositories", "restored", "migrated")
     total = {k: sum(r[k] for r in results) for k in keys}
@@ -94,28 +96,28 @@ def _template(root: Path, consumers: int, glob: str | None) -> tuple[Path, dict]
 
 
 def _trial(template: Path, root: Path, planned: dict, rng: random.Random, glob: str | None,
-           timing: dict) -> dict:
+           timing: dict, ways: tuple[str, ...]) -> dict:
     root.mkdir(parents=True)
     shutil.copytree(template, root / "fleet", symlinks=True)
     fleet, home = root / "fleet", root / "home"
     home.mkdir()
     spec = fleet / "campaigns" / "plays-v2.yaml"
-    run_id, runs, kills, inside, ways, aimed = "r0", 0, 0, 0, [], 0
+    run_id, runs, kills, inside, landed, aimed = "r0", 0, 0, 0, [], 0
     to_aim = rng.randint(1, 3)  # runs aimed at, before one is left to finish
     while runs < 9:  # one that never settles shows as unfinished below
         if runs and rng.random() < 0.5:
             run_id = f"r{runs}"  # half the reruns with a new run id
-        way = rng.choice(WAYS) if aimed < to_aim else None
+        way = rng.choice(ways) if aimed < to_aim else None
         aimed += way is not None
         code, was_killed = _attempt(spec, home, run_id, way, rng, glob, timing)
         runs += 1
         if was_killed:
             kills += 1
-            ways.append(way)
+            landed.append(way)
             inside += bool(_pending(home))  # a rollback decided and left unfinished
         elif way is None:
             break  # a run left alone ended by itself: settled
-    return {"runs": runs, "kills": kills, "kills_inside_rollback": inside, "ways": ways,
+    return {"runs": runs, "kills": kills, "kills_inside_rollback": inside, "ways": landed,
             "last_exit": code, **_settled(fleet, home, planned)}
 
 
@@ -158,14 +160,17 @@ def _rollbacks_started(home: Path) -> int:
 
 
 def _pending(home: Path) -> list[str]:
-    from skein.pipeline.rollback_scope import pending_rollbacks
-    from skein.store import CampaignStore
-
-    store = CampaignStore(f"sqlite:///{home / 'store.db'}")
+    """Runs whose rollback was decided (a failed wave, a started rollback) and never closed,
+    read from the audit table directly: the soak does not trust the engine's own answer."""
+    query = ("SELECT run_id, max(CASE WHEN action IN ('wave_failed', 'rollback_started') THEN id END), "
+             "max(CASE WHEN action IN ('campaign_rolled_back', 'rollback_incomplete') THEN id END) "
+             "FROM skein_audit WHERE campaign = ? GROUP BY run_id")
     try:
-        return pending_rollbacks(store, CAMPAIGN_ID)
-    finally:
-        store.dispose()
+        with sqlite3.connect(f"file:{home / 'store.db'}?mode=ro", uri=True, timeout=30) as con:
+            rows = con.execute(query, [CAMPAIGN_ID]).fetchall()
+    except sqlite3.Error:
+        return []
+    return [run for run, decided, closed in rows if decided is not None and decided > (closed or 0)]
 
 
 def _settled(fleet: Path, home: Path, planned: dict) -> dict:

@@ -222,6 +222,22 @@ def test_a_rollback_that_cannot_restore_everything_does_not_say_it_did(fleet_tem
     assert "INCOMPLETE" in text and "every change" not in text
 
 
+@pytest.mark.slow  # ~3 minutes: 5-8 `skein run` processes
+def test_a_small_soak_of_kills_inside_rollbacks_settles_with_nothing_lost(tmp_path, monkeypatch):
+    """``bench/soak.py --only rollback_kills`` in small: two trials of runs killed inside their
+    rollbacks (a crash point, or SIGKILL once a rollback started), rerun until settled."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    from soak_rollback import rollback_kills
+
+    result = rollback_kills(tmp_path, 40, 2, seed=3, glob="legacy-scripts/*",
+                            ways=("crash_point", "rollback"))
+
+    assert result["kills"] >= 2 and result["kills_inside_rollback"] >= 1, result
+    for key in ("lost", "applied_twice", "half_applied", "unfinished_rollbacks", "dirty_repositories"):
+        assert result[key] == 0, (key, result)
+    assert result["restored"] == 2 * result["consumers"] > 0  # every trial ends rolled back
+
+
 # --- item 7: a replaced or restored view keeps its comment -----------------------------------
 
 def test_a_replaced_and_restored_duckdb_view_keeps_its_comment(tmp_path):
