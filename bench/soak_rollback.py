@@ -103,7 +103,7 @@ def _trial(template: Path, root: Path, planned: dict, rng: random.Random, glob: 
     home.mkdir()
     spec = fleet / "campaigns" / "plays-v2.yaml"
     run_id, runs, kills, inside, landed, aimed = "r0", 0, 0, 0, [], 0
-    to_aim = rng.randint(1, 3)  # runs aimed at, before one is left to finish
+    to_aim = rng.randint(2, 3)  # runs aimed at, before one is left to finish
     while runs < 9:  # one that never settles shows as unfinished below
         if runs and rng.random() < 0.5:
             run_id = f"r{runs}"  # half the reruns with a new run id

@@ -20,6 +20,16 @@ run that continues the campaign inherits it.
 ['a']
 >>> [(w.consumer, w.run_id, w.done) for w in writes_to_undo(store, "c", "b")]  # inherited by run b
 [('r/x.sql', 'a', False)]
+>>> store.record("c", "z", "cli", "applied", consumer="r/y.sql", before="0" * 64, after="2" * 64)
+3
+>>> store.record("c", "z", "cli", "monitor_failed", consumer="r/y.sql")  # applied, then checked
+4
+>>> [(w.consumer, w.run_id) for w in writes_to_undo(store, "c", "b")]  # newest first
+[('r/y.sql', 'z'), ('r/x.sql', 'a')]
+>>> store.record("c", "a", "cli", "finished", status="failed")  # a finished run took them over
+5
+>>> writes_to_undo(store, "c", "b")
+[]
 """
 
 from __future__ import annotations
@@ -83,8 +93,8 @@ def writes_to_undo(store: CampaignStore, campaign: str, run_id: str) -> list[Wri
     last_finished = max(finished, default=0)
     inherited: dict[str, list[str]] = {}
     for cid, state in latest.items():
-        if (cid not in own and state.run_id != run_id and state.action in WRITES
-                and state.id > last_finished):
+        if (cid not in own and state.run_id != run_id and state.id > last_finished
+                and state.action in (*WRITES, Action.MONITOR_FAILED)):  # written, maybe monitored
             inherited.setdefault(state.run_id, []).append(cid)
     for other, ids in inherited.items():
         theirs = _first_and_last(store.events(campaign, other, actions=WRITES))
