@@ -82,8 +82,9 @@ def kill_inside_rollback(campaign: Path, home: Path, run_id: str, tmp_path: Path
 
 # --- item 4: an interrupted rollback is finished, with any run id --------------------------
 
-@pytest.mark.slow  # `skein run` processes, killed and rerun: ~40 s each
-@pytest.mark.parametrize("rerun", ["second", "first"], ids=["another-run-id", "same-run-id"])
+@pytest.mark.parametrize("rerun", [  # two `skein run` processes, one killed: ~20 s each
+    pytest.param("second", id="another-run-id"),
+    pytest.param("first", id="same-run-id", marks=pytest.mark.slow)])
 def test_a_rollback_killed_after_its_first_restore_is_finished_by_the_next_run(
         fleet_template, tmp_path, rerun):
     campaign = copy_fleet(fleet_template, tmp_path)
@@ -126,7 +127,6 @@ def test_a_rollback_killed_after_its_first_restore_is_finished_by_the_next_run(
     assert pending_rollbacks(store, CAMPAIGN_ID) == []
 
 
-@pytest.mark.slow
 def test_a_crash_after_a_merge_then_a_rerun_that_rolls_back_restores_the_merged_file(
         fleet_template, tmp_path):
     """The first run dies right after merging its second consumer (no ``applied`` row); the
@@ -222,7 +222,7 @@ def test_a_rollback_that_cannot_restore_everything_does_not_say_it_did(fleet_tem
     assert "INCOMPLETE" in text and "every change" not in text
 
 
-@pytest.mark.slow  # ~3 minutes: 5-8 `skein run` processes
+@pytest.mark.slow  # 1.5-3 minutes: 5-8 `skein run` processes
 def test_a_small_soak_of_kills_inside_rollbacks_settles_with_nothing_lost(tmp_path, monkeypatch):
     """``bench/soak.py --only rollback_kills`` in small: two trials of runs killed inside their
     rollbacks (a crash point, or SIGKILL once a rollback started), rerun until settled."""
