@@ -209,12 +209,18 @@ def _cmd_unlock(args) -> int:
     from skein.store import CampaignStore
 
     store = CampaignStore(args.store) if args.store else CampaignStore()
-    held = store.break_lease(f"run:{args.campaign}")
+    name = f"run:{args.campaign}"
+    held = store.lease(name)
     if held is None:
         print(f"campaign {args.campaign!r} is not held by any run")
         return 0
+    refused = held.unlock_refusal(force=args.force)
+    if refused:
+        raise SkeinError(f"campaign {args.campaign!r} not freed: it is held by {held.describe()}; {refused}")
+    store.release(name, held.holder)
     _, _, run_id = held.holder.partition("/")
-    store.record(args.campaign, run_id, "cli", Action.UNLOCKED, message=f"was held by {held.describe()}")
+    store.record(args.campaign, run_id, "cli", Action.UNLOCKED, forced=args.force,
+                 message=f"was held by {held.describe()}")
     print(f"campaign {args.campaign!r} freed; it was held by {held.describe()}")
     return 0
 
@@ -269,8 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_tools(sub) -> None:
-    p = sub.add_parser("unlock", help="free a campaign that a dead run still holds")
+    p = sub.add_parser("unlock", help="free a campaign that a dead run still holds (never a live one)")
     p.add_argument("campaign", help="campaign id")
+    p.add_argument("--force", action="store_true",
+                   help="free it from a holder this host cannot check (another host, an Airflow "
+                        "DAG run) that you know is dead; a live process here is never freed")
     p.add_argument("--store", help="campaign store URL")
     p.set_defaults(func=_cmd_unlock)
 

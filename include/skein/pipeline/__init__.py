@@ -13,7 +13,8 @@ campaign store, and writes its own files there (``docs/architecture.md``).
    approval                ``record_decision`` (store)
 5. ``start_wave`` + ``apply_wave``   git commits, views (store: apply_started / applied)
 6. ``monitor_wave``        store: monitored / wave_passed / wave_failed
-7. ``rollback``            store: rolled_back
+7. ``rollback``            store: rolled_back (an owed rollback of an earlier run: finished
+                           first thing in ``discover``, ``finish_interrupted_rollbacks``)
 8. ``finalize``            store: finished
 """
 
@@ -24,7 +25,7 @@ from skein.pipeline.discover import discover, filter_report, work_batches
 from skein.pipeline.finalize import finalize, run_status
 from skein.pipeline.monitor import WaveHealth, monitor_wave
 from skein.pipeline.rewrite import rewrite_consumers
-from skein.pipeline.rollback import RolledBack, rollback
+from skein.pipeline.rollback import RolledBack, finish_interrupted_rollbacks, rollback
 from skein.pipeline.simulate import simulate_consumers
 from skein.pipeline.summarize import Summary, approval_text, summarize
 from skein.pipeline.waves import (
@@ -40,7 +41,8 @@ from skein.pipeline.waves import (
 
 __all__ = [
     "Applied", "RolledBack", "RunContext", "Summary", "WaveHealth", "apply_wave", "approval_text",
-    "approved_scope", "discover", "filter_report", "finalize", "last_wave_activity",
+    "approved_scope", "discover", "filter_report", "finalize", "finish_interrupted_rollbacks",
+    "last_wave_activity",
     "monitor_wave", "open_plan", "plan_campaign", "record_decision", "rewrite_consumers",
     "rollback", "rollback_reason", "run_campaign", "run_directory", "run_status",
     "simulate_consumers", "start_run", "start_wave", "summarize", "target_for",
