@@ -28,7 +28,7 @@ FOUNDATION = {"skein",  # the package's __init__: its version
               "skein.lineage", "skein.dbt", "skein.ownership", "skein.batches", "skein.rollout",
               "skein.apply", "skein.catalog", "skein.discovery", "skein.audit", "skein.approvals",
               "skein.faults", "skein.paths", "skein.controls", "skein.store_schema",
-              "skein.spec_sql"}
+              "skein.spec_sql", "skein.statuses"}
 PACKAGES = {"skein.rewrite": "rewrite", "skein.simulation": "simulation",
             "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app",
             "skein.views": "app"}  # the portal's read models

@@ -1,0 +1,93 @@
+"""Issue 20: what a reviewer reads is what happened. Through the engine's read models (no
+Airflow): the approval after a person's holds and during a pause, the live summary after
+the waves, one row per consumer after several runs, a campaign that is not done while
+consumers wait for a human, one vocabulary of statuses.
+
+Each scenario plans the demo fleet for real (git repositories, DuckDB) in its own copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from skein import views
+from skein.audit import Action
+from skein.pipeline import apply_wave, approval_text, record_decision, start_wave, wave_batches
+from skein.store import CampaignStore
+from skein.views.consumers import ConsumerFilter
+from test_portal_views import CAMPAIGN, approve_and_apply, fleet, plan_run  # noqa: F401 - fixture
+
+
+@pytest.fixture
+def world(fleet, tmp_path):  # noqa: F811 - the imported fixture
+    """A fresh copy of the demo fleet, a store and a home; nothing planned yet."""
+    shutil.copytree(fleet, tmp_path / "fleet", symlinks=True)
+    campaign, home = tmp_path / "fleet" / "campaigns" / f"{CAMPAIGN}.yaml", tmp_path / "home"
+    home.mkdir()
+    store = CampaignStore(f"sqlite:///{home / 'store.db'}")
+    return {"campaign": campaign, "home": home, "store": store,
+            "src": views.Sources(store=store, home=home, campaign_files=(campaign,))}
+
+
+def statuses(store) -> dict[str, str]:
+    return {c.id: c.status for c in views.consumer_page(store, CAMPAIGN, ConsumerFilter(), limit=500).items}
+
+
+# -- defect 2: the approval respects holds and pauses ------------------------------------------
+
+
+def test_the_approval_says_what_is_held_and_paused_and_rebuilds_the_canary(world):
+    """The whole canary escalated by a person and the campaign paused before the approval is
+    asked: the approval lists the held consumers with who and why, does not count them as
+    patched, says the campaign is paused, and the canary is rebuilt from eligible consumers,
+    so "Approve canary only" applies something."""
+    store = world["store"]
+    ctx, summary = plan_run(world["campaign"], world["home"], store, "r1")
+    canary = summary.waves["canary"]
+    patched = {i.id for i in summary.plan.with_status("patched")}
+    assert canary and set(canary) <= patched | {i.id for i in summary.plan.with_status("unchanged")}
+    for cid in canary:
+        views.escalate_consumer(store, CAMPAIGN, cid, "bob", "needs a human review")
+    views.pause_campaign(store, CAMPAIGN, "carol", "owners asked to wait")
+
+    text = approval_text(ctx)
+    assert "**The campaign is paused** by user:carol" in text and "owners asked to wait" in text
+    for cid in canary:
+        assert f"`{cid}`: escalated by user:bob: needs a human review" in text
+    held_patched = len(set(canary) & patched)
+    assert f"**{len(patched) - held_patched} patched**" in text  # held ones are not counted
+
+    from skein.pipeline import approval_options, rebuild_waves
+
+    state = rebuild_waves(ctx)  # what the approval step does before it asks
+    assert set(state.held) == set(canary)
+    new_canary = ctx.files.waves()["canary"]
+    assert new_canary and not set(new_canary) & set(canary)
+    assert "wave `canary` rebuilt from the eligible consumers" in approval_text(ctx, state=state)
+    assert "Approve canary only" in approval_options(ctx, state)
+
+    record_decision(ctx, "Approve canary only", "alice")
+    assert start_wave(ctx, "canary") == "campaign paused by user:carol"  # the pause holds
+    views.resume_campaign(store, CAMPAIGN, "carol", None)
+    assert start_wave(ctx, "canary") is None
+    for batch in wave_batches(ctx, "canary", "default"):
+        apply_wave(ctx, "canary", batch)
+    applied = {e.consumer for e in store.events(CAMPAIGN, "r1", actions=(Action.APPLIED,))}
+    assert applied and applied <= set(new_canary) and not applied & set(canary)
+
+
+def test_an_approval_that_would_apply_nothing_says_so_and_offers_no_canary(world):
+    from skein.pipeline import approval_options, rebuild_waves
+
+    store = world["store"]
+    ctx, summary = plan_run(world["campaign"], world["home"], store, "r1")
+    for cid in (c for ids in summary.waves.values() for c in ids):
+        views.skip_consumer(store, CAMPAIGN, cid, "bob", "not this quarter")
+    state = rebuild_waves(ctx)
+    assert state.eligible == 0
+    assert approval_options(ctx, state) == ["Approve all", "Reject"]
+    text = approval_text(ctx, state=state)
+    assert "**Approving applies nothing now**" in text and "every one it would apply is held" in text
