@@ -91,3 +91,40 @@ def test_an_approval_that_would_apply_nothing_says_so_and_offers_no_canary(world
     assert approval_options(ctx, state) == ["Approve all", "Reject"]
     text = approval_text(ctx, state=state)
     assert "**Approving applies nothing now**" in text and "every one it would apply is held" in text
+
+
+# -- defect 3: the summary is live -------------------------------------------------------------
+
+
+def summary_line(directory: Path, cid: str) -> str:
+    """The consumer's row of the run's summary.md."""
+    return next(line for line in (directory / "summary.md").read_text().splitlines()
+                if f"[{cid}](" in line)
+
+
+def test_the_summary_after_the_waves_says_what_happened(world):
+    """Skipped and escalated in the portal, then the waves: the run's summary lists them as
+    skipped and escalated (with who and why) and the rest as applied, not as planned; a
+    person's control later rewrites it again."""
+    store, src = world["store"], world["src"]
+    ctx, summary = plan_run(world["campaign"], world["home"], store, "r1")
+    patched = [c for c in summary.waves["everyone"] if c in {i.id for i in summary.plan.with_status("patched")}]
+    skipped, escalated = patched[0], patched[1]
+    views.skip_consumer(store, CAMPAIGN, skipped, "alice", "owner asked to wait")
+    views.escalate_consumer(store, CAMPAIGN, escalated, "bob", "needs a human review")
+    approve_and_apply(ctx)
+    directory = ctx.directory
+    assert "| skipped | everyone |" in summary_line(directory, skipped)
+    assert "skipped by user:alice: owner asked to wait" in summary_line(directory, skipped)
+    assert "| escalated |" in summary_line(directory, escalated)
+    applied = next(c for c in patched[2:])
+    assert "| applied |" in summary_line(directory, applied)
+    html = (directory / "summary.html").read_text()
+    assert "after the run finished" in html and "patched" not in summary_line(directory, skipped)
+    counts = ctx.files.summary()
+    assert counts.by_status["skipped"] == 1 and counts.by_status["applied"] >= len(patched) - 2
+
+    views.release_consumer(store, CAMPAIGN, skipped, "carol", "the owner is back")
+    views.refresh_summary(src, CAMPAIGN, "a release by user:carol")  # what the portal's API does
+    assert "| pending |" in summary_line(directory, skipped)
+    assert "after a release by user:carol" in (directory / "summary.md").read_text()

@@ -70,8 +70,16 @@ def hold(store: CampaignStore, campaign: str, consumer: str) -> Event | None:
 
 def hold_reason(event: Event) -> str:
     """``skipped by user:alice: <why>`` for a hold event."""
-    why = event.detail.get("message")
-    return f"{event.action.removeprefix('consumer_')} by {event.actor}" + (f": {why}" if why else "")
+    return describe_hold(event.action, event.actor, event.detail.get("message"))
+
+
+def describe_hold(action: str, actor: str, why: str | None) -> str:
+    """A hold as people read it.
+
+    >>> describe_hold("consumer_escalated", "user:bob", "needs review")
+    'escalated by user:bob: needs review'
+    """
+    return f"{action.removeprefix('consumer_')} by {actor}" + (f": {why}" if why else "")
 
 
 def skip(store: CampaignStore, campaign: str, consumer: str, actor: str,

@@ -7,6 +7,7 @@ from typing import Literal
 
 from skein.audit import Action
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
 from skein.pipeline.waves import approved_scope, unfinished_waves
 
 RunStatus = Literal["finished", "failed", "rolled_back", "rejected", "stopped", "paused", "dry_run"]
@@ -43,6 +44,7 @@ def finalize(ctx: RunContext, status: RunStatus | None = None) -> dict:
                "failed": states[Action.APPLY_FAILED] + states[Action.MONITOR_FAILED],
                "escalated": plan.counts.get("escalated", 0) if plan else 0}
     ctx.record(Action.FINISHED, **outcome)
+    refresh_summary(ctx, f"the run finished ({status})")
     ctx.release_run()
     return outcome
 

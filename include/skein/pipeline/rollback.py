@@ -9,6 +9,7 @@ from skein.audit import Action
 from skein.catalog import Consumer
 from skein.pipeline.apply import consumer_lease, target_for
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
 from skein.store import Event, sha256
 
 
@@ -54,6 +55,7 @@ def rollback(ctx: RunContext, reason: str = "") -> RolledBack:
         restored.append(cid)
     ctx.record(Action.CAMPAIGN_ROLLED_BACK if not problems else Action.ROLLBACK_INCOMPLETE,
                restored=len(restored), problems=len(problems))
+    refresh_summary(ctx, "the rollback")
     return RolledBack(restored=restored, verified=not problems, problems=problems)
 
 

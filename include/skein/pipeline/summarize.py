@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from skein.audit import Action
 from skein.controls import holds
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
 from skein.plan import Plan, StatusCounts, applicable, plan_items, plan_waves
 
 
@@ -45,6 +46,7 @@ def summarize(ctx: RunContext) -> Summary:
     ctx.files.write_apply_batches(apply_batches(ctx, waves))
     index_consumers(ctx, plan, assigned)
     ctx.record(Action.PLANNED, counts=plan.counts, waves={k: len(v) for k, v in waves.items()})
+    refresh_summary(ctx, "the plan")
     return Summary(plan=plan, waves=waves)
 
 
@@ -69,6 +71,7 @@ def ordered_waves(ctx: RunContext, assigned: dict[str, str]) -> dict[str, list[s
 def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dict,
                     waves: dict[str, str]) -> None:
     """``evidence/<id>.{json,md,html}`` per consumer and ``summary.{json,md,html}``."""
+    from skein.statuses import of_plan
     from skein.evidence import (consumer_markdown, consumer_record, html_page, plan_notes,
                                 status_sentence, summary_counts, summary_markdown)
 
@@ -81,6 +84,9 @@ def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dic
         markdown = consumer_markdown(record)
         ctx.files.write_evidence(item.id, record, markdown, html_page(item.id, markdown))
     wave_order = [w.name for w in ctx.campaign.rollout.waves]
+    # the summary speaks the one vocabulary (skein.statuses); each evidence record keeps the plan's
+    records = [{**r, "status": str(of_plan(r["status"], (r.get("simulation") or {}).get("status")))}
+               for r in records]
     by_wave = {w: [cid for cid, name in waves.items() if name == w] for w in wave_order}
     markdown = summary_markdown(plan.campaign, records, wave_order,
                                 [status_sentence(plan, by_wave), *plan_notes(plan, by_wave)])

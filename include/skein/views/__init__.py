@@ -15,6 +15,7 @@ from skein.views.actions import (
     escalate_consumer,
     pause_campaign,
     record_answer,
+    refresh_summary,
     release_consumer,
     resume_campaign,
     retry_failed,
@@ -51,5 +52,5 @@ __all__ = [
     "ConsumerSummary", "OwnerRow", "RunInfo", "Sources", "WaveView", "actor", "burndown",
     "campaign_detail", "campaign_ids", "campaign_spec", "catalog", "catalog_row",
     "consumer_detail", "consumer_page", "escalate_consumer", "pause_campaign", "record_answer",
-    "release_consumer", "resume_campaign", "retry_failed", "runs", "skip_consumer",
+    "refresh_summary", "release_consumer", "resume_campaign", "retry_failed", "runs", "skip_consumer",
 ]

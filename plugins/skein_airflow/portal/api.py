@@ -90,6 +90,11 @@ def _campaign_known(campaign_id: str) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such campaign")
 
 
+def _refreshed(campaign_id: str, what: str, user: Any) -> None:
+    """The latest run's summary file says what the person just did (``skein.pipeline.live``)."""
+    views.refresh_summary(sources(), campaign_id, f"{what} by user:{user_id(user)}")
+
+
 def _conflict(call):
     try:
         return call()
@@ -180,6 +185,7 @@ def pause(campaign_id: str, body: ReasonBody, user: Any = Depends(campaign_edito
     """Pause the campaign: nothing more is applied (a wave stops at its next consumer)."""
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.pause_campaign(sources().store, campaign_id, user_id(user), body.reason))
+    _refreshed(campaign_id, "a pause", user)
     return ActionResult(message=f"{campaign_id} paused", audit_id=audit_id)
 
 
@@ -189,6 +195,7 @@ def resume(campaign_id: str, body: ReasonBody, user: Any = Depends(campaign_edit
     """Resume the campaign (the waiting run, or the next one, goes on)."""
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.resume_campaign(sources().store, campaign_id, user_id(user), body.reason))
+    _refreshed(campaign_id, "a resume", user)
     return ActionResult(message=f"{campaign_id} resumed", audit_id=audit_id)
 
 
@@ -198,6 +205,7 @@ def retry_failed(campaign_id: str, user: Any = Depends(campaign_editor)) -> Acti
     """Mark every failed consumer for the next run."""
     _campaign_known(campaign_id)
     marked = views.retry_failed(sources().store, campaign_id, user_id(user))
+    _refreshed(campaign_id, "a retry", user)
     return ActionResult(message=f"{len(marked)} failed consumer(s) marked for the next run",
                         consumers=marked)
 
@@ -210,6 +218,7 @@ def skip(campaign_id: str, consumer_id: str, body: ReasonBody,
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.skip_consumer(sources().store, campaign_id, consumer_id,
                                                      user_id(user), body.reason))
+    _refreshed(campaign_id, f"a skip of {consumer_id}", user)
     return ActionResult(message=f"{consumer_id} skipped", audit_id=audit_id, consumers=[consumer_id])
 
 
@@ -224,6 +233,7 @@ def escalate(campaign_id: str, consumer_id: str, body: EscalationBody,
     src = sources()
     audit_id = _conflict(lambda: views.escalate_consumer(src.store, campaign_id, consumer_id,
                                                          user_id(user), body.reason))
+    _refreshed(campaign_id, f"an escalation of {consumer_id}", user)
     sent = notify_escalation(src, campaign_id, consumer_id, user_id(user), body.reason)
     return ActionResult(message=f"{consumer_id} escalated; notified: {', '.join(sent) or 'nobody'}",
                         audit_id=audit_id, consumers=[consumer_id])
@@ -237,6 +247,7 @@ def release(campaign_id: str, consumer_id: str, body: ReasonBody,
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.release_consumer(sources().store, campaign_id, consumer_id,
                                                         user_id(user), body.reason))
+    _refreshed(campaign_id, f"a release of {consumer_id}", user)
     return ActionResult(message=f"{consumer_id} released: it is in the later waves again",
                         audit_id=audit_id, consumers=[consumer_id])
 
