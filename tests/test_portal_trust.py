@@ -128,3 +128,34 @@ def test_the_summary_after_the_waves_says_what_happened(world):
     views.refresh_summary(src, CAMPAIGN, "a release by user:carol")  # what the portal's API does
     assert "| pending |" in summary_line(directory, skipped)
     assert "after a release by user:carol" in (directory / "summary.md").read_text()
+
+
+# -- defect 4: one row per consumer, numbered once, after several runs -------------------------
+
+
+def test_the_consumer_list_numbers_each_consumer_once_after_several_runs(world):
+    """A first run applies the canary only; the second plans what is left (numbered 1, 2...
+    again by its discovery): the list still has one row per consumer, each with its own
+    number, in one order, and each row's state is its current one."""
+    store = world["store"]
+    ctx, summary = plan_run(world["campaign"], world["home"], store, "r1")
+    record_decision(ctx, "Approve canary only", "alice")
+    assert start_wave(ctx, "canary") is None
+    for batch in wave_batches(ctx, "canary", "default"):
+        apply_wave(ctx, "canary", batch)
+    from skein.pipeline import finalize
+
+    finalize(ctx)
+    first = {c.id: c.order for c in views.consumer_page(store, CAMPAIGN, ConsumerFilter(), limit=500).items}
+    ctx2, summary2 = plan_run(world["campaign"], world["home"], store, "r2")
+    assert len(summary2.plan.items) < len(summary.plan.items)  # the canary no longer reads the source
+    page = views.consumer_page(store, CAMPAIGN, ConsumerFilter(), limit=500)
+    ids, orders = [c.id for c in page.items], [c.order for c in page.items]
+    assert len(ids) == len(set(ids)) == page.total
+    assert len(orders) == len(set(orders)), "two consumers share a number"
+    assert orders == sorted(orders)
+    assert {c.id: c.order for c in page.items if c.id in first} == first  # numbers are kept
+    runs_in_order = [c.run_id for c in page.items]
+    assert {"r1", "r2"} <= set(runs_in_order)
+    canary = set(summary.waves["canary"])
+    assert all(c.status in ("applied", "verified") for c in page.items if c.id in canary)
