@@ -58,7 +58,7 @@ def test_the_approval_says_what_is_held_and_paused_and_rebuilds_the_canary(world
     for cid in canary:
         assert f"`{cid}`: escalated by user:bob: needs a human review" in text
     held_patched = len(set(canary) & patched)
-    assert f"**{len(patched) - held_patched} patched**" in text  # held ones are not counted
+    assert f"**{len(patched) - held_patched} pending** (patched" in text  # held ones are not counted
 
     from skein.pipeline import approval_options, rebuild_waves
 
@@ -159,3 +159,39 @@ def test_the_consumer_list_numbers_each_consumer_once_after_several_runs(world):
     assert {"r1", "r2"} <= set(runs_in_order)
     canary = set(summary.waves["canary"])
     assert all(c.status in ("applied", "verified") for c in page.items if c.id in canary)
+
+
+# -- defect 5: done means nothing reads the source; one vocabulary ------------------------------
+
+
+def test_a_campaign_is_not_done_while_consumers_wait_for_a_human(world):
+    store, src = world["store"], world["src"]
+    ctx, summary = plan_run(world["campaign"], world["home"], store, "r1")
+    escalated_by_agents = summary.plan.counts["escalated"]
+    assert escalated_by_agents  # the demo escalates some consumers (a dropped column...)
+    patched = [c for c in summary.waves["everyone"] if c in {i.id for i in summary.plan.with_status("patched")}]
+    views.skip_consumer(store, CAMPAIGN, patched[0], "alice", "owner asked to wait")
+    assert approve_and_apply(ctx)["status"] == "finished"
+    row = views.catalog_row(src, CAMPAIGN)
+    assert row.state == "applied" and row.state != "done"
+    assert row.left.startswith(f"{row.counts['escalated'] + row.counts.get('blocked', 0) + row.counts.get('failed', 0)} need a human")
+    assert "1 skipped" in row.left
+    assert views.burndown(store, CAMPAIGN).remaining > 0  # files still read the old table
+
+
+def test_one_vocabulary_of_statuses_everywhere(world):
+    """The portal's statuses, the summary's and the approval's words come from skein.statuses,
+    and docs/portal.md describes each one."""
+    from skein.statuses import Status
+
+    store = world["store"]
+    ctx, _ = plan_run(world["campaign"], world["home"], store, "r1")
+    words = {str(s) for s in Status}
+    assert set(views.STATUSES) == words
+    assert set(statuses(store).values()) <= words
+    assert set(ctx.files.summary().by_status) <= words
+    text = approval_text(ctx)
+    assert " patched**" not in text and "verified unchanged" not in text and "pending**" in text
+    docs = (Path(__file__).parent.parent / "docs" / "portal.md").read_text()
+    for status in Status:
+        assert f"| {status} | {status.description} |" in docs, status

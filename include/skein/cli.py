@@ -87,8 +87,13 @@ def _cmd_plan(args) -> int:
             ctx.progress = bars
         summary = plan_campaign(ctx, workers=args.workers, simulate=not args.no_simulate)
     plan = summary.plan
+    from collections import Counter
+
+    from skein.statuses import STATUSES, of_plan
+
+    counts = Counter(of_plan(i.status, i.simulation) for i in plan.items)  # the one vocabulary
     print(f"plan for {plan.campaign} written to {args.out}: "
-          + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
+          + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]))
     for item in plan.with_status("escalated", "failed"):
         print(f"  {item.status} {item.id}: {item.reason}")
     from skein.evidence import plan_notes

@@ -79,6 +79,14 @@ def what_is_left(counts: dict[str, int]) -> str | None:
     return ", ".join(parts) or None
 
 
+def counts_sentence(pending: int, verified: int, blocked: int, escalated: int, failed: int) -> str:
+    """A plan's counts in this vocabulary, as the approval and the summary say them."""
+    return (f"**{pending} {Status.PENDING}** (patched, waiting for their wave), "
+            f"{verified} {Status.VERIFIED} (unchanged, checked against the migrated upstream), "
+            + (f"{blocked} {Status.BLOCKED} (unchanged, an upstream is not migrated), " if blocked else "")
+            + f"**{escalated} {Status.ESCALATED}**, **{failed} {Status.FAILED}** (the dry run refuted the patch).")
+
+
 def legend() -> str:
     """The vocabulary as a Markdown table (docs, summary)."""
     return "\n".join(["| status | meaning |", "|---|---|",

@@ -49,8 +49,11 @@ def write_live_summary(store: CampaignStore, campaign_id: str, run_id: str, dire
     """Rewrite ``directory``'s summary from the store now (``after``: the step or control that
     changed something). A failure to write is not the step's failure: the audit log is the
     record, and the next step writes the summary again."""
-    from skein.evidence import html_page, summary_counts, summary_markdown
+    from skein.evidence import html_page, plan_notes, status_sentence, summary_counts, summary_markdown
+    from skein.rundir import RunDirectory
 
+    files = RunDirectory(directory)
+    plan, waves = files.plan(), files.waves()
     records, others = live_records(store, campaign_id, run_id)
     counts = summary_counts(records, wave_order)
     left = what_is_left(counts["by_status"])
@@ -58,7 +61,7 @@ def write_live_summary(store: CampaignStore, campaign_id: str, run_id: str, dire
              "rewritten after every step that changes a consumer and after a person's control.",
              f"**{'Left: ' + left if left else 'Nothing left: every consumer is applied or verified'}**."
              + (f" {others} other consumer(s) of the campaign were planned by other runs." if others else ""),
-             legend()]
+             "As planned: " + status_sentence(plan, waves), *plan_notes(plan, waves), legend()]
     markdown = summary_markdown(campaign_id, records, wave_order, notes)
     try:
         _write(directory / "summary.json", json.dumps({"campaign": campaign_id, **counts}, indent=2))

@@ -28,12 +28,16 @@ from pydantic import BaseModel
 
 from skein.audit import Action
 from skein.controls import paused, pending_retries
+from skein.statuses import what_is_left
 from skein.views.sources import RunInfo, Sources, campaign_ids, campaign_spec, runs
 from skein.store import consumers
 from skein.views.status import STATUSES, consumer_status
 
+# "done": nothing reads the source any more (every consumer applied or verified); a run that
+# finished with consumers left makes the campaign "applied", and ``CampaignRow.left`` says
+# what is left ("13 need a human (9 escalated, 4 blocked)").
 CampaignState = Literal["not started", "planning", "planned", "awaiting approval", "rolling out",
-                        "paused", "rolled back", "done", "rejected", "failed"]
+                        "paused", "rolled back", "applied", "done", "rejected", "failed"]
 _FINISHED: dict[str, CampaignState] = {
     "finished": "done", "rolled_back": "rolled back", "rejected": "rejected",
     "stopped": "rejected", "failed": "failed", "dry_run": "planned", "paused": "planned"}
@@ -51,6 +55,8 @@ class CampaignRow(BaseModel):
     owners: list[str]
     state: CampaignState
     paused_by: str | None = None
+    paused_why: str | None = None  # the reason the person gave
+    left: str | None = None  # what keeps the campaign from being done (skein.statuses.what_is_left)
     consumers: int
     counts: dict[str, int]  # consumers per status (skein.views.status)
     errors: int  # failed
@@ -135,10 +141,14 @@ def catalog_row(src: Sources, campaign_id: str, by_owner: dict | None = None) ->
     for some in (by_owner if by_owner is not None else counts_by(src, campaign_id)).values():
         counts.update(some)
     pause = paused(src.store, campaign_id)
+    left = what_is_left(counts) if latest is not None else None
+    state = campaign_state(src, campaign_id, latest)
     return CampaignRow(
         campaign=campaign_id, title=spec.title if spec else None, source=spec.source if spec else None,
         target=spec.target if spec else None, owners=list(spec.owners) if spec else [],
-        state=campaign_state(src, campaign_id, latest), paused_by=pause.actor if pause else None,
+        state="applied" if state == "done" and left else state, left=left,
+        paused_by=pause.actor if pause else None,
+        paused_why=pause.detail.get("message") if pause else None,
         consumers=sum(counts.values()), counts={s: counts[s] for s in STATUSES if counts[s]},
         errors=counts["failed"], escalations=counts["escalated"], last_run=latest,
         schedule=spec.rollout.schedule if spec else None,
