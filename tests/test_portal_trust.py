@@ -195,3 +195,50 @@ def test_one_vocabulary_of_statuses_everywhere(world):
     docs = (Path(__file__).parent.parent / "docs" / "portal.md").read_text()
     for status in Status:
         assert f"| {status} | {status.description} |" in docs, status
+
+
+# -- defect 6: the pages say what happened, why, and that an action took --------------------------
+
+
+def render(name: str, src, **values) -> str:
+    """A portal page's template rendered as the portal does (pages.render without a request)."""
+    from skein_airflow.portal import pages
+
+    return pages.templates.get_template(name).render(
+        base="/skein", airflow="/", user="alice", markdown=pages.markdown,
+        link=lambda *parts, **query: pages.link("/skein", *parts, **query), **values)
+
+
+def test_waves_reasons_colours_and_the_answer_read_as_they_are(world):
+    from skein_airflow.portal.api import CampaignOut
+
+    store, src = world["store"], world["src"]
+    ctx, summary = plan_run(world["campaign"], world["home"], store, "r1")
+    ctx.record(Action.APPROVAL_REQUESTED, approvers=["alice"])
+    assert views.catalog_row(src, CAMPAIGN).state == "awaiting approval"
+    views.record_answer(store, CAMPAIGN, "r1", "alice", "Approve all", "approval")
+    assert views.catalog_row(src, CAMPAIGN).state == "rolling out"  # the answer counts at once
+    patched = [c for c in summary.waves["everyone"] if c in {i.id for i in summary.plan.with_status("patched")}]
+    views.skip_consumer(store, CAMPAIGN, patched[0], "alice", "owner on holiday")
+    approve_and_apply(ctx)
+    views.pause_campaign(store, CAMPAIGN, "bob", "freeze week")
+
+    detail = views.campaign_detail(src, CAMPAIGN)
+    assert [w.outcome for w in detail.waves] == ["applied, monitoring passed"] * 2
+    assert (detail.row.paused_by, detail.row.paused_why) == ("user:bob", "freeze week")
+    page = views.consumer_page(store, CAMPAIGN, ConsumerFilter(status="skipped"))
+    assert [(c.held_by, c.held_why) for c in page.items] == [("user:alice", "owner on holiday")]
+
+    out = CampaignOut(detail=detail, dag_id="skein__plays-v2", can_edit=True, can_approve=False,
+                      approval_request=None)
+    html = render("campaign.html", src, out=out, d=detail, page=page, filters={
+        "status": None, "owner": None, "tier": None, "kind": None, "wave": None, "search": None},
+        burndown=views.burndown(store, CAMPAIGN), chart={"points": "", "width": 1, "height": 1}, me="alice")
+    assert "applied, monitoring passed" in html and ">started<" not in html
+    assert "by user:alice: owner on holiday" in html and "freeze week" in html
+    assert 'id="flash"' in render("base.html", src)  # where portal.js shows what an action did
+
+    css = (Path(__file__).parent.parent / "plugins/skein_airflow/portal/static/portal.css").read_text()
+    colour = {name: next(line for line in css.splitlines() if f".s-{name}" in line).split("background:")[1].split(";")[0]
+              for name in ("skipped", "blocked")}
+    assert colour["skipped"] != colour["blocked"]

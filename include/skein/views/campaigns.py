@@ -26,6 +26,7 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from skein.approvals import CAMPAIGN_OPTIONS, WAVE_OPTIONS
 from skein.audit import Action
 from skein.controls import paused, pending_retries
 from skein.statuses import what_is_left
@@ -41,8 +42,8 @@ CampaignState = Literal["not started", "planning", "planned", "awaiting approval
 _FINISHED: dict[str, CampaignState] = {
     "finished": "done", "rolled_back": "rolled back", "rejected": "rejected",
     "stopped": "rejected", "failed": "failed", "dry_run": "planned", "paused": "planned"}
-_STATE_ACTIONS = (Action.PLANNED, Action.APPROVAL_REQUESTED, Action.APPROVED, Action.REJECTED,
-                  Action.WAVE_STARTED, Action.FINISHED)
+_STATE_ACTIONS = (Action.PLANNED, Action.APPROVAL_REQUESTED, Action.APPROVAL_ANSWERED,
+                  Action.APPROVED, Action.REJECTED, Action.WAVE_STARTED, Action.FINISHED)
 
 
 class CampaignRow(BaseModel):
@@ -79,6 +80,29 @@ class WaveView(BaseModel):
     error_rate: float | None = None
     threshold: float | None = None
     failed: list[str] = []
+    outcome: str = "not started"  # what the latest run did with it, in words (``wave_outcome``)
+
+
+def wave_outcome(view: WaveView, latest: RunInfo | None) -> str:
+    """What the latest run did with a wave, as a person reads it (a wave "started" in a run
+    that has finished did not stay started).
+
+    >>> run = RunInfo(run_id="r1", started_at=datetime(2026, 12, 1, tzinfo=UTC), status="finished")
+    >>> wave_outcome(WaveView(name="canary", share=.1, consumers=2, counts={}, decision="started",
+    ...                       verdict="passed"), run)
+    'applied, monitoring passed'
+    >>> wave_outcome(WaveView(name="canary", share=.1, consumers=2, counts={}, decision="started"), run)
+    'started, no verdict (the run ended finished)'
+    """
+    if view.decision is None:
+        return "not started"
+    if view.decision == "skipped":
+        return "skipped"
+    if view.verdict is not None:
+        return "applied, monitoring " + view.verdict
+    if latest is not None and latest.status is not None:
+        return f"started, no verdict (the run ended {latest.status})"
+    return "applying"
 
 
 class OwnerRow(BaseModel):
@@ -117,10 +141,15 @@ def campaign_state(src: Sources, campaign_id: str, latest: RunInfo | None) -> Ca
         return "not started"
     if latest.status is not None:
         return _FINISHED.get(latest.status, "failed")
-    actions = [e.action for e in src.store.events(campaign_id, latest.run_id, actions=_STATE_ACTIONS)]
+    events = src.store.events(campaign_id, latest.run_id, actions=_STATE_ACTIONS)
+    actions = [e.action for e in events]
     last_decision = max((i for i, a in enumerate(actions) if a in (Action.APPROVED, Action.REJECTED)),
                         default=-1)
     if any(a == Action.APPROVAL_REQUESTED for a in actions[last_decision + 1:]):
+        # answered in the portal: the run records the decision when it resumes, seconds later
+        if actions[-1] == Action.APPROVAL_ANSWERED:
+            scope = {**CAMPAIGN_OPTIONS, **WAVE_OPTIONS}.get(events[-1].detail.get("message"))
+            return "rejected" if scope == "none" else "rolling out"
         return "awaiting approval"
     if Action.WAVE_STARTED in actions or (last_decision >= 0 and actions[last_decision] == Action.APPROVED):
         return "rolling out"
@@ -233,6 +262,8 @@ def wave_views(src: Sources, campaign_id: str, latest: RunInfo | None, spec, by_
             view.verdict = "passed" if e.action == Action.WAVE_PASSED else "failed"
             view.error_rate, view.threshold = e.detail.get("error_rate"), e.detail.get("threshold")
             view.failed = list(e.detail.get("failed") or [])
+    for view in views.values():
+        view.outcome = wave_outcome(view, latest)
     return list(views.values())
 
 

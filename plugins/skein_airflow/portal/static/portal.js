@@ -1,5 +1,6 @@
 // Skein portal actions: every form.action POSTs its fields as JSON to its data-post URL
-// (the JSON API), with the browser's Airflow session cookie, then reloads the page.
+// (the JSON API), with the browser's Airflow session cookie, then reloads the page, which
+// shows what was done (kept in sessionStorage across the reload) above the new state.
 // Loaded from the portal itself (the pages' CSP allows no inline script).
 "use strict";
 document.addEventListener("submit", async (event) => {
@@ -21,8 +22,19 @@ document.addEventListener("submit", async (event) => {
     const text = response.ok ? answer.message : (typeof answer.detail === "string" ? answer.detail
       : `refused (HTTP ${response.status})`);
     if (out) { out.textContent = text || ""; out.className = "result " + (response.ok ? "ok" : "error"); }
-    if (response.ok) setTimeout(() => window.location.reload(), 700);
+    if (response.ok) {
+      sessionStorage.setItem("skein.flash", `Done: ${text}. The page below shows the state now.`);
+      setTimeout(() => window.location.reload(), 300);
+    }
   } finally {
     form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
   }
+});
+document.addEventListener("DOMContentLoaded", () => {
+  const flash = document.getElementById("flash");
+  const text = sessionStorage.getItem("skein.flash");
+  if (!flash || !text) return;
+  sessionStorage.removeItem("skein.flash");
+  flash.textContent = text;
+  flash.hidden = false;
 });
