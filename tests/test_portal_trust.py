@@ -233,7 +233,7 @@ def test_waves_reasons_colours_and_the_answer_read_as_they_are(world):
                       approval_request=None)
     html = render("campaign.html", src, out=out, d=detail, page=page, filters={
         "status": None, "owner": None, "tier": None, "kind": None, "wave": None, "search": None},
-        burndown=views.burndown(store, CAMPAIGN), chart={"points": "", "width": 1, "height": 1}, me="alice")
+        burndown=views.burndown(store, CAMPAIGN), chart=None, me="alice")
     assert "applied, monitoring passed" in html and ">started<" not in html
     assert "by user:alice: owner on holiday" in html and "freeze week" in html
     assert 'id="flash"' in render("base.html", src)  # where portal.js shows what an action did
@@ -242,3 +242,49 @@ def test_waves_reasons_colours_and_the_answer_read_as_they_are(world):
     colour = {name: next(line for line in css.splitlines() if f".s-{name}" in line).split("background:")[1].split(";")[0]
               for name in ("skipped", "blocked")}
     assert colour["skipped"] != colour["blocked"]
+
+
+# -- defect 7: a burndown a person reads without help ------------------------------------------
+
+
+def test_the_burndown_has_axes_dates_a_legend_and_explains_its_total(world):
+    import xml.etree.ElementTree as ET
+
+    from skein_airflow.portal.chart import burndown_svg
+    from skein_airflow.portal.pages import chart
+
+    store, src = world["store"], world["src"]
+    ctx, summary = plan_run(world["campaign"], world["home"], store, "r1")
+    before = views.burndown(store, CAMPAIGN)
+    listed = views.consumer_page(store, CAMPAIGN, ConsumerFilter()).total
+    assert before.listed == listed and before.total < listed  # the two numbers a person meets
+    assert before.explained.startswith(f"{before.total} of the {listed} consumers read the source directly")
+    assert burndown_svg(before, "analytics.plays") is None and chart(before, "analytics.plays") is None
+    out_page = render_campaign(src, store)
+    assert "Nothing applied yet" in out_page and before.explained in out_page
+
+    approve_and_apply(ctx)
+    after = views.burndown(store, CAMPAIGN)
+    svg = burndown_svg(after, "analytics.plays")
+    ET.fromstring(svg)  # well-formed SVG
+    texts = " ".join(svg.split("<text")[1:]) if "<text" in svg else svg
+    assert "consumers" in svg and "time (UTC)" in svg  # axis labels
+    assert f"still reading analytics.plays (now {after.remaining})" in svg  # legend
+    assert f"read it directly when planned ({after.total})" in svg
+    assert any(str(after.points[0].at.year) in t or f"{after.points[0].at:%b}" in t
+               or f"{after.points[0].at:%H:%M}" in t for t in [texts])  # dates on the time axis
+    page = render_campaign(src, store)
+    assert '<img src="data:image/svg+xml;base64,' in page and "Nothing applied yet" not in page
+
+
+def render_campaign(src, store) -> str:
+    from skein_airflow.portal.api import CampaignOut
+    from skein_airflow.portal.pages import chart
+
+    detail = views.campaign_detail(src, CAMPAIGN)
+    out = CampaignOut(detail=detail, dag_id="skein__plays-v2", can_edit=False, can_approve=False,
+                      approval_request=None)
+    burndown = views.burndown(store, CAMPAIGN)
+    return render("campaign.html", src, out=out, d=detail, page=views.consumer_page(store, CAMPAIGN, ConsumerFilter()),
+                  filters=dict.fromkeys(("status", "owner", "tier", "kind", "wave", "search")),
+                  burndown=burndown, chart=chart(burndown, detail.row.source), me="alice")
