@@ -237,6 +237,12 @@ def test_waves_reasons_colours_and_the_answer_read_as_they_are(world):
     assert "applied, monitoring passed" in html and ">started<" not in html
     assert "by user:alice: owner on holiday" in html and "freeze week" in html
     assert 'id="flash"' in render("base.html", src)  # where portal.js shows what an action did
+    catalog = render("catalog.html", src, rows=views.catalog(src))
+    assert "freeze week" in catalog and "s-paused" in catalog
+    skipped = page.items[0].id
+    consumer = render("consumer.html", src, campaign_id=CAMPAIGN, can_edit=True,
+                      c=views.consumer_detail(src, CAMPAIGN, skipped))
+    assert "skipped by" in consumer and "owner on holiday" in consumer and "Undo the skip" in consumer
 
     css = (Path(__file__).parent.parent / "plugins/skein_airflow/portal/static/portal.css").read_text()
     colour = {name: next(line for line in css.splitlines() if f".s-{name}" in line).split("background:")[1].split(";")[0]
