@@ -294,3 +294,53 @@ def render_campaign(src, store) -> str:
     return render("campaign.html", src, out=out, d=detail, page=views.consumer_page(store, CAMPAIGN, ConsumerFilter()),
                   filters=dict.fromkeys(("status", "owner", "tier", "kind", "wave", "search")),
                   burndown=burndown, chart=chart(burndown, detail.row.source), me="alice")
+
+
+# -- bulk actions, CSV export, owner pages ------------------------------------------------------
+
+
+def test_bulk_skip_of_an_owners_consumers_is_one_audited_action(world):
+    import csv
+    import io
+
+    store, src = world["store"], world["src"]
+    plan_run(world["campaign"], world["home"], store, "r1")
+    before = statuses(store)
+    page = views.consumer_page(store, CAMPAIGN, ConsumerFilter(), limit=500).items
+    owner = next(c.owner for c in page if c.status == "pending")
+    owned = [c.id for c in page if c.owner == owner]
+    result = views.bulk_control(store, CAMPAIGN, "skip", "alice", owner=owner, reason="team offsite")
+    holdable = [cid for cid in owned if before[cid] not in ("escalated",)]  # an agent's escalation is a plan, not a hold
+    assert result.done == holdable and set(result.refused) == set(owned) - set(holdable)
+    events = store.events(CAMPAIGN, actions=(Action.CONSUMER_SKIPPED,))
+    assert {e.consumer for e in events} == set(holdable)
+    assert {(e.actor, e.detail["message"], e.detail["bulk"]) for e in events} == {
+        ("user:alice", "team offsite", result.bulk)}
+    assert all(statuses(store)[cid] == "skipped" for cid in holdable)
+    again = views.bulk_control(store, CAMPAIGN, "skip", "alice", ids=holdable[:1])
+    assert again.done == [] and "already skipped" in again.refused[holdable[0]]
+    released = views.bulk_control(store, CAMPAIGN, "release", "bob", ids=holdable)
+    assert released.done == holdable and all(statuses(store)[c] == before[c] for c in holdable)
+    retried = views.bulk_control(store, CAMPAIGN, "retry", "bob", ids=holdable[:1])
+    assert retried.done == [] and "has not failed" in retried.refused[holdable[0]]
+
+    rows = list(csv.DictReader(io.StringIO(views.consumers_csv(store, CAMPAIGN, ConsumerFilter(owner=owner)))))
+    assert [r["id"] for r in rows] == owned and {r["owner"] for r in rows} == {owner}
+    assert all(r["status"] == before[r["id"]] for r in rows)
+    assert views.bulk.csv_cell("=cmd()") == "'=cmd()"
+
+    progress = views.owner_progress(src, owner)
+    assert [(p.campaign, p.consumers) for p in progress] == [(CAMPAIGN, len(owned))]
+    assert owner in views.owners(src)
+    html = render("owner.html", src, owner=owner, rows=progress)
+    assert f'data-campaign="{CAMPAIGN}"' in html and f"?owner={owner}" in html.replace("%2F", "/")
+    detail = views.campaign_detail(src, CAMPAIGN)
+    from skein_airflow.portal.api import CampaignOut
+
+    out = CampaignOut(detail=detail, dag_id="skein__plays-v2", can_edit=True, can_approve=False,
+                      approval_request=None)
+    campaign = render("campaign.html", src, out=out, d=detail, page=views.consumer_page(store, CAMPAIGN, ConsumerFilter()),
+                      filters=dict.fromkeys(("status", "owner", "tier", "kind", "wave", "search")),
+                      burndown=views.burndown(store, CAMPAIGN), chart=None, me="alice")
+    assert 'form="bulk" name="consumers"' in campaign and "consumers.csv" in campaign
+    assert f"/skein/owners/{owner}" in campaign

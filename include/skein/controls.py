@@ -83,22 +83,24 @@ def describe_hold(action: str, actor: str, why: str | None) -> str:
 
 
 def skip(store: CampaignStore, campaign: str, consumer: str, actor: str,
-         reason: str | None = None) -> int:
-    """Leave ``consumer`` out of every later wave."""
+         reason: str | None = None, **detail) -> int:
+    """Leave ``consumer`` out of every later wave (``detail``: kept with the event, e.g. the
+    ``bulk`` id of a bulk action)."""
     _check_holdable(store, campaign, consumer)
     return store.record(campaign, NO_RUN, actor, Action.CONSUMER_SKIPPED, consumer=consumer,
-                        message=reason)
+                        message=reason, **detail)
 
 
-def escalate(store: CampaignStore, campaign: str, consumer: str, actor: str, reason: str) -> int:
+def escalate(store: CampaignStore, campaign: str, consumer: str, actor: str, reason: str,
+             **detail) -> int:
     """Give ``consumer`` to a human (the front end notifies): no later wave applies it."""
     _check_holdable(store, campaign, consumer)
     return store.record(campaign, NO_RUN, actor, Action.CONSUMER_ESCALATED, consumer=consumer,
-                        message=reason)
+                        message=reason, **detail)
 
 
 def release(store: CampaignStore, campaign: str, consumer: str, actor: str,
-            reason: str | None = None) -> int:
+            reason: str | None = None, **detail) -> int:
     """Lift a skip or an escalation: ``consumer`` is in the later waves again (its wave in
     the run under way, if that wave has not started, else the next run's).
 
@@ -121,7 +123,7 @@ def release(store: CampaignStore, campaign: str, consumer: str, actor: str,
     if hold(store, campaign, consumer) is None:
         raise ControlError(f"{consumer} is neither skipped nor escalated: nothing to release")
     return store.record(campaign, NO_RUN, actor, Action.CONSUMER_RELEASED, consumer=consumer,
-                        message=reason)
+                        message=reason, **detail)
 
 
 def request_retry(store: CampaignStore, campaign: str, ids: list[str], actor: str) -> list[str]:

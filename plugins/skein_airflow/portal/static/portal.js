@@ -8,7 +8,12 @@ document.addEventListener("submit", async (event) => {
   if (!form) return;
   event.preventDefault();
   const body = {};
-  for (const [name, value] of new FormData(form)) if (value !== "") body[name] = value;
+  for (const [name, value] of new FormData(form)) {
+    if (value === "") continue;
+    // a list field (data-list, e.g. the bulk form's ticked consumers) collects every value
+    if (name === form.dataset.list) (body[name] = body[name] || []).push(value);
+    else body[name] = value;
+  }
   if (event.submitter && event.submitter.name) body[event.submitter.name] = event.submitter.value;
   const out = form.querySelector("output.result");
   form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
