@@ -344,3 +344,26 @@ def test_bulk_skip_of_an_owners_consumers_is_one_audited_action(world):
                       burndown=views.burndown(store, CAMPAIGN), chart=None, me="alice")
     assert 'form="bulk" name="consumers"' in campaign and "consumers.csv" in campaign
     assert f"/skein/owners/{owner}" in campaign
+
+
+def test_waves_are_not_rebuilt_once_one_has_started(world):
+    """Consumers held when the run asks, released after the canary ran: a later wave's
+    approval moves nobody into the canary that already ran (it would never be applied)."""
+    from skein.pipeline import rebuild_waves
+
+    store = world["store"]
+    ctx, summary = plan_run(world["campaign"], world["home"], store, "r1")
+    held = summary.waves["everyone"][-12:]
+    for cid in held:
+        views.skip_consumer(store, CAMPAIGN, cid, "bob", "later")
+    rebuild_waves(ctx)  # the campaign's approval: the canary from the eligible consumers
+    record_decision(ctx, "Approve all", "alice")
+    assert start_wave(ctx, "canary") is None
+    for batch in wave_batches(ctx, "canary", "default"):
+        apply_wave(ctx, "canary", batch)
+    frozen = ctx.files.waves()
+    for cid in held:
+        views.release_consumer(store, CAMPAIGN, cid, "bob", "now")
+    state = rebuild_waves(ctx)  # the next wave's approval
+    assert ctx.files.waves() == frozen and state.waves == frozen
+    assert set(held) <= set(frozen["everyone"])  # released in time for the last wave

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from skein.approvals import CAMPAIGN_OPTIONS, OPTION_OF_SCOPE
+from skein.audit import Action
 from skein.controls import hold_reason, holds, paused
 from skein.pipeline.context import RunContext
 from skein.plan import Plan
@@ -38,15 +39,20 @@ def rebuild_waves(ctx: RunContext, *, write: bool = True) -> AskState:
     """Rebuild waves.json and apply_batches.json (and the consumer index's wave) from the plan
     minus the holds now; a held consumer stays in the last wave's batches, where the apply
     step leaves it out unless a person releases it before that wave starts. ``write=False``:
-    only say what they would be."""
+    only say what they would be. Once a wave of this run has started the waves stay as they
+    are (a reassignment could move a consumer into a wave that already ran): only the held
+    consumers are left out of what the approval counts."""
     from skein.pipeline.summarize import apply_batches, index_consumers, ordered_waves, waves_without_holds
 
     plan, report = ctx.files.plan(), ctx.report()
     planned = ctx.files.waves()
     held_now = holds(ctx.store, ctx.campaign_id) if ctx.store is not None else {}
     held = {item.id: held_now[item.id] for item in plan.items if item.id in held_now}
-    assigned = waves_without_holds(plan, report, ctx.campaign.rollout.waves, set(held))
-    waves = ordered_waves(ctx, assigned)
+    if ctx.events(Action.WAVE_STARTED):
+        waves = planned
+    else:
+        assigned = waves_without_holds(plan, report, ctx.campaign.rollout.waves, set(held))
+        waves = ordered_waves(ctx, assigned)
     if write and waves != planned:
         ctx.files.write_waves(waves)
         ctx.files.write_apply_batches(apply_batches(ctx, waves))
