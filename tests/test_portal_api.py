@@ -208,7 +208,7 @@ def portal_routes():
 def concrete(path: str, portal: dict) -> str:
     """A route's path with real values (the campaign, a consumer, a doc, an asset)."""
     values = {"campaign_id": CAMPAIGN, "consumer_id:path": q(portal["sample"]), "name": "portal.css"
-              if path.startswith("/static") else "architecture"}
+              if path.startswith("/static") else "architecture", "owner": "an-owner"}
     for key, value in values.items():
         path = path.replace("{" + key + "}", value)
     assert "{" not in path, path

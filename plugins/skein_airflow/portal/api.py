@@ -267,3 +267,7 @@ def answer_approval(campaign_id: str, body: AnswerBody, user: Any = Depends(camp
                                    body.option, request.task_id)
     return ActionResult(message=f"answered {body.option!r} to {request.task_id} of run {request.run_id}",
                         audit_id=audit_id)
+
+
+# Public names for the portal's other route modules (portal.teams).
+campaign_known, logged, refreshed = _campaign_known, _logged, _refreshed

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from skein import views
-from skein_airflow.portal.api import _campaign_known, _logged, _refreshed, same_origin
+from skein_airflow.portal.api import campaign_known, logged, refreshed, same_origin
 from skein_airflow.portal.auth import allowed, campaign_editor, campaign_reader, portal_user, user_id
 from skein_airflow.portal.sources import sources
 
@@ -41,19 +41,19 @@ class BulkOut(BaseModel):
 
 
 @bulk_actions.post("/campaigns/{campaign_id}/bulk", response_model=BulkOut,
-                   dependencies=_logged("bulk", campaign_editor))
+                   dependencies=logged("bulk", campaign_editor))
 def bulk(campaign_id: str, body: BulkBody, user: Any = Depends(campaign_editor)) -> BulkOut:
     """One control on many consumers: those it does not apply to are listed with why."""
     from skein_airflow.portal.notify import notify_escalation
 
-    _campaign_known(campaign_id)
+    campaign_known(campaign_id)
     if not body.consumers and not body.owner:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "name consumers or an owner")
     src = sources()
     result = views.bulk_control(src.store, campaign_id, body.action, user_id(user),
                                 ids=body.consumers, owner=body.owner, reason=body.reason)
     if result.done:
-        _refreshed(campaign_id, f"a bulk {body.action} of {len(result.done)} consumer(s)", user)
+        refreshed(campaign_id, f"a bulk {body.action} of {len(result.done)} consumer(s)", user)
     if body.action == "escalate":
         for cid in result.done:
             notify_escalation(src, campaign_id, cid, user_id(user), body.reason or "escalated in bulk")
@@ -68,7 +68,7 @@ def consumers_csv(campaign_id: str, status_: str | None = Query(None, alias="sta
                   owner: str | None = None, tier: int | None = None, kind: str | None = None,
                   wave: str | None = None, search: str | None = Query(None, max_length=200)) -> Response:
     """The campaign's consumers (filtered like the list) as CSV, one row each."""
-    _campaign_known(campaign_id)
+    campaign_known(campaign_id)
     f = views.ConsumerFilter(status=status_, owner=owner, tier=tier, kind=kind, wave=wave, search=search)
     return Response(views.consumers_csv(sources().store, campaign_id, f), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{campaign_id}-consumers.csv"'})
