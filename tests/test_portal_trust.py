@@ -367,3 +367,14 @@ def test_waves_are_not_rebuilt_once_one_has_started(world):
     state = rebuild_waves(ctx)  # the next wave's approval
     assert ctx.files.waves() == frozen and state.waves == frozen
     assert set(held) <= set(frozen["everyone"])  # released in time for the last wave
+
+
+def test_a_summary_that_cannot_be_written_fails_no_step(world, caplog):
+    """The live summary is a report: a run directory missing waves.json (a crash between two
+    files) or an unwritable folder leaves the step's outcome alone."""
+    from skein.pipeline import finalize
+
+    ctx, _ = plan_run(world["campaign"], world["home"], world["store"], "r1")
+    (ctx.directory / "waves.json").unlink()
+    assert finalize(ctx, "dry_run")["status"] == "dry_run"
+    assert "not rewritten after the run finished" in caplog.text

@@ -11,6 +11,7 @@ plan's, in the same vocabulary (``skein.statuses.of_plan``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ import sqlalchemy as sa
 
 from skein.statuses import Status, legend, what_is_left
 from skein.store import CampaignStore
+
+log = logging.getLogger(__name__)
 
 
 def live_records(store: CampaignStore, campaign_id: str, run_id: str) -> tuple[list[dict], int]:
@@ -75,8 +78,12 @@ def refresh_summary(ctx, after: str) -> None:
     """``write_live_summary`` for a run context (nothing for ``skein plan``: no store)."""
     if ctx.store is None or not ctx.files.has_plan():
         return
-    write_live_summary(ctx.store, ctx.campaign_id, ctx.run_id, ctx.directory,
-                       [w.name for w in ctx.campaign.rollout.waves], after)
+    try:
+        write_live_summary(ctx.store, ctx.campaign_id, ctx.run_id, ctx.directory,
+                           [w.name for w in ctx.campaign.rollout.waves], after)
+    except Exception:  # noqa: BLE001 - a report must never fail the step that changed things
+        log.warning("summary of %s run %s not rewritten after %s", ctx.campaign_id, ctx.run_id,
+                    after, exc_info=True)
 
 
 def _write(path: Path, text: str) -> None:
