@@ -8,8 +8,8 @@ audit log moves a consumer on from there (``skein.views.status``).
 
 >>> Status.PENDING.description
 'a patch waiting for its wave'
->>> [str(s) for s in (of_plan("patched", "pass"), of_plan("unchanged", "skipped"))]
-['pending', 'blocked']
+>>> [str(s) for s in (of_plan("patched", "pass"), of_plan("unchanged", "skipped"), of_plan("failed"))]
+['pending', 'blocked', 'failed']
 >>> sorted(str(s) for s in NEEDS_HUMAN)
 ['blocked', 'escalated', 'failed', 'rolled_back']
 """
@@ -57,7 +57,11 @@ def of_plan(plan_status: str, simulation: str | None = None) -> Status:
         return Status.PENDING
     if plan_status == "unchanged":
         return Status.VERIFIED if simulation in (None, "pass") else Status.BLOCKED
-    return Status(plan_status)  # escalated | failed
+    if plan_status in (Status.ESCALATED, Status.FAILED):
+        return Status(plan_status)
+    # A plan status this vocabulary does not name yet (a new one in skein.plan): not applied
+    # and not verifiable, so blocked, rather than a crash of the summary or the portal.
+    return Status.BLOCKED
 
 
 def what_is_left(counts: dict[str, int]) -> str | None:

@@ -61,8 +61,8 @@ def consumer_status(campaign: str) -> sa.Subquery:
         (c.plan_status == "patched", Status.PENDING.value),
         (sa.and_(c.plan_status == "unchanged",
                  sa.or_(c.simulation.is_(None), c.simulation == "pass")), Status.VERIFIED.value),
-        (c.plan_status == "unchanged", Status.BLOCKED.value),
-        else_=c.plan_status)  # escalated | failed, as planned
+        (c.plan_status.in_([Status.ESCALATED.value, Status.FAILED.value]), c.plan_status),
+        else_=Status.BLOCKED.value)  # unchanged but unverified, or a plan status of_plan does not name
     joined = (consumers
               .outerjoin(latest, sa.and_(latest.c.campaign == c.campaign, latest.c.consumer == c.consumer))
               .outerjoin(state, state.c.id == latest.c.state_id)
