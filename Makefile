@@ -16,7 +16,8 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 .PHONY: help setup lock material test test-fast run run-distributed bench clean distclean
 
 help:
-	@echo "make setup      create .venv from requirements.lock and install skein (no-op if up to date)"
+	@echo "make setup      create .venv from requirements.lock and install skein, and .venv-dbt"
+	@echo "                (dbt-core, isolated) from requirements-dbt.lock (no-op if up to date)"
 	@echo "make material   download the pinned public dbt projects and Python code the tests use"
 	@echo "                (PyPI distributions, sha256-checked, cached in ~/.cache/skein-material)"
 	@echo "make test       run the whole test suite (slow tests included)"
@@ -25,20 +26,21 @@ help:
 	@echo "                (SKEIN_PROFILE=distributed: PostgreSQL, Redis, CeleryExecutor, two workers)"
 	@echo "make run-distributed  the same as SKEIN_PROFILE=distributed make run"
 	@echo "make bench      run bench/*.py"
-	@echo "make lock       regenerate requirements.lock from requirements.txt"
+	@echo "make lock       regenerate requirements.lock and requirements-dbt.lock from their .txt"
 	@echo "make clean      remove run state and caches (.airflow, .skein, caches); keeps .venv"
-	@echo "make distclean  clean, and remove .venv"
+	@echo "make distclean  clean, and remove .venv and .venv-dbt"
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml scripts/setup.sh
+$(STAMP): requirements.lock requirements-dbt.lock pyproject.toml scripts/setup.sh
 	scripts/setup.sh
 	@touch $@
 
 # uv from PATH, else the one setup bootstraps into the venv.
 lock:
 	@if command -v uv >/dev/null; then uv=uv; else $(MAKE) --no-print-directory setup; uv=$(BIN)/uv; fi; \
-	$$uv pip compile requirements.txt --python-version 3.11 -o requirements.lock
+	$$uv pip compile requirements.txt --python-version 3.11 -o requirements.lock; \
+	$$uv pip compile requirements-dbt.txt --python-version 3.11 -o requirements-dbt.lock
 
 # Public projects nobody here wrote, from PyPI distributions (tests/material.py pins them).
 material: setup
@@ -71,4 +73,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-dbt

@@ -34,6 +34,7 @@ from skein.rewrite.references import UnsupportedReference, find_references
 from skein.rewrite.resolve import Catalog
 from skein.rewrite.rules import RULES
 from skein.rewrite.rules.context import Escalate, RuleContext
+from skein.sqlbudget import Deadline, TooComplex
 
 AGENT = "rule"
 
@@ -42,7 +43,7 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation:
     """A patch that makes the consumer read the target, or the reason it cannot."""
     try:
         return _rewrite(request)
-    except (Escalate, UnsupportedReference, EditConflict, DbtRenderError) as exc:
+    except (Escalate, UnsupportedReference, EditConflict, DbtRenderError, TooComplex) as exc:
         return Escalation(consumer_id=request.consumer_id, agent=AGENT, reason=str(exc))
     except RecursionError:  # sqlglot parses, copies and walks trees recursively
         return Escalation(consumer_id=request.consumer_id, agent=AGENT,
@@ -50,7 +51,9 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation:
 
 
 def _rewrite(request: RewriteRequest) -> Patch:
+    deadline = Deadline()  # the parse budget bounds each step; this bounds them all
     parsed, edits = plan_edits(request)
+    deadline.check("the rules' edits")
     new_text = apply_edits(request.text, edits)
     # The check reuses the parsed original and its resolution (and changes its trees).
     verdict = check_patch(request, new_text, original=parsed, edits=edits)
@@ -69,6 +72,8 @@ def plan_edits(request: RewriteRequest) -> tuple[ParsedSQL, list[Edit]]:
     sql = mask.text if mask else request.text
     try:
         parsed = parse_sql(sql, request.dialect)
+    except TooComplex:
+        raise
     except SqlglotError as exc:
         raise Escalate(f"does not parse as {request.dialect}: {str(exc).splitlines()[0]}") from None
     schemas, placeholders = request.schemas, {}

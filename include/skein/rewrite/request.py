@@ -87,6 +87,18 @@ class Patch(BaseModel):
         return unified_diff(self.original, self.text, self.consumer_id)
 
     @property
+    def base_hash(self) -> str:
+        """SHA-256 of the text the patch was computed from (``original``): the applier writes
+        the patch only over exactly that content.
+
+        >>> Patch(consumer_id="r/q.sql", agent="rule", original="", text="x", changes=[]).base_hash[:12]
+        'e3b0c44298fc'
+        """
+        import hashlib
+
+        return hashlib.sha256(self.original.encode("utf-8")).hexdigest()
+
+    @property
     def rationale(self) -> str:
         return "\n".join(f"line {c.line}: {c.before} -> {c.after} ({c.why})" for c in self.changes)
 
