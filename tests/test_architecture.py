@@ -29,6 +29,7 @@ FOUNDATION = {"skein",  # the package's __init__: its version
               "skein.apply", "skein.catalog", "skein.discovery", "skein.audit", "skein.approvals",
               "skein.faults", "skein.paths", "skein.controls", "skein.store_schema",
               "skein.spec_sql", "skein.sqlbudget", "skein.view_comments",
+              "skein.statuses",
               # dbt-core in its own environment (issue 19): sandbox, graph, schemas
               "skein.dbt_sandbox", "skein.dbt_child", "skein.dbt_packages", "skein.dbt_manifest",
               "skein.dbt_seeds", "skein.dbt_graph", "skein.dbt_schemas",

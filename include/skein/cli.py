@@ -93,17 +93,27 @@ def _cmd_plan(args) -> int:
             ctx.progress = bars
         summary = plan_campaign(ctx, workers=args.workers, simulate=not args.no_simulate)
     plan = summary.plan
-    print(f"plan for {plan.campaign} written to {args.out}: "
-          + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
-    for item in plan.with_status("escalated", "failed"):
-        print(f"  {item.status} {item.id}: {item.reason}")
-    from skein.evidence import plan_notes
-
-    for note in plan_notes(plan, summary.waves):
-        print(note.replace("`", ""))
+    print_plan(plan, summary.waves, args.out)
     if plan.counts["failed"]:
         return EXIT_SIMULATION_FAILED
     return 0 if plan.counts["escalated"] == 0 else EXIT_ESCALATED
+
+
+def print_plan(plan, waves: dict[str, list[str]], where: str) -> None:
+    """The plan's counts (in ``skein.statuses``' words), what needs a human and why, and why
+    the numbers differ (``skein plan``, and ``skein run --dry-run``)."""
+    from collections import Counter
+
+    from skein.evidence import plan_notes
+    from skein.statuses import STATUSES, of_plan
+
+    counts = Counter(of_plan(i.status, i.simulation) for i in plan.items)
+    print(f"plan for {plan.campaign} written to {where}: "
+          + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]))
+    for item in plan.with_status("escalated", "failed"):
+        print(f"  {item.status} {item.id}: {item.reason}")
+    for note in plan_notes(plan, waves):
+        print(note.replace("`", ""))
 
 
 def _output_dir(out: str) -> Path:
@@ -166,6 +176,8 @@ def _cmd_run(args) -> int:
     if args.json:
         print(json.dumps({"run_id": run_id, "directory": str(ctx.directory), **outcome}, indent=2))
     else:
+        if args.dry_run and ctx.files.has_plan():
+            print_plan(ctx.files.plan(), ctx.files.waves(), str(ctx.directory))
         print(run_summary(outcome, ctx.campaign_id, run_id, str(ctx.directory)))
     return run_exit_code(outcome)
 

@@ -199,13 +199,13 @@ def status_sentence(plan, waves: dict[str, list[str]]) -> str:
     >>> plan = plan_items(_example_report(), {"r/a.sql": Escalation(consumer_id="r/a.sql",
     ...                                                             agent="rule", reason="x")})
     >>> status_sentence(plan, {"everyone": []})
-    '**0 patched**, 0 verified unchanged, 1 left unchanged (an upstream is not migrated), **1 escalated**, **0 failed simulation**.'
+    '**0 pending** (patched, waiting for their wave), 0 verified (unchanged, checked against the migrated upstream), 1 blocked (unchanged, an upstream is not migrated), **1 escalated**, **0 failed** (the dry run refuted the patch).'
     """
-    c = plan.counts
+    from skein.statuses import counts_sentence
+
     verified, left = plan.unchanged_split(waves)
-    return (f"**{c.get('patched', 0)} patched**, {verified} verified unchanged, "
-            + (f"{left} left unchanged (an upstream is not migrated), " if left else "")
-            + f"**{c.get('escalated', 0)} escalated**, **{c.get('failed', 0)} failed simulation**.")
+    return counts_sentence(plan.counts.get("patched", 0), verified, left,
+                           plan.counts.get("escalated", 0), plan.counts.get("failed", 0))
 
 
 def plan_notes(plan, waves: dict[str, list[str]]) -> list[str]:

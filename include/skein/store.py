@@ -156,8 +156,17 @@ class CampaignStore:
 
     def index_consumers(self, campaign: str, run_id: str, rows: list[dict[str, Any]]) -> None:
         """Make ``rows`` (columns of ``skein_consumers``) the latest plan of their consumers;
-        consumers this run did not plan keep the row of the run that last did."""
+        consumers this run did not plan keep the row of the run that last did.
+
+        ``seq`` is the consumer's place in the campaign's order, kept from its first plan: a
+        later run plans only what is left (1, 2, ...), and renumbering those would give two
+        consumers one number and interleave the runs' consumers in the list (issue 20). A
+        consumer first planned later comes after every earlier one, in its run's order."""
         with self.engine.begin() as conn:
+            first = dict(conn.execute(sa.select(consumers.c.consumer, consumers.c.seq)
+                                      .where(consumers.c.campaign == campaign)).all())
+            after = max(first.values(), default=0)
+            rows = [{**row, "seq": first.get(row["consumer"], after + row["seq"])} for row in rows]
             ids = [row["consumer"] for row in rows]
             for start in range(0, len(ids), 500):  # bound the IN list
                 conn.execute(consumers.delete().where(consumers.c.campaign == campaign)

@@ -19,6 +19,7 @@ from skein.catalog import Consumer
 from skein.controls import hold, hold_reason, paused
 from skein.faults import crash_point
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
 from skein.rewrite.request import Patch
 from skein.store import Event, sha256
 
@@ -118,6 +119,7 @@ def apply_wave(ctx: RunContext, wave: str, ids: list[str]) -> Applied:
             failed[cid] = message
             continue
         (applied if outcome == "applied" else already).append(cid)
+    refresh_summary(ctx, f"applying wave {wave}")
     return done
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from skein.audit import Action
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
 from skein.pipeline.rollback_scope import pending_rollbacks
 from skein.pipeline.waves import approved_scope, unfinished_waves
 
@@ -48,6 +49,7 @@ def finalize(ctx: RunContext, status: RunStatus | None = None) -> dict:
                "escalated": plan.counts.get("escalated", 0) if plan else 0,
                **rollback_outcome(ctx, states)}
     ctx.record(Action.FINISHED, **outcome)
+    refresh_summary(ctx, f"the run finished ({status})")
     ctx.release_run()
     return outcome
 

@@ -13,6 +13,7 @@ from skein.faults import crash_point
 from skein.paths import run_folder
 from skein.pipeline.apply import consumer_lease, target_for
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
 from skein.pipeline.rollback_scope import Write, pending_rollbacks, rollback_reason_of, writes_to_undo
 from skein.rundir import RunDirectory
 from skein.store import sha256
@@ -32,7 +33,9 @@ def rollback(ctx: RunContext, reason: str = "") -> RolledBack:
     recorded before applying. Retried, it goes on where it stopped."""
     ctx.claim_run()  # a writer, like apply: only while this run holds its campaign
     ctx.record(Action.ROLLBACK_STARTED, message=reason)
-    return _undo(ctx, ctx.run_id, reason)
+    result = _undo(ctx, ctx.run_id, reason)
+    refresh_summary(ctx, "the rollback")
+    return result
 
 
 def finish_interrupted_rollbacks(ctx: RunContext) -> list[RolledBack]:
