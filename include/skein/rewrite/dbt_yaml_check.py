@@ -116,7 +116,7 @@ def dropped_column_needs(text: str, file: str, owner: Owner, dropped: set[str]) 
         for key in TESTS:
             for test in items(child(node, key)[0]):
                 needs.append(YamlNeed(file, test.start_mark.line + 1,
-                                      f"column {name} is dropped but test '{test_name(test)}' needs it"))
+                                      f"column {name} is dropped but test '{generic_test_name(test)}' needs it"))
         for key in ("data_type", "constraints"):
             if child(node, key)[0] is not None:
                 needs.append(YamlNeed(file, line, f"column {name} is dropped but its contract "
@@ -130,7 +130,7 @@ def dropped_column_needs(text: str, file: str, owner: Owner, dropped: set[str]) 
     return needs
 
 
-def test_name(test: Node) -> str:
+def generic_test_name(test: Node) -> str:
     """``not_null`` or ``{relationships: {...}}``: the generic test's name."""
     if isinstance(test, MappingNode) and test.value:
         return scalar(test.value[0][0]) or "?"
