@@ -105,6 +105,11 @@ def plan_edits(request: RewriteRequest) -> tuple[ParsedSQL, list[Edit]]:
         for rule in RULES:
             edits.extend(rule(ctx, refs))
     if not reads_source:
+        hidden = mask.opaque(request.text) if mask else []
+        if hidden:  # it may read the source there: not proven unchanged
+            line, expression = hidden[0]
+            raise Escalate(f"line {line}: no reference to {request.source} outside Jinja, and "
+                           f"`{expression}` renders to something the rules cannot read")
         raise DoesNotRead(f"does not read {request.source}: nothing to rewrite")
     edits = normalize(edits)
     for edit in edits:

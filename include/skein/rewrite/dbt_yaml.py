@@ -85,6 +85,21 @@ def same(a: str | None, b: str) -> bool:
     return a is not None and a.lower() == b.lower()
 
 
+def owner_entries(root: Node | None, owner: Owner) -> list[tuple[Node, tuple]]:
+    """The entries describing ``owner`` (a source table matches by name or ``identifier``)."""
+    if owner.kind == "source":
+        source_name, _, table_name = owner.name.partition(".")
+        return [(t, ("sources", i, "tables", j))
+                for i, s in enumerate(items(child(root, "sources")[0]))
+                if same(scalar(child(s, "name")[0]), source_name)
+                for j, t in enumerate(items(child(s, "tables")[0]))
+                if same(scalar(child(t, "name")[0]), table_name)
+                or same(scalar(child(t, "identifier")[0]), table_name)]
+    top = f"{owner.kind}s"
+    return [(m, (top, i)) for i, m in enumerate(items(child(root, top)[0]))
+            if same(scalar(child(m, "name")[0]), owner.name)]
+
+
 def column_entries(root: Node | None, owner: Owner) -> list[tuple[Node, tuple]]:
     """The ``columns:`` items of ``owner`` (with their parsed paths).
 
@@ -92,19 +107,36 @@ def column_entries(root: Node | None, owner: Owner) -> list[tuple[Node, tuple]]:
     >>> [(scalar(child(n, "name")[0]), p) for n, p in column_entries(root, Owner("source", "raw.t"))]
     [('a', ('sources', 0, 'tables', 0, 'columns', 0))]
     """
+    return [(c, (*path, "columns", k)) for entry, path in owner_entries(root, owner)
+            for k, c in enumerate(items(child(entry, "columns")[0]))]
+
+
+def refers_to(expression: str | None, owner: Owner) -> bool:
+    """Whether a test's ``to:`` (``ref('orders')``, ``source('raw', 'orders')``) is ``owner``.
+
+    >>> refers_to("ref('orders')", Owner("seed", "orders")), refers_to("source('raw','t')", Owner("source", "raw.t"))
+    (True, True)
+    """
+    if expression is None:
+        return False
     if owner.kind == "source":
         source_name, _, table_name = owner.name.partition(".")
-        entries = [(t, ("sources", i, "tables", j))
-                   for i, s in enumerate(items(child(root, "sources")[0]))
-                   if same(scalar(child(s, "name")[0]), source_name)
-                   for j, t in enumerate(items(child(s, "tables")[0]))
-                   if same(scalar(child(t, "name")[0]), table_name)]
+        pattern = (r"source\(\s*['\"]" + re.escape(source_name) + r"['\"]\s*,\s*['\"]"
+                   + re.escape(table_name) + r"['\"]\s*\)")
     else:
-        top = f"{owner.kind}s"
-        entries = [(m, (top, i)) for i, m in enumerate(items(child(root, top)[0]))
-                   if same(scalar(child(m, "name")[0]), owner.name)]
-    return [(c, (*path, "columns", k)) for entry, path in entries
-            for k, c in enumerate(items(child(entry, "columns")[0]))]
+        pattern = r"ref\(\s*(?:['\"][^'\"]+['\"]\s*,\s*)?['\"]" + re.escape(owner.name) + r"['\"]\s*(?:,[^)]*)?\)"
+    return re.fullmatch(pattern, expression.strip(), re.I) is not None
+
+
+def walk(node: Node | None, path: tuple = ()):
+    """Every mapping node under ``node`` with its parsed path."""
+    if isinstance(node, MappingNode):
+        yield node, path
+        for k, v in node.value:
+            yield from walk(v, (*path, scalar(k)))
+    elif isinstance(node, SequenceNode):
+        for i, v in enumerate(node.value):
+            yield from walk(v, (*path, i))
 
 
 def semantic_parts(root: Node | None, owner: Owner) -> list[tuple[Node, tuple, str]]:
@@ -164,8 +196,36 @@ def rename_columns(text: str, file: str, owner: Owner, renames: dict[str, str]) 
                 patch.edits += replace_in_scalar(text, name_node, scalar(name_node), new,
                                                  f"column {old} renamed to {new}")
                 patch.expected[(*path, "name")] = (scalar(name_node), new)
+    rename_in_tests(text, root, owner, renames, patch)
     rename_in_semantic_models(text, root, owner, renames, patch)
     return patch
+
+
+def rename_in_tests(text: str, root: Node | None, owner: Owner, renames: dict[str, str],
+                    patch: YamlPatch) -> None:
+    """Test arguments naming a renamed column: ``field:`` of a relationships test whose
+    ``to:`` is ``owner`` (anywhere in the file), and ``column_name:`` and ``where:`` (SQL)
+    inside ``owner``'s own entries."""
+    own = [path for _, path in owner_entries(root, owner)]
+    for node, path in walk(root):
+        inside = any(path[:len(p)] == p for p in own)
+        targets = []
+        field_node, to_node = child(node, "field")[0], child(node, "to")[0]
+        if isinstance(field_node, ScalarNode) and refers_to(scalar(to_node), owner):
+            targets.append(("field", field_node, True))
+        for key, whole in (("column_name", False), ("where", False)):  # both may be SQL
+            found = child(node, key)[0]
+            if inside and isinstance(found, ScalarNode):
+                targets.append((key, found, whole))
+        for key, found, whole in targets:
+            for old, new in renames.items():
+                if whole and not same(found.value, old):
+                    continue
+                edits = replace_in_scalar(text, found, old, new, f"test {key}: column {old} renamed to {new}")
+                if edits:
+                    patch.edits += edits
+                    before = patch.expected.get((*path, key), (found.value, found.value))
+                    patch.expected[(*path, key)] = (before[0], substitute(before[1], old, new, found.style != "'"))
 
 
 def rename_in_semantic_models(text: str, root: Node | None, owner: Owner,

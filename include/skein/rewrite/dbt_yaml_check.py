@@ -112,15 +112,15 @@ def dropped_column_needs(text: str, file: str, owner: Owner, dropped: set[str]) 
         name = scalar(child(node, "name")[0])
         if not any(same(name, d) for d in dropped):
             continue
-        line = node.start_mark.line + 1
         for key in TESTS:
             for test in items(child(node, key)[0]):
                 needs.append(YamlNeed(file, test.start_mark.line + 1,
                                       f"column {name} is dropped but test '{generic_test_name(test)}' needs it"))
         for key in ("data_type", "constraints"):
-            if child(node, key)[0] is not None:
-                needs.append(YamlNeed(file, line, f"column {name} is dropped but its contract "
-                                                  f"({key}) needs it"))
+            declared = child(node, key)[0]
+            if declared is not None:
+                needs.append(YamlNeed(file, declared.start_mark.line + 1,
+                                      f"column {name} is dropped but its contract ({key}) needs it"))
     for node, _, part in semantic_parts(root, owner):
         expr, name = child(node, "expr")[0], scalar(child(node, "name")[0])
         for column in dropped:
