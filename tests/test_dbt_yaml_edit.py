@@ -20,7 +20,8 @@ import dbt_material
 from test_bad_input import world  # noqa: F401 - a one-repository world with a campaign
 from skein.rewrite.dbt_yaml import (Owner, YamlPatch, declare_source_table, new_sources_file,
                                     rename_columns, retype_columns)
-from skein.rewrite.dbt_yaml_check import check_yaml_patch, dropped_column_needs, plain
+from skein.rewrite.dbt_yaml_check import (YamlEditRefused, check_yaml_patch, dropped_column_needs,
+                                          plain, verified)
 from skein.rewrite.edits import Edit
 
 
@@ -297,6 +298,19 @@ def test_the_scope_check_refuses_what_the_patch_did_not_intend():
         "m.yml: the patched YAML does not parse")
 
 
+def test_an_edit_through_a_shared_anchor_is_refused_and_crlf_files_keep_crlf():
+    shared = "models:\n  - name: a\n    columns: &cols\n      - name: x\n  - name: b\n    columns: *cols\n"
+    patch = rename_columns(shared, "m.yml", Owner("model", "b"), {"x": "y"})
+    with pytest.raises(YamlEditRefused, match="models.0.columns.0.name changed, not by the campaign"):
+        verified(patch, "m.yml")
+    crlf = "sources:\r\n  - name: raw\r\n    tables:\r\n      - name: t\r\n"
+    patch, _ = declare_source_table(crlf, "s.yml", "raw", "u")
+    assert verified(patch, "s.yml").text == crlf + "      - name: u\r\n"
+    semantic = SEMANTIC.replace("\n", "\r\n")
+    patch = verified(rename_columns(semantic, "s.yml", Owner("model", "orders"), {"waiter_id": "w"}), "s.yml")
+    assert "\r\n        expr: w\r\n" in patch.text and "\n" not in patch.text.replace("\r\n", "")
+
+
 # --- "does not read the source" is unchanged, exit 0 ------------------------------------------
 
 def test_skein_rewrite_leaves_a_file_that_does_not_read_the_source_unchanged(world, tmp_path, capsys):
@@ -363,3 +377,20 @@ def test_skein_plan_exits_0_when_a_repository_holds_files_that_do_not_read_the_s
     assert "0 escalated" in out
     plan = json.loads((world.parent / "out" / "plan.json").read_text())
     assert plan["counts"]["escalated"] == 0 and "growth/c.sql" not in {i["id"] for i in plan["items"]}
+
+
+@pytest.mark.parametrize("text, says", [
+    ("models:\n  - name: a\n    columns: [\n", "m.yml:4: not valid YAML"),
+    ("a: 1\n---\nb: 2\n", "m.yml:2: not valid YAML"),
+])
+def test_yaml_that_is_not_one_document_is_a_clear_error(text, says):
+    from skein.errors import SpecError
+
+    with pytest.raises(SpecError, match=says):
+        rename_columns(text, "m.yml", Owner("model", "a"), {"x": "y"})
+
+
+@pytest.mark.parametrize("text", ["models: 3\n", "models:\n  - 3\n  - name: a\n    columns: {x: 1}\n", ""])
+def test_yaml_of_unexpected_shape_is_left_alone(text):
+    patch = rename_columns(text, "m.yml", Owner("model", "a"), {"x": "y"})
+    assert patch.edits == [] and check_yaml_patch(patch, text, "m.yml") == []

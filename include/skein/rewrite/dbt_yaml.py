@@ -358,5 +358,14 @@ def line_after(text: str, item: Node) -> tuple[int, int]:
 
 
 def ensure_newline(text: str, position: int, insert: str) -> str:
-    """An insertion at the end of a file without a final newline starts a line of its own."""
-    return "\n" + insert if position == len(text) and text and not text.endswith("\n") else insert
+    """Inserted lines end as the file's lines do (CRLF or LF), and an insertion at the end of
+    a file without a final newline starts a line of its own.
+
+    >>> ensure_newline("a: 1\\r\\n", 6, "b: 2\\n"), ensure_newline("a: 1", 4, "b: 2\\n")
+    ('b: 2\\r\\n', '\\nb: 2\\n')
+    """
+    if "\r\n" in text:
+        insert = insert.replace("\n", "\r\n")
+    if position == len(text) and text and not text.endswith("\n"):
+        return ("\r\n" if "\r\n" in text else "\n") + insert
+    return insert

@@ -25,6 +25,7 @@ from ruamel.yaml.nodes import MappingNode, Node
 
 from skein.rewrite.dbt_yaml import (MISSING, Owner, YamlPatch, child, column_entries, compose,
                                     items, matches, same, scalar, semantic_parts)
+from skein.errors import SkeinError
 from skein.rewrite.edits import apply_edits, normalize
 
 TESTS = ("data_tests", "tests")
@@ -52,6 +53,19 @@ def check_yaml_patch(patch: YamlPatch, new_text: str, file: str) -> list[str]:
     problems += [f"{file}: {'.'.join(map(str, p))} did not change" for p in patch.expected
                  if p not in found]
     return problems
+
+
+class YamlEditRefused(SkeinError):
+    """A YAML patch that would change more (or other) than it meant to: never written."""
+
+
+def verified(patch: YamlPatch, file: str) -> YamlPatch:
+    """``patch`` when ``check_yaml_patch`` finds nothing, else ``YamlEditRefused`` naming
+    every problem (an anchor shared by two entries, for one: editing it edits both)."""
+    problems = check_yaml_patch(patch, patch.text, file)
+    if problems:
+        raise YamlEditRefused("; ".join(problems))
+    return patch
 
 
 def plain(text: str):
