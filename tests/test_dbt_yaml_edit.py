@@ -21,7 +21,7 @@ from test_bad_input import world  # noqa: F401 - a one-repository world with a c
 from skein.rewrite.dbt_yaml import (Owner, YamlPatch, declare_source_table, new_sources_file,
                                     rename_columns, retype_columns)
 from skein.rewrite.dbt_yaml_check import (YamlEditRefused, check_yaml_patch, dropped_column_needs,
-                                          plain, verified)
+                                          metrics_needing, plain, verified)
 from skein.rewrite.edits import Edit
 
 
@@ -103,6 +103,38 @@ def test_metricflow_dropped_column_escalates_with_the_measures_that_need_it(scra
     for need in needs:
         assert str(need).startswith(f"{file}:{need.line}: column transaction_amount_usd is dropped")
         assert "- name:" in lines[need.line - 1]
+
+
+def test_metricflow_metrics_that_need_a_dropped_column_escalate_with_their_lines(scratch):
+    folder = dbt_material.project_root("metricflow", scratch) / "models" / "sample_model"
+    semantic = folder / "transactions.yml"
+    needs = dropped_column_needs(read(semantic), str(semantic), Owner("model", "transactions"),
+                                 {"transaction_amount_usd"})
+    metrics = folder / "metrics.yml"
+    found = metrics_needing(read(metrics), str(metrics), needs)
+    assert [str(n).split(": ", 1)[1] for n in found] == [
+        "metric 'quick_buy_amount_usd' needs measure 'quick_buy_amount_usd'",
+        "metric 'cancellations' needs measure 'cancellations_usd'",
+        "metric 'alterations' needs measure 'alterations_usd'",
+        "metric 'transaction_amount' needs measure 'transaction_amount_usd'",
+        "metric 'cancellation_rate' needs metric 'cancellations'",  # ratio over a metric that needs it
+        "metric 'revenue_usd' needs metric 'transaction_amount'",  # derived
+        "metric 'cancellations_mx' needs measure 'cancellations_usd'",
+        "metric 'transaction_usd_na' needs measure 'transaction_amount_usd'"]
+    lines = read(metrics).splitlines()
+    assert all(lines[n.line - 1].split(":")[0].strip().lstrip("- ") in ("measure", "numerator", "name")
+               for n in found)
+    assert metrics_needing(read(semantic), str(semantic), needs) == []
+
+
+def test_metric_filters_naming_a_dimension_that_needs_a_dropped_column_escalate():
+    needs = dropped_column_needs(SEMANTIC, "s.yml", Owner("model", "orders"), {"waiter_id"})
+    assert [(n.part, n.name) for n in needs] == [("entities", "waiter_id")]
+    metrics = ("metrics:\n  - name: orders_by_waiter\n    type: simple\n    type_params:\n"
+               "      measure: {name: tip, filter: \"{{ Entity('order__waiter_id') }} > 3\"}\n"
+               "  - name: plain\n    type_params:\n      measure: tip\n")
+    assert [str(n) for n in metrics_needing(metrics, "m.yml", needs)] == [
+        "m.yml:5: metric 'orders_by_waiter' needs dimension 'order__waiter_id' in its filter"]
 
 
 def test_sbdk_documented_source_column_is_renamed_with_its_tests(scratch):

@@ -16,12 +16,13 @@ patch's expected paths, with the expected values.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from ruamel.yaml.nodes import MappingNode, Node
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from skein.rewrite.dbt_yaml import (MISSING, Owner, YamlPatch, child, column_entries, compose,
                                     items, matches, same, scalar, semantic_parts)
@@ -108,6 +109,8 @@ class YamlNeed:
     file: str
     line: int
     what: str
+    part: str | None = None  # semantic models: entities | dimensions | measures
+    name: str | None = None  # ... and the part's name, which metrics use
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.what}"
@@ -140,7 +143,8 @@ def dropped_column_needs(text: str, file: str, owner: Owner, dropped: set[str]) 
         for column in dropped:
             if (expr is not None and matches(scalar(expr) or "", column)) or (expr is None and same(name, column)):
                 needs.append(YamlNeed(file, node.start_mark.line + 1,
-                                      f"column {column} is dropped but {part} '{name}' needs it"))
+                                      f"column {column} is dropped but {part} '{name}' needs it",
+                                      part, name))
     return needs
 
 
@@ -149,3 +153,63 @@ def generic_test_name(test: Node) -> str:
     if isinstance(test, MappingNode) and test.value:
         return scalar(test.value[0][0]) or "?"
     return scalar(test) or "?"
+
+
+DIMENSION_CALL = re.compile(r"\b(?:Dimension|TimeDimension|Entity)\(\s*['\"]([\w]+)['\"]")
+
+
+def metrics_needing(text: str, file: str, needs: list[YamlNeed]) -> list[YamlNeed]:
+    """The metrics of a ``metrics:`` file that use a measure, dimension or entity ``needs``
+    names (``dropped_column_needs``), directly, in a ``filter:``, or through another metric
+    (ratio, derived): each escalates with its line.
+
+    >>> needs = [YamlNeed("t.yml", 3, "...", "measures", "tips")]
+    >>> text = "metrics:\\n  - name: tip_rate\\n    type: ratio\\n    type_params:\\n      numerator: tip_total\\n      denominator: orders\\n  - name: tip_total\\n    type_params:\\n      measure: tips\\n"
+    >>> [str(n) for n in metrics_needing(text, "m.yml", needs)]
+    ["m.yml:5: metric 'tip_rate' needs metric 'tip_total'", "m.yml:9: metric 'tip_total' needs measure 'tips'"]
+    """
+    measures = {n.name for n in needs if n.part == "measures"}
+    dimensions = {n.name for n in needs if n.part in ("dimensions", "entities")}
+    metrics = items(child(compose(text, file), "metrics")[0])
+    found: dict[str, YamlNeed] = {}
+    while True:  # a metric built on one that needs the column needs it too
+        before = len(found)
+        for metric in metrics:
+            name = scalar(child(metric, "name")[0])
+            if name is not None and name not in found:
+                hit = metric_need(metric, measures, dimensions, set(found))
+                if hit is not None:
+                    line, why = hit
+                    found[name] = YamlNeed(file, line, f"metric '{name}' needs {why}")
+        if len(found) == before:
+            return sorted(found.values(), key=lambda n: n.line)
+
+
+def metric_need(metric: Node, measures: set[str], dimensions: set[str],
+                metrics: set[str]) -> tuple[int, str] | None:
+    """(line, what) of the first reference in ``metric`` to one of the names given."""
+    for keys, node in scalars(metric):
+        value, line = node.value, node.start_mark.line + 1
+        last, above = keys[-1], set(keys[:-1])
+        if (last == "measure" or (last == "name" and "measure" in above)) and value in measures:
+            return line, f"measure '{value}'"
+        if (last in ("numerator", "denominator") or (last == "name" and above & {
+                "numerator", "denominator", "metrics"})) and value in metrics:
+            return line, f"metric '{value}'"
+        if last in ("filter", "where", "expr"):
+            for call in DIMENSION_CALL.finditer(value):
+                if call.group(1).split("__")[-1] in dimensions:
+                    return line, f"dimension '{call.group(1)}' in its {last}"
+    return None
+
+
+def scalars(node: Node, keys: tuple = ()):
+    """(the keys above, scalar node) of every scalar under ``node``, in order."""
+    if isinstance(node, MappingNode):
+        for k, v in node.value:
+            yield from scalars(v, (*keys, scalar(k)))
+    elif isinstance(node, SequenceNode):
+        for v in node.value:
+            yield from scalars(v, keys)
+    elif isinstance(node, ScalarNode) and keys:
+        yield keys, node
