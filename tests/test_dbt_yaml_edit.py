@@ -224,6 +224,8 @@ models:
     data_tests:
       - unique:
           column_name: "waiter_id || '-' || id"
+      - dbt_utils.unique_combination_of_columns:
+          combination_of_columns: [id, waiter_id, waiter_idx]
     columns:
       - name: Waiter_ID
         data_type: integer
@@ -245,7 +247,8 @@ def test_rename_columns_fixture():
     new = assert_minimal(patch, "m.yml")
     assert new == COLUMNS.replace("name: Waiter_ID", "name: server_id").replace(
         "where: \"waiter_id > 0", "where: \"server_id > 0").replace(
-        "\"waiter_id || '-'", "\"server_id || '-'").replace("field: waiter_id", "field: server_id")
+        "\"waiter_id || '-'", "\"server_id || '-'").replace("field: waiter_id", "field: server_id").replace(
+        "[id, waiter_id, waiter_idx]", "[id, server_id, waiter_idx]")
     assert "waiter_idx" in new and "note <> 'waiter_id'" in new and "  - name: other\n    columns:\n      - name: waiter_id" in new
 
 
@@ -306,8 +309,8 @@ def test_declare_source_table_fixture():
 def test_dropped_column_needs_fixture():
     needs = dropped_column_needs(COLUMNS, "m.yml", Owner("model", "orders"), {"waiter_id"})
     assert [str(n) for n in needs] == [
-        "m.yml:11: column Waiter_ID is dropped but test 'not_null' needs it",
-        "m.yml:9: column Waiter_ID is dropped but its contract (data_type) needs it"]
+        "m.yml:13: column Waiter_ID is dropped but test 'not_null' needs it",
+        "m.yml:11: column Waiter_ID is dropped but its contract (data_type) needs it"]
     needs = dropped_column_needs(SEMANTIC, "s.yml", Owner("model", "orders"), {"tip"})
     assert [str(n) for n in needs] == ["s.yml:8: column tip is dropped but measures 'tip' needs it"]
 
@@ -316,8 +319,8 @@ def test_the_scope_check_refuses_what_the_patch_did_not_intend():
     patch = rename_columns(COLUMNS, "m.yml", Owner("model", "orders"), {"waiter_id": "server_id"})
     assert check_yaml_patch(patch, patch.text.replace("# the fact table", "# fact"), "m.yml") == [
         f"m.yml: bytes outside the edited spans changed (first at offset {COLUMNS.index('the fact table')})"]
-    sneaky = YamlPatch(COLUMNS, patch.edits + [Edit(COLUMNS.index("waiter_idx"),
-                                                    COLUMNS.index("waiter_idx") + 10, "tip", "x")],
+    at = COLUMNS.index("name: waiter_idx") + len("name: ")
+    sneaky = YamlPatch(COLUMNS, patch.edits + [Edit(at, at + len("waiter_idx"), "tip", "x")],
                        dict(patch.expected))
     assert check_yaml_patch(sneaky, sneaky.text, "m.yml") == [
         "m.yml: models.0.columns.1.name changed, not by the campaign"]

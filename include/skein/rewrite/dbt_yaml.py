@@ -217,6 +217,10 @@ def rename_in_tests(text: str, root: Node | None, owner: Owner, renames: dict[st
             found = child(node, key)[0]
             if inside and isinstance(found, ScalarNode):
                 targets.append((key, found, whole))
+        if inside:  # dbt_utils.unique_combination_of_columns: a list of column names
+            targets += [(("combination_of_columns", i), n, True) for i, n in
+                        enumerate(items(child(node, "combination_of_columns")[0]))
+                        if isinstance(n, ScalarNode)]
         for key, found, whole in targets:
             for old, new in renames.items():
                 if whole and not same(found.value, old):
@@ -224,8 +228,9 @@ def rename_in_tests(text: str, root: Node | None, owner: Owner, renames: dict[st
                 edits = replace_in_scalar(text, found, old, new, f"test {key}: column {old} renamed to {new}")
                 if edits:
                     patch.edits += edits
-                    before = patch.expected.get((*path, key), (found.value, found.value))
-                    patch.expected[(*path, key)] = (before[0], substitute(before[1], old, new, found.style != "'"))
+                    where = (*path, *(key if isinstance(key, tuple) else (key,)))
+                    before = patch.expected.get(where, (found.value, found.value))
+                    patch.expected[where] = (before[0], substitute(before[1], old, new, found.style != "'"))
 
 
 def rename_in_semantic_models(text: str, root: Node | None, owner: Owner,
