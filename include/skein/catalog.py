@@ -13,6 +13,7 @@ import functools
 import glob
 import multiprocessing
 import os
+import signal
 import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -253,6 +254,21 @@ def _init_worker(schemas: dict[str, dict[str, str]], default_schema: str) -> Non
     _worker_default_schema = default_schema
 
 
+def _init_pool_worker(schemas: dict[str, dict[str, str]], default_schema: str) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool (_stop_workers), so
+    # a worker reporting it too would only print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(schemas, default_schema)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's workers now, mid-batch: shutting down waits for every queued batch
+    (minutes on a large fleet). The executor has no public way before Python 3.14
+    (``terminate_workers``), hence its ``_processes``."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
 def _analyze_batch(batch: list[tuple[str, str]]) -> list[Lineage]:
     return [analyze_sql(sql, dialect, _worker_cache, _worker_default_schema) for sql, dialect in batch]
 
@@ -270,9 +286,15 @@ def analyze_consumers(catalog: Catalog, default_schema: str, workers: int | None
         batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
                                               else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(catalog.schemas, default_schema)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
+                                   initargs=(catalog.schemas, default_schema))
+        try:
             results = [lin for batch in pool.map(_analyze_batch, batches) for lin in batch]
+        except KeyboardInterrupt:
+            _stop_workers(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     for consumer, lineage in zip(todo, results):
         consumer.lineage = lineage
     _analyze_unknown_outputs(catalog, default_schema)

@@ -2,7 +2,7 @@
 
 Exit codes: 0 done, 2 bad input (campaign file, arguments), 3 done but something was
 escalated to a human, 4 a simulation refuted a patch, 5 (``skein run``) the campaign was
-rolled back or rejected, 1 unexpected failure.
+rolled back or rejected, 1 unexpected failure, 130 interrupted (SIGINT).
 User errors are one message each, never a traceback.
 """
 
@@ -20,6 +20,7 @@ EXIT_ESCALATED = 3  # the work is done, but a human must look at something
 EXIT_SIMULATION_FAILED = 4  # a patch changed results on data: it must not be applied
 EXIT_CONSUMERS_FAILED = 4  # skein run: that, or a consumer's apply or monitoring failed
 EXIT_NOT_APPLIED = 5  # skein run: rolled back or rejected
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
 
 
 def _cmd_discover(args) -> int:
@@ -338,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `skein discover ... | head`
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: the shell's convention, 128 + SIGINT, no traceback
+        print("skein: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -163,6 +163,25 @@ def sandbox_profile(profile: str, database: Path, schema: str) -> str:
                           sort_keys=False)
 
 
+def build_profile(profile: str, database: Path, schema: str, allowed: list[str]) -> str:
+    """profiles.yml text for a sandbox build: as ``sandbox_profile``, but the lock comes from
+    dbt_build_child's plugin, which first allows the seed folders (DuckDB refuses that once
+    external access is off, and ``config_options`` apply too early to order them).
+
+    >>> prof = yaml.safe_load(build_profile("shop", Path("/s/db"), "main", ["/s/p/seeds/"]))
+    >>> out = prof["shop"]["outputs"]["sandbox"]
+    >>> out["plugins"][0]["config"]["allowed_directories"], "lock_configuration" in out["config_options"]
+    (['/s/p/seeds/'], False)
+    """
+    output = {"type": "duckdb", "path": str(database), "schema": schema, "threads": 1,
+              "config_options": {"autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False, "memory_limit": "1GB"},
+              "plugins": [{"module": "skein_sandbox_lock",
+                           "config": {"allowed_directories": list(allowed)}}]}
+    return yaml.safe_dump({profile: {"target": "sandbox", "outputs": {"sandbox": output}}},
+                          sort_keys=False)
+
+
 def limit_child(memory_bytes: int):
     """preexec_fn for the child: its address space and no core files."""
     def apply() -> None:
@@ -171,13 +190,15 @@ def limit_child(memory_bytes: int):
     return apply
 
 
-def run_child(settings: DbtSettings, folder: Path, home: Path, result: Path) -> str:
-    """Run dbt_child.py in ``folder``; its output (stdout and stderr, tail) for error reports."""
+def run_child(settings: DbtSettings, folder: Path, home: Path, result: Path,
+              script: Path = CHILD_SCRIPT, extra: tuple[str, ...] = ()) -> str:
+    """Run ``script`` (dbt_child.py) in ``folder``; its output (stdout and stderr, tail) for
+    error reports."""
     if not settings.python.is_file():
         raise DbtSandboxError(f"no dbt interpreter at {settings.python} (make setup creates "
                               ".venv-dbt; SKEIN_DBT_PYTHON names another)")
     process = subprocess.Popen(
-        [str(settings.python), "-I", str(CHILD_SCRIPT), str(result)], cwd=folder,
+        [str(settings.python), "-I", str(script), str(result), *extra], cwd=folder,
         env=scrubbed_environment(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
         preexec_fn=limit_child(settings.memory_bytes))

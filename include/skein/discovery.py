@@ -185,7 +185,9 @@ def assess_impact(campaign: Campaign, catalog: Catalog) -> DiscoveryReport:
 
 def _unparseable(consumer: Consumer) -> bool:
     error = consumer.error or consumer.lineage.error or ""
-    return bool(consumer.error) or error.startswith(("does not parse", "no SQL statement"))
+    # Over the parse budget: never parsed, so found (like unparseable ones) by what it names.
+    return bool(consumer.error) or error.startswith(("does not parse", "no SQL statement",
+                                                     "too complex"))
 
 
 def _mentions(consumer: Consumer, dataset: str) -> bool:

@@ -169,6 +169,9 @@ class SimulationSettings(_Strict):
     memory_limit: str = Field("1GB", description="DuckDB memory limit of each sandbox.")
     expectations: list[Expectation] = Field(default_factory=list, description="Extra expectations "
                                             "every new output must meet.")
+    dbt_build: bool = Field(True, description="Build each patched dbt model and its descendants "
+                            "with dbt in a sandbox warehouse and run the project's tests on them; "
+                            "a build or test the patch breaks refutes it (docs/simulation.md).")
 
 
 class Resources(_Strict):

@@ -6,6 +6,11 @@ it: discovery reads ``schemas()`` and ``views()``, the simulation reads samples 
 ``schema.table``, lowercased: Skein compares names case-insensitively across dialects
 (see docs/discovery.md). Every call opens its own read-only connection.
 
+A warehouse's views are other teams' SQL, run whenever Skein reads them, so every DuckDB
+connection is the sandbox's (``skein.simulation.sandbox``): no file or network access, no
+extensions, configuration locked, and ``ReadLimits``' memory, threads and time limit. A view
+over ``read_text('/secret')`` is refused (``WarehouseError``), never read.
+
 >>> import duckdb, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "w.duckdb")
 >>> con = duckdb.connect(path)
@@ -23,6 +28,7 @@ it: discovery reads ``schemas()`` and ``views()``, the simulation reads samples 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -39,6 +45,32 @@ class WarehouseView:
     name: str  # schema.view, lowercased
     sql: str  # the full CREATE VIEW statement, as the warehouse reports it
     comment: str | None
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one warehouse read may cost: the sandbox's limits (a campaign's ``simulation``).
+
+    >>> ReadLimits().timeout_s, ReadLimits.of(type("S", (), {"memory_limit": "2GB", "timeout_s": 5})())
+    (60.0, ReadLimits(memory_limit='2GB', threads=1, timeout_s=5))
+    """
+
+    memory_limit: str = "1GB"
+    threads: int = 1
+    timeout_s: float = 60.0
+
+    @classmethod
+    def of(cls, settings) -> "ReadLimits":
+        """The limits of a campaign's ``simulation`` settings."""
+        return cls(memory_limit=settings.memory_limit, timeout_s=settings.timeout_s)
+
+
+# What the sandbox locks (skein.simulation.sandbox.Sandbox.lock), set before the file opens:
+# a view's SQL then cannot read files or URLs, attach databases, load extensions or secrets,
+# nor switch any of this back on.
+LOCKED_DOWN = {"enable_external_access": False, "autoinstall_known_extensions": False,
+               "autoload_known_extensions": False, "allow_persistent_secrets": False,
+               "lock_configuration": True}
 
 
 class Warehouse(Protocol):
@@ -59,13 +91,15 @@ class Warehouse(Protocol):
         """The rows of one query, in the warehouse's dialect, as an Arrow table."""
 
 
-def open_warehouse(url: str, base_dir: Path | None = None) -> Warehouse:
-    """The warehouse behind ``url``; relative DuckDB paths are relative to ``base_dir``."""
+def open_warehouse(url: str, base_dir: Path | None = None,
+                   limits: ReadLimits | None = None) -> Warehouse:
+    """The warehouse behind ``url``; relative DuckDB paths are relative to ``base_dir``.
+    ``limits``: of every read (default: the sandbox's defaults)."""
     scheme, _, rest = url.partition("://")
     if scheme == "duckdb":
-        return DuckDBWarehouse(url, duckdb_file(url, base_dir))
+        return DuckDBWarehouse(url, duckdb_file(url, base_dir), limits or ReadLimits())
     if scheme in ("postgresql", "postgres"):
-        return PostgresWarehouse(url)
+        return PostgresWarehouse(url, limits=limits or ReadLimits())
     raise WarehouseError(f"warehouse {redact_url(url)!r}: use duckdb:/// or postgresql:// URLs")
 
 
@@ -140,9 +174,10 @@ class DuckDBWarehouse:
     dialect = "duckdb"
     default_schema = "main"
 
-    def __init__(self, url: str, file: Path):
+    def __init__(self, url: str, file: Path, limits: ReadLimits = ReadLimits()):
         self.url = url
         self.file = file
+        self.limits = limits
         if not file.exists():
             raise WarehouseError(f"warehouse {url!r}: DuckDB file {file} does not exist")
         if not file.is_file():
@@ -151,17 +186,20 @@ class DuckDBWarehouse:
             raise WarehouseError(f"warehouse {url!r}: {file} is not a DuckDB database file")
 
     def _connect(self, wait_s: float = 60.0):
-        """A read-only connection. A DuckDB file has one writer at a time and a writer shuts
-        readers out: while another campaign replaces a view (a transaction of a second or
-        so), wait for it instead of failing this campaign's read."""
+        """A read-only, locked-down connection (``LOCKED_DOWN``, ``limits``). A DuckDB file
+        has one writer at a time and a writer shuts readers out: while another campaign
+        replaces a view (a transaction of a second or so), wait for it instead of failing
+        this campaign's read."""
         import time
 
         import duckdb
 
+        config = {**LOCKED_DOWN, "memory_limit": self.limits.memory_limit,
+                  "threads": self.limits.threads}
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return duckdb.connect(str(self.file), read_only=True)
+                return duckdb.connect(str(self.file), read_only=True, config=config)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise WarehouseError(f"warehouse {self.url!r}: cannot open {self.file}: "
@@ -202,10 +240,23 @@ class DuckDBWarehouse:
         return self.read(f"SELECT count(*) AS n FROM {quoted_table(name, self.dialect)}").column(0)[0].as_py()
 
     def read(self, sql: str) -> "pyarrow.Table":
+        """The rows of ``sql``, interrupted at the time limit; a refusal (a view reading a
+        file), a time limit or any other DuckDB error is a ``WarehouseError`` saying so."""
+        import duckdb
+
         con = self._connect()
+        timer = threading.Timer(self.limits.timeout_s, con.interrupt)
+        timer.start()
         try:
             return con.sql(sql).to_arrow_table()
+        except duckdb.InterruptException:
+            raise WarehouseError(f"warehouse {self.url!r}: stopped at its time limit "
+                                 f"({self.limits.timeout_s:g} s)") from None
+        except duckdb.Error as exc:
+            raise WarehouseError(f"warehouse {self.url!r}: {type(exc).__name__}: "
+                                 f"{first_line(exc)}") from None
         finally:
+            timer.cancel()
             con.close()
 
 
@@ -222,10 +273,11 @@ class PostgresWarehouse:
     dialect = "postgres"
     default_schema = "public"
 
-    def __init__(self, url: str, connect_timeout_s: int = 10):
+    def __init__(self, url: str, connect_timeout_s: int = 10, limits: ReadLimits = ReadLimits()):
         self.url = redact_url(url)
         self._dsn = url
         self._timeout = connect_timeout_s
+        self.limits = limits
         self._connect().close()
 
     def _connect(self):
@@ -235,8 +287,12 @@ class PostgresWarehouse:
             raise WarehouseError(f"warehouse {self.url!r}: reading PostgreSQL needs psycopg2 "
                                  "(pip install psycopg2-binary)") from None
         try:
+            # The server runs its views with its own privileges; the session only reads, and
+            # each statement ends at the sandbox's time limit.
+            timeout_ms = max(1, int(self.limits.timeout_s * 1000))
             con = psycopg2.connect(self._dsn, connect_timeout=self._timeout,
-                                   options="-c TimeZone=UTC", application_name="skein")
+                                   options=f"-c TimeZone=UTC -c statement_timeout={timeout_ms}",
+                                   application_name="skein")
             con.set_session(readonly=True, autocommit=True)
         except psycopg2.Error as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -41,6 +41,7 @@ from skein.rewrite.references import UnsupportedReference, find_references
 from skein.rewrite.resolve import Catalog
 from skein.rewrite.rules import RULES
 from skein.rewrite.rules.context import Escalate, RuleContext
+from skein.sqlbudget import Deadline, TooComplex
 
 AGENT = "rule"
 
@@ -56,7 +57,7 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation | Unchanged:
         return _rewrite(request)
     except DoesNotRead as exc:
         return Unchanged(consumer_id=request.consumer_id, agent=AGENT, reason=str(exc))
-    except (Escalate, UnsupportedReference, EditConflict, DbtRenderError) as exc:
+    except (Escalate, UnsupportedReference, EditConflict, DbtRenderError, TooComplex) as exc:
         return Escalation(consumer_id=request.consumer_id, agent=AGENT, reason=str(exc))
     except RecursionError:  # sqlglot parses, copies and walks trees recursively
         return Escalation(consumer_id=request.consumer_id, agent=AGENT,
@@ -64,7 +65,9 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation | Unchanged:
 
 
 def _rewrite(request: RewriteRequest) -> Patch:
+    deadline = Deadline()  # the parse budget bounds each step; this bounds them all
     parsed, edits = plan_edits(request)
+    deadline.check("the rules' edits")
     new_text = apply_edits(request.text, edits)
     # The check reuses the parsed original and its resolution (and changes its trees).
     verdict = check_patch(request, new_text, original=parsed, edits=edits)
@@ -84,6 +87,8 @@ def plan_edits(request: RewriteRequest) -> tuple[ParsedSQL, list[Edit]]:
     sql = mask.text if mask else request.text
     try:
         parsed = parse_sql(sql, request.dialect)
+    except TooComplex:
+        raise
     except SqlglotError as exc:
         raise Escalate(f"does not parse as {request.dialect}: {str(exc).splitlines()[0]}") from None
     schemas, placeholders = request.schemas, {}

@@ -19,6 +19,7 @@ from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.tokens import Token
 
 from skein.rewrite.resolve import Resolution
+from skein.sqlbudget import parse
 
 
 @dataclass
@@ -42,16 +43,16 @@ _local = threading.local()
 
 
 def tokenize_and_parse(text: str, dialect: str):
-    """``(tokens, statements)``. A tokenizer and a parser per dialect and thread, reused:
-    building them costs a third of parsing a short text (the edit check parses many)."""
+    """``(tokens, statements)``, within the parse budget (``skein.sqlbudget``: raises
+    ``TooComplex``, a ``ParseError``). A tokenizer and a parser per dialect and thread,
+    reused: building them costs a third of parsing a short text (the edit check parses many)."""
     engines = _local.__dict__.setdefault("engines", {})
     engine = engines.get(dialect)
     if engine is None:
         instance = dialect_of(dialect)
         engine = engines[dialect] = (instance.tokenizer(), instance.parser())
-    tokens = engine[0].tokenize(text)
     try:
-        return tokens, engine[1].parse(tokens, text)
+        return parse(text, dialect, *engine)
     except (SqlglotError, RecursionError):
         raise
     except Exception as exc:  # noqa: BLE001 - sqlglot's bare errors on odd input (`-> 1`: TypeError)

@@ -15,7 +15,6 @@ from skein.catalog import Catalog
 from skein.discovery import DiscoveryReport
 from skein.simulation.sandbox import Sandbox, SandboxError
 from skein.spec import Campaign
-from skein.warehouse import open_warehouse
 
 
 class Checked(BaseModel):
@@ -31,10 +30,10 @@ def monitor(campaign: Campaign, catalog: Catalog, report: DiscoveryReport, texts
     rendered); ``check``: the ids to validate (the wave's)."""
     from skein.simulation import expectations as ex
     from skein.simulation.parity import describe
-    from skein.simulation.worlds import load_worlds
+    from skein.simulation.worlds import load_worlds, open_campaign_warehouse, unreadable_input
 
     settings = campaign.simulation
-    warehouse = open_warehouse(campaign.warehouse, campaign.base_dir)
+    warehouse = open_campaign_warehouse(campaign)
     by_id = catalog.by_id()
     running = [c for c in report.consumers if c.id in texts]
     produced = {by_id[c.id].output for c in running if by_id[c.id].output}
@@ -45,11 +44,14 @@ def monitor(campaign: Campaign, catalog: Catalog, report: DiscoveryReport, texts
         if report.target not in warehouse.schemas():
             return {cid: Checked(id=cid, ok=False, reason=f"target {report.target} does not exist")
                     for cid in check}
-        load_worlds(campaign, warehouse, inputs, report.source, report.target, None, world)
+        unreadable = load_worlds(campaign, warehouse, inputs, report.source, report.target, None, world)
         for number, item in enumerate(running):
             consumer = by_id[item.id]
             into = f"__mon_{number}"
             try:
+                refused = unreadable_input(consumer.lineage.reads, unreadable)
+                if refused is not None:
+                    raise SandboxError(refused)
                 world.run(texts[item.id], into, dialect=consumer.dialect)
             except SandboxError as exc:
                 if item.id in wanted:

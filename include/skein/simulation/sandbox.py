@@ -24,6 +24,7 @@ from sqlglot import exp
 
 from skein.errors import SkeinError
 from skein.lineage import split_statement
+from skein.sqlbudget import TooComplex, parse
 
 
 class SandboxError(SkeinError):
@@ -97,7 +98,9 @@ class Sandbox:
         if not self._locked:
             raise SandboxError("lock() the sandbox before running consumer SQL")
         try:
-            statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+            statements = [s for s in parse(sql, dialect)[1] if s is not None]
+        except TooComplex as exc:
+            raise SandboxError(str(exc)) from None
         except sqlglot.errors.SqlglotError as exc:
             raise SandboxError(f"does not parse: {str(exc).splitlines()[0]}") from None
         if len(statements) != 1:

@@ -22,9 +22,8 @@ from skein.discovery import DiscoveryReport
 from skein.simulation.parity import compare_tables, describe
 from skein.simulation.sandbox import Sandbox, SandboxError
 from skein.simulation.values import json_value
-from skein.simulation.worlds import load_worlds
+from skein.simulation.worlds import load_worlds, open_campaign_warehouse, unreadable_input
 from skein.spec import Campaign
-from skein.warehouse import open_warehouse
 
 SimulationStatus = Literal["pass", "fail", "error", "skipped"]
 
@@ -47,6 +46,9 @@ class SimulationResult(BaseModel):
     # when parity passed: {type, kwargs, origin, success, observed} each.
     expectations: list[dict] = []
     expectations_passed: bool | None = None
+    # dbt as the verifier (skein.simulation.dbt_verify): the build of the patched dbt models
+    # and their descendants, with the project's tests; a refuted build failed this result.
+    dbt_build: dict | None = None
 
 
 def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
@@ -55,7 +57,7 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
     """Dry-run every consumer of ``report`` in both worlds; ``on_consumer(done, total, id)``
     is told before each one (a dry run takes minutes on a large fleet: say where it is)."""
     settings = campaign.simulation
-    warehouse = open_warehouse(campaign.warehouse, campaign.base_dir)  # DuckDB or PostgreSQL
+    warehouse = open_campaign_warehouse(campaign)  # DuckDB or PostgreSQL, read as the sandbox
     by_id = catalog.by_id()
     impacted = [by_id[c.id] for c in report.consumers]
     source, target = report.source, report.target
@@ -64,7 +66,7 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
     out: dict[str, SimulationResult] = {}
     limits = {"timeout_s": settings.timeout_s, "memory_limit": settings.memory_limit}
     with Sandbox(**limits) as old_world, Sandbox(**limits) as new_world:
-        load_worlds(campaign, warehouse, inputs, source, target, old_world, new_world)
+        unreadable = load_worlds(campaign, warehouse, inputs, source, target, old_world, new_world)
         broken: set[str] = set()  # datasets the new world cannot have (their producer escalated)
         statuses = {c.id: c.status for c in report.consumers}
         for number, consumer in enumerate(impacted):
@@ -73,11 +75,22 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
             result = results.get(consumer.id)
             if statuses[consumer.id] == "escalate" and result is None:
                 result = Escalation(consumer_id=consumer.id, agent="discovery", reason="escalated")
+            refused = unreadable_input(consumer.lineage.reads, unreadable)
+            if refused is not None and not isinstance(result, Escalation):  # else: skipped
+                broken.update([consumer.output] if consumer.output else [])
+                out[consumer.id] = SimulationResult(id=consumer.id, status="error", reason=refused)
+                continue
             out[consumer.id] = _simulate_one(consumer, number, result, old_world,
                                              new_world, broken, settings.rel_tol, campaign)
             # A consumer writing the source (INSERT INTO it) cannot break it for the others:
             # the new world has the target instead, which their patches read (issue 18).
             broken -= {source, target}
+        if settings.dbt_build:
+            from skein.simulation.dbt_verify import with_dbt_builds
+
+            new_inputs = [d for d in inputs if d != source] + [target]
+            out = with_dbt_builds(impacted, results, out, (old_world, new_world),
+                                  (inputs, new_inputs))
     return out
 
 

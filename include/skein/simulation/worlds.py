@@ -6,6 +6,10 @@ partners in the others. ``load_worlds`` fills the simulation's two sandboxes (ol
 with the source; new world: with the target instead); ``WarehouseSamples`` reads the same
 samples one dataset at a time, on demand, for the gate's dry run.
 
+Inputs are read with the sandbox's limits (``ReadLimits.of(campaign.simulation)``): a view
+is other teams' SQL, so one that reads a file, runs too long or is broken is not loaded;
+``load_worlds`` returns why, and the consumers reading it fail with that reason.
+
 >>> sample_query("analytics.users", 10, 100, None, 1)
 'SELECT * FROM analytics.users'
 """
@@ -18,8 +22,9 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from skein.errors import WarehouseError
 from skein.simulation.sandbox import Sandbox, SandboxError
-from skein.warehouse import Warehouse, open_warehouse
+from skein.warehouse import ReadLimits, Warehouse, open_warehouse
 
 if TYPE_CHECKING:
     import pyarrow
@@ -57,38 +62,67 @@ def sample_query(name: str, rows: int, limit: int, keys: list[str] | None, bucke
     return f"SELECT * FROM {table} AS t WHERE {bucket} % {buckets} = 0"
 
 
+def open_campaign_warehouse(campaign: Campaign) -> Warehouse:
+    """The campaign's warehouse, every read bounded as the sandbox is."""
+    return open_warehouse(campaign.warehouse, campaign.base_dir, ReadLimits.of(campaign.simulation))
+
+
 def load_worlds(campaign: Campaign, warehouse: Warehouse, inputs, source: str, target: str,
-                old_world: Sandbox | None, new_world: Sandbox) -> None:
+                old_world: Sandbox | None, new_world: Sandbox) -> dict[str, str]:
     """Read every input (sampled, in the warehouse's own SQL) into both worlds as Arrow,
-    then lock both.
+    then lock both. Returns the inputs that could not be read: dataset -> why.
 
     The old world gets every input, the new world every input but the source, plus the
     target: read from the warehouse, else built by the campaign's ``forward`` query on the
     old world's sampled inputs. ``old_world`` may be ``None`` (monitoring runs the new code
     only); the target must then exist in the warehouse."""
     schemas = warehouse.schemas()
-    settings = campaign.simulation
-    sizes = {name: warehouse.row_count(name) for name in [*inputs, target] if name in schemas}
-    buckets = _bucket_count(sizes.values(), settings.sample_rows)
-
-    def read(name: str):
-        return _read_sample(campaign, warehouse, name, sizes[name], buckets, source, target)
-
-    for name in inputs:
-        if name not in schemas or (old_world is None and name == source):
-            continue  # a table the catalog does not know: consumers reading it will fail
-        data = read(name)
-        if old_world is not None:
+    sizes, unreadable = row_counts(warehouse, [n for n in dict.fromkeys([*inputs, target])
+                                               if n in schemas])
+    buckets = _bucket_count(sizes.values(), campaign.simulation.sample_rows)
+    for name in sizes:
+        if old_world is None and name == source:
+            continue  # monitoring: the source may be retired; its size still sets the buckets
+        try:
+            data = _read_sample(campaign, warehouse, name, sizes[name], buckets, source, target)
+        except WarehouseError as exc:
+            unreadable[name] = str(exc)
+            continue
+        if old_world is not None and name in inputs:
             old_world.load(name, data)
         if name != source:
             new_world.load(name, data)
-    if target in schemas:
-        new_world.load(target, read(target))
-    elif campaign.forward and old_world is not None:
+    if target not in schemas and campaign.forward and old_world is not None:
         new_world.load(target, _forward(campaign, old_world))
     if old_world is not None:
         old_world.lock()
     new_world.lock()
+    return unreadable
+
+
+def row_counts(warehouse: Warehouse, names) -> tuple[dict[str, int], dict[str, str]]:
+    """Rows of each dataset, and why a dataset could not be counted (a view the sandbox
+    refuses). Counting runs a view's SQL: it is read with the same limits as its rows."""
+    sizes, unreadable = {}, {}
+    for name in names:
+        try:
+            sizes[name] = warehouse.row_count(name)
+        except WarehouseError as exc:
+            unreadable[name] = str(exc)
+    return sizes, unreadable
+
+
+def unreadable_input(reads, unreadable: dict[str, str]) -> str | None:
+    """Why a consumer reading ``reads`` cannot run, or None.
+
+    >>> unreadable_input({"rpt.v", "a.t"}, {"rpt.v": "warehouse 'w': PermissionException: no"})
+    "cannot read rpt.v from the warehouse inside the sandbox: warehouse 'w': PermissionException: no"
+    """
+    blocked = sorted(set(reads) & set(unreadable))
+    if not blocked:
+        return None
+    return (f"cannot read {blocked[0]} from the warehouse inside the sandbox: "
+            f"{unreadable[blocked[0]]}")
 
 
 class WarehouseSamples(Mapping[str, "pyarrow.Table"]):
@@ -150,7 +184,7 @@ class WarehouseSamples(Mapping[str, "pyarrow.Table"]):
     def _catalog(self) -> dict[str, dict[str, str]]:
         with self._lock:
             if self._schemas is None:
-                self._warehouse = open_warehouse(self.campaign.warehouse, self.campaign.base_dir)
+                self._warehouse = open_campaign_warehouse(self.campaign)
                 self._schemas = self._warehouse.schemas()
             return self._schemas
 
@@ -159,9 +193,9 @@ class WarehouseSamples(Mapping[str, "pyarrow.Table"]):
         if name not in schemas:  # the target, not built yet: the campaign's forward query
             return self._built_target()
         if self._buckets is None:
-            sizes = [self._warehouse.row_count(d) for d in {self.source, self.target, *self.datasets}
-                     if d in schemas]
-            self._buckets = _bucket_count(sizes, self.campaign.simulation.sample_rows)
+            sizes, _ = row_counts(self._warehouse, sorted({self.source, self.target, *self.datasets}
+                                                          & set(schemas)))
+            self._buckets = _bucket_count(sizes.values(), self.campaign.simulation.sample_rows)
         return _read_sample(self.campaign, self._warehouse, name, self._warehouse.row_count(name),
                             self._buckets, self.source, self.target)
 
