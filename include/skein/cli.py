@@ -55,7 +55,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_rewrite(args) -> int:
-    from skein.rewrite.request import Patch
+    from skein.rewrite.request import Patch, Unchanged
     from skein.agents.requests import request_for_file
     from skein.agents.rule import rewrite
     from skein.discovery import connect
@@ -67,8 +67,14 @@ def _cmd_rewrite(args) -> int:
     if not path.is_file():
         print(f"skein: {path}: no such file", file=sys.stderr)
         return EXIT_USER_ERROR
-    result = rewrite(request_for_file(campaign, warehouse.schemas(), path, args.dialect,
-                                      warehouse.default_schema))
+    request = request_for_file(campaign, warehouse.schemas(), path, args.dialect,
+                               warehouse.default_schema)
+    result = rewrite(request)
+    if isinstance(result, Unchanged):
+        # Not a human's problem (issue 19): the file stays as it is, printed as it is.
+        print(f"skein: {path}: unchanged: {result.reason}", file=sys.stderr)
+        sys.stdout.write("" if args.diff else request.text)
+        return 0
     if not isinstance(result, Patch):
         print(f"skein: {path}: escalated: {result.reason}", file=sys.stderr)
         return EXIT_ESCALATED

@@ -103,7 +103,7 @@ class Produced(BaseModel):
 class ConsumerDetail(BaseModel):
     summary: ConsumerSummary
     diff: str | None
-    agent: dict | None  # the agents' final result (Patch or Escalation, as JSON)
+    agent: dict | None  # the agents' final result (Patch, Escalation or Unchanged, as JSON)
     simulation: dict | None  # parity verdict, differing rows (samples), expectations (GE)
     refuted_by: str | None  # the dry run's verdict sent back to the LLM agent
     transcripts: list[dict]  # the LLM agent's attempts: prompts, answers, verdicts
