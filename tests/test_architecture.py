@@ -28,7 +28,8 @@ FOUNDATION = {"skein",  # the package's __init__: its version
               "skein.lineage", "skein.dbt", "skein.ownership", "skein.batches", "skein.rollout",
               "skein.apply", "skein.catalog", "skein.discovery", "skein.audit", "skein.approvals",
               "skein.faults", "skein.paths", "skein.controls", "skein.store_schema",
-              "skein.spec_sql"}
+              "skein.spec_sql", "skein.dbt_yaml", "skein.dbt_render", "skein.jinja_process",
+              "skein.jinja_sandbox"}
 PACKAGES = {"skein.rewrite": "rewrite", "skein.simulation": "simulation",
             "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app",
             "skein.views": "app"}  # the portal's read models
