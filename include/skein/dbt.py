@@ -140,6 +140,11 @@ class DbtProject:
             "sources": [[s, t, r] for (s, t), r in self.sources.items()],
             "configs": self.configs, "paths": self.paths}}
 
+    @property
+    def renderer_pid(self) -> int | None:
+        """The renderer process's id while it runs (one per project, reused by every render)."""
+        return self._renderer.pid if self._renderer is not None else None
+
     def close(self) -> None:
         """Stop the renderer process (it stops with the project, or with Skein, anyway)."""
         if self._renderer is not None:
