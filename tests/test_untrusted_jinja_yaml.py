@@ -120,8 +120,10 @@ def hostile_project(where: str, payload: str) -> dict[str, str]:
 @pytest.fixture
 def short_renders(monkeypatch):
     """A render's time limit of 2 s (10 s in production) keeps the endless loop's test short."""
-    import skein.jinja_process
-
+    try:
+        import skein.jinja_process
+    except ImportError:  # the code before issue 18 had no renderer process (nor any limit)
+        return
     monkeypatch.setattr(skein.jinja_process, "RENDER_SECONDS", 2)
 
 
