@@ -68,7 +68,7 @@ def _folders(doc: YamlDoc, value: Any, key: str, default: list[str]) -> list[str
     for index, folder in enumerate(folders):
         expect(doc, folder, (key, index), (str,), "a folder name")
         pure = PurePosixPath(folder)
-        if not folder or pure.is_absolute() or ".." in pure.parts:
+        if not folder or pure.is_absolute() or ".." in pure.parts or len(folder) > 255:
             raise _problem(doc, (key, index), f"{shorten(folder)!r} is not a folder inside "
                                               "the project")
     return [str(PurePosixPath(f)) for f in folders]
@@ -137,9 +137,12 @@ def project_files(root: Path, folders: list[str], patterns: tuple[str, ...]) -> 
     through a symlink are left out (they may lead anywhere on the machine)."""
     files: list[Path] = []
     for folder in folders:
-        if symlink_on_path(root, folder) or not (root / folder).is_dir():
-            continue
-        for pattern in patterns:
-            files.extend(p for p in sorted((root / folder).rglob(pattern))
-                         if p.is_file() and not symlink_on_path(root, str(p.relative_to(root))))
+        try:
+            if symlink_on_path(root, folder) or not (root / folder).is_dir():
+                continue
+            for pattern in patterns:
+                files.extend(p for p in sorted((root / folder).rglob(pattern))
+                             if p.is_file() and not symlink_on_path(root, str(p.relative_to(root))))
+        except OSError as exc:  # a name the file system refuses, a folder that cannot be listed
+            raise DbtProjectError(f"{root / folder[:100]}: cannot read: {exc.strerror}") from None
     return files

@@ -250,12 +250,12 @@ def describe(exc: BaseException, seconds: Any = RENDER_SECONDS) -> str:
     elif isinstance(exc, RecursionError):
         what = "recursion too deep (a macro calling itself?)"
     elif isinstance(exc, SkeinError):
-        return first_line(exc)[:500]
+        return " ".join(first_line(exc).split())[:500]
     elif isinstance(exc, jinja2.TemplateError):
         what = exc.message or first_line(exc)
     else:
         what = f"{type(exc).__name__}: {first_line(exc)}"
-    return f"cannot render Jinja{where}: {what[:300]}"
+    return f"cannot render Jinja{where}: {' '.join(str(what).split())[:300]}"
 
 
 def _template_line(exc: BaseException) -> tuple[str | None, int | None]:

@@ -32,6 +32,7 @@ from skein.errors import SpecError
 from skein.yamlspan import CONSUMER_LIMITS, YamlDoc, load_yaml_documents, read_yaml_text, shorten
 
 UNOWNED = "unowned"
+MAX_NAME = 200  # an owner, lifecycle, dialect or region: a name, not a text
 CATALOG_FILE = "catalog-info.yaml"
 
 
@@ -105,10 +106,13 @@ def _field(doc: YamlDoc, path: tuple[str, ...], kind: type) -> Any:
         if not isinstance(value, dict):
             raise _wrong_type(doc, path[:depth], value, "a mapping")
         value = value.get(key)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and len(value) > MAX_NAME:  # it is printed on every line about it
+        raise SpecError(f"longer than {MAX_NAME} characters ({shorten(value)})", file=doc.file,
+                        line=doc.line_of(path), field=".".join(path))
     if value is None or isinstance(value, kind):
         return value
-    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
     raise _wrong_type(doc, path, value, "text" if kind is str else "a mapping")
 
 
