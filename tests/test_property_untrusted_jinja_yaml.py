@@ -159,8 +159,8 @@ def test_generated_model_jinja_renders_or_is_a_render_error(project, fragment):
 
 
 OUTCOMES = ("unsafe", "time limit", "memory limit", "recursion", "would build", "power of",
-            "product of", "format width", "Range too big", "undefined", "not declared",
-            "unexpected", "expected", "Error")
+            "product of", "format width", "Range too big", "undefined", "has no attribute",
+            "not declared", "unexpected", "expected", "Missing end", "Error")
 
 
 def outcome(message: str) -> str:
