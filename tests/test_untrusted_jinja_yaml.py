@@ -148,7 +148,7 @@ def test_hostile_jinja_runs_no_code_and_escalates_that_consumer(world, tmp_path,
 @pytest.mark.parametrize("name", ["os.system in the model", "os.popen in a called macro", "1/0",
                                   "'x' * 10**9"])
 def test_the_rule_agent_runs_no_code_either(world, tmp_path, capsys, name):
-    where, payload, _ = PAYLOADS[name]
+    where, payload, says = PAYLOADS[name]
     marker = tmp_path / "pwned"
     repo = add_repo(world, "shop-evil", hostile_project(where, payload.replace("MARKER", str(marker))))
 
@@ -156,8 +156,8 @@ def test_the_rule_agent_runs_no_code_either(world, tmp_path, capsys, name):
     out = capsys.readouterr()
 
     assert not marker.exists()
-    assert code in (0, 3), out.err  # a patch that keeps the Jinja as it is, or an escalation
-    assert "Traceback" not in out.err
+    assert code == 3 and out.out == "", out.out  # escalated: no patch of it can be checked
+    assert re.search(says, out.err) and "Traceback" not in out.err, out.err
 
 
 def test_a_plan_escalates_the_hostile_model_and_migrates_the_rest(world, tmp_path, capsys):
