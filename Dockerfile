@@ -22,6 +22,18 @@ USER root
 COPY --chown=astro:0 requirements.lock ./
 RUN pip install --no-cache-dir -r requirements.lock
 
+# dbt-core in its own virtualenv at a fixed path, never in Airflow's environment (it would
+# downgrade protobuf, python-dateutil and others there): Skein runs it only as a child
+# process on a sandbox copy of a consumer's dbt project (docs/discovery.md). Same lock as
+# `make setup` (requirements-dbt.lock); SKEIN_DBT_PYTHON tells Skein where it is. Root-owned:
+# the tasks (user astro) run it and cannot change it.
+ENV SKEIN_DBT_PYTHON=/usr/local/skein-dbt/bin/python
+COPY --chown=astro:0 requirements-dbt.lock ./
+RUN python -m venv /usr/local/skein-dbt \
+    && /usr/local/skein-dbt/bin/pip install --no-cache-dir --disable-pip-version-check \
+        -r requirements-dbt.lock \
+    && /usr/local/skein-dbt/bin/python -c "import dbt.cli.main, dbt.adapters.duckdb"
+
 # The project: dags/, plugins/, include/ (the skein package), pyproject.toml...
 COPY --chown=astro:0 . .
 # Editable, like `make setup`: the code Airflow runs is the code under include/.

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import duckdb
 
+from skein.rundir import file_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SKEIN = ROOT / ".venv" / "bin" / "skein"
 CAMPAIGN_ID = "plays-v2"
@@ -95,7 +97,7 @@ def planned_of(fleet: Path, run_dir: Path) -> dict[str, tuple[bytes | None, byte
     out = {}
     for item in plan["items"]:
         if item["status"] == "patched" and item["simulation"] == "pass":
-            name = item["id"].replace("/", "__")
+            name = file_name(item["id"])
             agent = json.loads((run_dir / "agents" / f"{name}.json").read_text())
             out[item["id"]] = (agent["original"].encode(), (run_dir / "patched" / name).read_bytes())
     return out

@@ -45,6 +45,25 @@ else
     $VENV/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
     $VENV/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 fi
+# dbt-core in its own environment (.venv-dbt): Skein runs it only as a child process on a
+# sandbox copy of a consumer's dbt project (include/skein/dbt_sandbox.py). Installed next to
+# Airflow it would downgrade protobuf, python-dateutil and others (docs/discovery.md).
+DBT_VENV=.venv-dbt
+if [[ -x $DBT_VENV/bin/python ]] && ! $DBT_VENV/bin/python -c "$need_311"; then
+    echo "setup: $DBT_VENV uses an old Python; removing it" >&2
+    rm -rf "$DBT_VENV"
+fi
+if [[ ! -x $DBT_VENV/bin/python ]]; then
+    echo "setup: creating $DBT_VENV for dbt-core"
+    base=$("$VENV/bin/python" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')
+    "$base" -m venv "$DBT_VENV"
+fi
+if [[ -n $uv ]]; then
+    echo "setup: installing requirements-dbt.lock into $DBT_VENV with $uv"
+    "$uv" pip install --quiet --python $DBT_VENV/bin/python -r requirements-dbt.lock
+else
+    $DBT_VENV/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dbt.lock
+fi
 # Bytecode for every installed module, written once here: uv leaves it to the first import,
 # and with PYTHONDONTWRITEBYTECODE set (as on our CI machines) that first import never
 # writes it, so every process compiled Airflow, Great Expectations and the rest from
@@ -53,4 +72,7 @@ site=$($VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 echo "setup: compiling bytecode in $site"
 $VENV/bin/python -m compileall -q -j 0 "$site" >/dev/null \
     || echo "setup: some installed files did not compile; Python compiles them when imported" >&2
-echo "setup: done ($($VENV/bin/python --version 2>&1), Airflow $($VENV/bin/python -c 'from importlib.metadata import version; print(version("apache-airflow"))'))"
+dbt_site=$($DBT_VENV/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+$DBT_VENV/bin/python -m compileall -q -j 0 "$dbt_site" >/dev/null \
+    || echo "setup: some files in $DBT_VENV did not compile" >&2
+echo "setup: done ($($VENV/bin/python --version 2>&1), Airflow $($VENV/bin/python -c 'from importlib.metadata import version; print(version("apache-airflow"))'), dbt-core $($DBT_VENV/bin/python -c 'from importlib.metadata import version; print(version("dbt-core"))') in $DBT_VENV)"

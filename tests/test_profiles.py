@@ -22,10 +22,19 @@ def test_doctests(module):
     assert result.attempted and not result.failed
 
 
-def test_embedded_is_sqlite_and_local():
-    assert profile_env("embedded", "/h") == {
+def test_embedded_is_sqlite_and_local_sized_for_the_machine():
+    assert profile_env("embedded", "/h", {}) == {
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////h/airflow.db"}
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////h/airflow.db",
+        "AIRFLOW__CORE__PARALLELISM": str(max(2, min(32, 2 * os.cpu_count())))}
+    # Airflow's default of 32 worker processes is not what `make run` starts on a small machine.
+    if os.cpu_count() <= 4:
+        assert int(profile_env("embedded", "/h", {})["AIRFLOW__CORE__PARALLELISM"]) <= 8
+
+
+def test_a_parallelism_the_user_set_wins():
+    env = profile_env("embedded", "/h", {"AIRFLOW__CORE__PARALLELISM": "12"})
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "12"
 
 
 def test_distributed_from_the_environment():

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from skein.paths import run_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "scripts" / "run.sh"
 
@@ -140,7 +142,7 @@ def test_make_run_serves_the_dag_and_ctrl_c_stops_everything(state):
         assert state == "success"
         batches = api(base, f"/api/v2/dags/skein__plays-v2/dagRuns/{run_id}/taskInstances/"
                             "discover/xcomEntries/return_value", token)["value"]
-        directory = home / "skein" / "runs" / "plays-v2" / run_id.replace(":", "_")
+        directory = home / "skein" / "runs" / "plays-v2" / run_folder(run_id)
         report = json.loads((directory / "discovery.json").read_text())
         # XCom holds consumer ids only: every impacted consumer in exactly one batch.
         assert sorted(sum(batches, [])) == sorted(c["id"] for c in report["consumers"])

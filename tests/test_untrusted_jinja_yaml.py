@@ -429,3 +429,35 @@ def test_null_and_bom_catalog_info_are_read(world, capsys):
     assert by_id[HOSTILE]["owner"] == "team-shop"
     assert by_id["shop-evil/models/sub/q.sql"]["owner"] == "team-shop"  # empty: the parent's
     assert not [p for p in report["problems"] if "catalog-info" in p]
+
+
+PROFILE_BOMB = """\
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+from skein.dbt_packages import declared_packages
+from skein.dbt_sandbox import DbtSandboxError, project_profile_name, target_schema
+root = Path(sys.argv[1])
+try:
+    print("PROFILE", project_profile_name(root)[:100])
+except DbtSandboxError as exc:
+    print("REFUSED", str(exc)[:300])
+print("SCHEMA", target_schema(root, "shop"), "PACKAGES", declared_packages(root))
+"""
+
+
+def test_the_dbt_core_reader_refuses_alias_bombs_before_building_them(tmp_path):
+    """issue 19's reader (dbt-core in its sandbox) reads dbt_project.yml, profiles.yml and
+    packages.yml in Skein's process: the same budget applies there (a bomb as `profile:`
+    became a string of gigabytes)."""
+    root = tmp_path / "shop"
+    write = {"dbt_project.yml": lol_bomb(11, "profile"),
+             "profiles.yml": lol_bomb(11, "shop"), "packages.yml": lol_bomb(11, "packages")}
+    for name, text in write.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    done = subprocess.run([sys.executable, "-c", PROFILE_BOMB, str(root)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "REFUSED dbt_project.yml line 1: more than 400,000 values" in done.stdout
+    assert "SCHEMA main PACKAGES []" in done.stdout

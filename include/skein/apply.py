@@ -126,7 +126,8 @@ class GitApplier:
                 raise ApplyError(f"{target.consumer}: {repo} has a detached HEAD")
             campaign_branch = f"{self.branch_prefix}{target.campaign}"
             base = _git(repo, "rev-parse", "HEAD").strip()
-            blob = _git(repo, "hash-object", "-w", "--stdin", input=content).strip()
+            # As `git add` stores it: the path's .gitattributes (eol, ident) clean the text
+            blob = _git(repo, "hash-object", "-w", "--stdin", f"--path={path}", input=content).strip()
             mode = self._mode(repo, path)
             with tempfile.TemporaryDirectory() as tmp:
                 env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
@@ -147,9 +148,21 @@ class GitApplier:
             self.last_commit = _git(repo, "rev-parse", "HEAD").strip()
             return self._committed(target)
 
+    def stored_form(self, target: Target, content: bytes) -> bytes:
+        """``content`` as the work tree holds it once committed: cleaned and checked out again
+        through the path's .gitattributes (CRLF, ``$Id$`` of the new blob), so a write found
+        done after a crash is recognised by its hash."""
+        with _repo_lock(target):
+            blob = _git(target.repo, "hash-object", "-w", "--stdin", f"--path={target.path}",
+                        input=content).strip()
+            return _git_bytes(target.repo, "cat-file", "--filters", f"--path={target.path}", blob)
+
     def _committed(self, target: Target) -> bytes | None:
+        """The committed file as a checkout writes it (``--filters``: .gitattributes' eol and
+        ident applied), which is what discovery and the agents read from the work tree: with
+        the raw blob, a CRLF or ``$Id$`` file never matched its planned hash."""
         try:
-            return _git_bytes(target.repo, "cat-file", "blob", f"HEAD:{target.path}")
+            return _git_bytes(target.repo, "cat-file", "--filters", f"HEAD:{target.path}")
         except ApplyError:
             return None
 
@@ -350,7 +363,8 @@ def _git(repo: Path, *args: str, input: bytes | None = None, env: dict | None = 
 
 
 def _git_bytes(repo: Path, *args: str, input: bytes | None = None, env: dict | None = None) -> bytes:
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    # Literal pathspecs: a file named `[ab].sql` or `*.sql` is that file, not a pattern.
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_LITERAL_PATHSPECS": "1", **(env or {})}
     full_env.setdefault("GIT_AUTHOR_NAME", "Skein")
     full_env.setdefault("GIT_AUTHOR_EMAIL", "skein@localhost")
     full_env.setdefault("GIT_COMMITTER_NAME", "Skein")

@@ -18,6 +18,7 @@ from skein.errors import SkeinError
 EXIT_USER_ERROR = 2
 EXIT_ESCALATED = 3  # the work is done, but a human must look at something
 EXIT_SIMULATION_FAILED = 4  # a patch changed results on data: it must not be applied
+EXIT_CONSUMERS_FAILED = 4  # skein run: that, or a consumer's apply or monitoring failed
 EXIT_NOT_APPLIED = 5  # skein run: rolled back or rejected
 
 
@@ -80,8 +81,12 @@ def _cmd_plan(args) -> int:
 
     from skein.console import progress_bars
 
+    from skein.rundir import RunDirectory
+
     campaign = load_campaign(args.campaign)
-    ctx = open_plan(campaign, _output_dir(args.out))
+    out = _output_dir(args.out)
+    RunDirectory(out).claim_for_plan()  # never over a user's own files
+    ctx = open_plan(campaign, out)
     with progress_bars() as bars:
         if bars is not None:
             ctx.progress = bars
@@ -161,8 +166,20 @@ def _cmd_run(args) -> int:
         print(json.dumps({"run_id": run_id, "directory": str(ctx.directory), **outcome}, indent=2))
     else:
         print(run_summary(outcome, ctx.campaign_id, run_id, str(ctx.directory)))
+    return run_exit_code(outcome)
+
+
+def run_exit_code(outcome: dict) -> int:
+    """``skein run``'s exit code: 5 rolled back, rejected or a step failed; 4 some consumers
+    failed (apply, monitoring, or their dry run refuted the patch); 3 something escalated.
+
+    >>> run_exit_code({"status": "finished", "failed": 1, "refuted": 0, "escalated": 2})
+    4
+    """
     if outcome["status"] in ("rolled_back", "rejected", "failed"):
         return EXIT_NOT_APPLIED
+    if outcome["failed"] or outcome.get("refuted"):
+        return EXIT_CONSUMERS_FAILED
     return EXIT_ESCALATED if outcome["escalated"] else 0
 
 
@@ -213,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="skein", description="Dataset migrations as campaigns: find every consumer of a "
         "changing dataset, rewrite it, prove it on data, apply it in waves.",
         epilog="Exit codes: 0 done, 2 bad input, 3 escalated to a human, 4 a simulation refuted "
-               "a patch, 5 not applied (rolled back or rejected), 1 unexpected failure.")
+               "a patch (run: or a consumer failed to apply or in monitoring), 5 not applied "
+               "(rolled back or rejected), 1 unexpected failure.")
     parser.add_argument("--version", action="version", version=f"skein {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -277,7 +295,11 @@ def _add_tools(sub) -> None:
 
 
 def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="run a whole campaign without Airflow: plan, approve, waves")
+    p = sub.add_parser("run", help="run a whole campaign without Airflow: plan, approve, waves",
+                       epilog="Exit codes: 0 finished, 2 bad input, 3 finished with escalations, "
+                              "4 finished but some consumers failed (refuted by their dry run, "
+                              "or their apply or monitoring failed), 5 rolled back, rejected or "
+                              "a step failed.")
     p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--run-id", help="default: cli__<UTC time>; reuse one to continue a run")
     p.add_argument("--approve", choices=["all", "canary", "none"],

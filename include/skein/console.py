@@ -9,6 +9,9 @@ Run r1 of plays-v2: finished.
   3 consumer(s) migrated in this run.
   1 escalated to a human: see /h/runs/plays-v2/r1/summary.html
 Evidence: /h/runs/plays-v2/r1/summary.html   Audit: skein audit plays-v2 --run r1
+>>> print(run_summary({"status": "finished", "applied": 1, "migrated_before": 0, "rolled_back": 0,
+...                    "failed": 1, "refuted": 1, "escalated": 0}, "c", "r1", "/d").splitlines()[0])
+Run r1 of c: finished, but 2 consumer(s) FAILED and are not migrated.
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ WHAT_HAPPENED = {
 
 def run_summary(outcome: dict, campaign: str, run_id: str, directory: str) -> str:
     """A few lines a person reads after ``skein run``: what happened and where to look."""
-    lines = [f"Run {run_id} of {campaign}: {WHAT_HAPPENED.get(outcome['status'], outcome['status'])}."]
+    what = WHAT_HAPPENED.get(outcome["status"], outcome["status"])
+    failed = outcome["failed"] + outcome.get("refuted", 0)
+    if failed and outcome["status"] == "finished":
+        what = f"finished, but {failed} consumer(s) FAILED and are not migrated"
+    lines = [f"Run {run_id} of {campaign}: {what}."]
     if outcome["applied"]:
         lines.append(f"  {outcome['applied']} consumer(s) migrated in this run.")
     elif outcome.get("migrated_before") and outcome["status"] == "finished":
@@ -43,6 +50,8 @@ def run_summary(outcome: dict, campaign: str, run_id: str, directory: str) -> st
         lines.append(f"  {outcome['rolled_back']} consumer(s) restored to their exact previous bytes.")
     if outcome["failed"]:
         lines.append(f"  {outcome['failed']} consumer(s) failed to apply or failed monitoring.")
+    if outcome.get("refuted"):
+        lines.append(f"  {outcome['refuted']} patch(es) refuted by their dry run: not applied.")
     if outcome["escalated"]:
         lines.append(f"  {outcome['escalated']} escalated to a human: see {directory}/summary.html")
     lines.append(f"Evidence: {directory}/summary.html   Audit: skein audit {campaign} --run {run_id}")

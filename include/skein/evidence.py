@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from html import escape
+from urllib.parse import quote
 import platform
 from collections import Counter, defaultdict
 
@@ -117,10 +118,19 @@ def summary_markdown(campaign: str, records: list[dict], wave_order: list[str] |
         lines += [f"| {wave} | " + " | ".join(str(c.get(s, 0)) for s in statuses) + " |"
                   for wave, c in counts["by_wave"].items()]
     lines += ["", "| # | consumer | status | wave | owner | why |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['order']} | [{r['id']}](evidence/{file_name(r['id'])}.md) | {r['status']} | "
+    lines += [f"| {r['order']} | [{_link_text(r['id'])}](evidence/{quote(file_name(r['id']))}.md) | {r['status']} | "
               f"{r.get('wave') or '-'} | {r['owner']} | {(r.get('reason') or '').replace('|', '/')} |"
               for r in records]
     return "\n".join(lines) + "\n"
+
+
+def _link_text(text: str) -> str:
+    r"""``text`` inside a Markdown table cell's link: its brackets and bars escaped.
+
+    >>> _link_text("r/[ab]|c.sql")
+    'r/\\[ab\\]\\|c.sql'
+    """
+    return "".join("\\" + ch if ch in "[]|\\`*" else ch for ch in text)
 
 
 def markdown_html(markdown: str) -> str:
@@ -169,6 +179,11 @@ def plan_notes(plan, waves: dict[str, list[str]]) -> list[str]:
         notes.append(f"Discovery sent {rewrite} consumers to the rewriter; {len(changed)} did not "
                      "end patched: " + "; ".join(f"`{i.id}` {i.status} ({i.reason})" for i in changed[:5])
                      + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "") + ".")
+    unverified = plan.not_dry_run()
+    if unverified:
+        notes.append(f"{len(unverified)} patch(es) not dry-run, so in no wave (escalated: "
+                     "a person decides): " + ", ".join(f"`{i.id}`" for i in unverified[:10])
+                     + (f" and {len(unverified) - 10} more" if len(unverified) > 10 else "") + ".")
     verified, left = plan.unchanged_split(waves)
     total = sum(len(ids) for ids in waves.values())
     notes.append(f"The waves hold {total} consumers: the {plan.counts.get('patched', 0)} patched and "

@@ -7,6 +7,7 @@ Either could lead out of where Skein may act: a symlink into another repository 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -34,11 +35,16 @@ def symlink_on_path(repo: Path, rel: str) -> str | None:
 
 
 def run_folder(run_id: str) -> str:
-    """``run_id`` as one folder name: other characters become ``_``; a name that would lead
-    elsewhere (``..``, ``.``, empty) is refused, since the run's files would land outside it.
+    """``run_id`` as one folder name, one per run id. An id of letters, digits and ``-_.+``
+    is its own name; any other gets those characters with the rest as ``_``, plus ``~`` and
+    a hash of the id (``~`` is in no plain name), so ``team/a`` and ``team a`` never share a
+    folder. A name that would lead elsewhere (``..``, ``.``, empty) is refused, since the
+    run's files would land outside it.
 
+    >>> run_folder("r1"), run_folder("team/a"), run_folder("team a")
+    ('r1', 'team_a~65f838a2fbff', 'team_a~35a622062702')
     >>> run_folder("manual__2026-12-03T00:00:00+00:00")
-    'manual__2026-12-03T00_00_00+00_00'
+    'manual__2026-12-03T00_00_00+00_00~5c01f9c1ac46'
     >>> run_folder("..")
     Traceback (most recent call last):
     skein.errors.SkeinError: run id '..' cannot name a folder: use letters, digits and - _ . + (not only dots)
@@ -47,4 +53,7 @@ def run_folder(run_id: str) -> str:
     if not safe.strip(".") or len(safe) > 200:
         raise SkeinError(f"run id {run_id!r} cannot name a folder: use letters, digits and "
                          "- _ . + (not only dots)")
-    return safe
+    if safe == run_id:
+        return safe
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"{safe}~{digest}"

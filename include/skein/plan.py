@@ -42,6 +42,7 @@ class PlanItem(BaseModel):
     simulation: SimulationStatus | None = None
     simulation_reason: str | None = None
     discovery_status: str | None = None  # what discovery decided (rewrite | escalate | verify)
+    not_dry_run: bool = False  # escalated: a patch whose dry run did not run (never applied)
 
 
 class Plan(BaseModel):
@@ -52,6 +53,11 @@ class Plan(BaseModel):
 
     def with_status(self, *statuses: PlanStatus) -> list[PlanItem]:
         return [i for i in self.items if i.status in statuses]
+
+    def not_dry_run(self) -> list[PlanItem]:
+        """Patches escalated because their dry run did not run: no wave applies them, a
+        person decides (the approval lists them)."""
+        return [i for i in self.items if i.not_dry_run]
 
     def not_patched_after_all(self) -> list[PlanItem]:
         """Consumers discovery sent to the rewriter that did not end patched: the agent
@@ -98,7 +104,8 @@ def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation],
         else:
             item = PlanItem(**common, status="unchanged", agent=None, patch_file=None, changes=0,
                             reason=UNCHANGED_REASON)
-        items.append(_with_simulation(item, (simulations or {}).get(c.id)))
+        item = _with_simulation(item, (simulations or {}).get(c.id))
+        items.append(item if simulations is None else _dry_run_or_escalated(item))
     counts = {s: sum(1 for i in items if i.status == s) for s in PLAN_STATUSES}
     return Plan(campaign=report.campaign, items=items, counts=counts)
 
@@ -114,6 +121,29 @@ def _with_simulation(item: PlanItem, simulation) -> PlanItem:
         # Its upstream was escalated: it cannot be verified, so it is not applied either.
         update.update(reason=f"not verified: {simulation.reason}")
     return item.model_copy(update=update)
+
+
+NOT_DRY_RUN = "not dry-run"
+
+
+def _dry_run_or_escalated(item: PlanItem) -> PlanItem:
+    """A patch is applied only after its dry run passed: one whose dry run did not run (its
+    upstream is not migrated, or it was never simulated) goes to a person, never to a wave.
+
+    >>> item = PlanItem(id="r/b.sql", order=2, impact="direct", status="patched", agent="rule",
+    ...                 reason=None, patch_file="patches/r__b.sql.diff", changes=1,
+    ...                 simulation="skipped", simulation_reason="upstream a.v is not migrated")
+    >>> escalated = _dry_run_or_escalated(item)
+    >>> escalated.status, escalated.not_dry_run, escalated.reason
+    ('escalated', True, 'not dry-run (upstream a.v is not migrated): a person applies it by hand, or a later run once its upstream is migrated')
+    """
+    if item.status != "patched" or item.simulation == "pass":
+        return item
+    why = item.simulation_reason if item.simulation is not None else "no dry run result"
+    return item.model_copy(update={
+        "status": "escalated", "not_dry_run": True,
+        "reason": f"{NOT_DRY_RUN} ({why}): a person applies it by hand, or a later run once "
+                  "its upstream is migrated"})
 
 
 def applicable(item: PlanItem) -> bool:

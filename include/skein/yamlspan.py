@@ -161,6 +161,29 @@ def _load(text: str, file: str, strict: bool, limits: Limits, many: bool) -> lis
     return docs
 
 
+def check_expansion(text: str, file: str, limits: Limits = CONSUMER_LIMITS) -> None:
+    """For readers that keep PyYAML's ``safe_load`` (and its messages): a ``SpecError`` when
+    ``text`` is over ``limits`` (size, values or text once aliases are expanded), found on
+    the composed graph before anything is built. Syntax errors are left to the reader.
+
+    >>> check_expansion("a: &a [x, x]\\nb: [*a, *a]\\n", "f.yaml", Limits(values=5))
+    Traceback (most recent call last):
+    skein.errors.SpecError: f.yaml:1: more than 5 values (YAML aliases expanding?): refused
+    """
+    if len(text) > limits.file_bytes:
+        raise SpecError(f"file is {len(text) / 1e6:.1f} MB, more than {limits.what} can be "
+                        f"({limits.file_bytes >> 20} MiB): refused", file=file, line=1)
+    budget = _Budget(file, limits.values, limits.expanded_bytes)
+    try:
+        for node in yaml.compose_all(text, Loader=_LOADER):
+            if node is not None:
+                _refuse_early(node, budget)
+    except yaml.YAMLError:
+        return
+    except RecursionError:
+        raise YamlSyntaxError("nested too deeply", file=file, line=1) from None
+
+
 def _line_at(text: str, offset: int) -> int:
     """The line of ``offset`` as YAML counts lines (CR, LF, CRLF, NEL, LS, PS break lines)."""
     return len(_LINE_BREAK.split(text[:offset]))

@@ -129,16 +129,33 @@ def distributed_env(servers: DistributedServers) -> dict[str, str]:
     }
 
 
-def embedded_env(airflow_home: str) -> dict[str, str]:
+def local_parallelism(cpus: int | None) -> int:
+    """LocalExecutor's worker processes for a machine of ``cpus`` cores.
+
+    Airflow's default (32) keeps 32 forked task runners of ~70 MiB each on a 2-core laptop
+    (about 2.2 GiB) where at most a few tasks can make progress at once; Skein's tasks are
+    batches that use a core each, so two per core is enough and the rest only costs memory.
+
+    >>> local_parallelism(2), local_parallelism(1), local_parallelism(None), local_parallelism(64)
+    (4, 2, 2, 32)
+    """
+    return max(2, min(32, 2 * (cpus or 1)))
+
+
+def embedded_env(airflow_home: str, environ=None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
     return {
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
+        # A parallelism set by the user wins over the machine's size.
+        "AIRFLOW__CORE__PARALLELISM": environ.get("AIRFLOW__CORE__PARALLELISM")
+        or str(local_parallelism(os.cpu_count())),
     }
 
 
 def profile_env(profile: str, airflow_home: str, environ=None) -> dict[str, str]:
     if profile == "embedded":
-        return embedded_env(airflow_home)
+        return embedded_env(airflow_home, environ)
     if profile == "distributed":
         return distributed_env(DistributedServers.from_environment(environ))
     raise ValueError(f"SKEIN_PROFILE={profile!r}: choose one of {', '.join(PROFILES)}")

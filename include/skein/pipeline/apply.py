@@ -159,16 +159,41 @@ def _apply_one(ctx: RunContext, wave: str, consumer: Consumer, patch: Patch, pri
     if expected is not None and now != expected:
         raise ApplyError(f"{consumer.id} changed since it was planned (hash {str(now)[:12]}, "
                          f"planned from {expected[:12]}): re-run the campaign to re-plan it")
+    base_refusal(consumer.id, patch, now)
     if current is not None:
         ctx.store.put_blob(current)
     ctx.store.put_blob(new)
     with consumer_lease(ctx, target):
-        ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now, after=sha256(new))
+        # the bytes it will hold (a git work tree's eol/ident): how a rerun knows it done
+        expected_after = getattr(applier, "stored_form", lambda _, content: content)(target, new)
+        ctx.record(Action.APPLY_STARTED, consumer=consumer.id, wave=wave, before=now,
+                   after=sha256(expected_after))
         stored = applier.write(target, new, _commit_message(ctx, consumer, wave), expected=now)
         crash_point("apply:after_write")  # written, not yet recorded
     ctx.record(Action.APPLIED, consumer=consumer.id, wave=wave, before=now, after=sha256(stored),
                **_where_written(applier, target))
     return "applied"
+
+
+def base_refusal(cid: str, patch: Patch, now: str | None) -> None:
+    """Refuse a patch that is not the consumer's, or was computed from other content than
+    the consumer holds now: writing it would replace code nobody reviewed against it.
+
+    >>> p = Patch(consumer_id="r/a.sql", agent="rule", original="SELECT 1", text="x", changes=[])
+    >>> base_refusal("r/a.sql", p, p.base_hash)
+    >>> base_refusal("r/b.sql", p, p.base_hash)
+    Traceback (most recent call last):
+    skein.apply.ApplyError: r/b.sql: the patch found for it is r/a.sql's: not written
+    >>> base_refusal("r/a.sql", p, "0" * 64)
+    Traceback (most recent call last):
+    skein.apply.ApplyError: r/a.sql: the patch was computed from other content (base e004ebd5b553, the consumer is 000000000000 now): not written; re-run the campaign to re-plan it
+    """
+    if patch.consumer_id != cid:
+        raise ApplyError(f"{cid}: the patch found for it is {patch.consumer_id}'s: not written")
+    if patch.base_hash != now:
+        raise ApplyError(f"{cid}: the patch was computed from other content (base "
+                         f"{patch.base_hash[:12]}, the consumer is {str(now)[:12]} now): not "
+                         "written; re-run the campaign to re-plan it")
 
 
 def _where_written(applier, target: Target) -> dict[str, str]:
@@ -180,20 +205,25 @@ def _where_written(applier, target: Target) -> dict[str, str]:
 
 
 def settle_interrupted_writes(ctx: RunContext) -> list[str]:
-    """A reopened run first finishes the records of writes its previous attempt made but
-    never recorded (killed between the write and the audit row): once re-planned, such a
-    consumer no longer reads the source and would drop out of the plan with its write
-    unrecorded. Returns the consumers found applied."""
+    """A run first finishes the records of writes an earlier attempt made but never recorded
+    (killed between the write and the audit row), its own or another run's (a plain rerun
+    gets a new run id): once re-planned, such a consumer no longer reads the source and
+    would drop out of the plan with its write unrecorded. Only one run of a campaign runs
+    at a time, so an attempt still "started" is dead. Returns the consumers found applied."""
     by_id = ctx.catalog().by_id()
     found = []
-    for cid, event in ctx.store.consumer_states(ctx.campaign_id, ctx.run_id).items():
+    for cid, event in ctx.store.consumer_states(ctx.campaign_id).items():
         if event.action != Action.APPLY_STARTED or cid not in by_id:
             continue
-        target = target_for(ctx, by_id[cid])
-        now = sha256(applier_for(target).current(target))
+        try:
+            target = target_for(ctx, by_id[cid])
+            now = sha256(applier_for(target).current(target))
+        except ApplyError:  # its repository is gone: its apply step says so, if planned
+            continue
         if _interrupted_write(event, now, event.before_hash, target):
+            by = "" if event.run_id == ctx.run_id else f" of run {event.run_id}"
             ctx.record(Action.APPLIED, consumer=cid, wave=event.wave, before=event.before_hash,
-                       after=now, message="found applied after an interrupted attempt")
+                       after=now, message=f"found applied after an interrupted attempt{by}")
             found.append(cid)
     return found
 

@@ -26,7 +26,7 @@ def plan_campaign(ctx: RunContext, *, consumer_filter: str | None = None,
     rewrite_consumers(ctx, ids, llm_model)
     if simulate:
         simulate_consumers(ctx, ids, llm_model)
-    return summarize(ctx)
+    return summarize(ctx, simulated=simulate)
 
 
 def run_campaign(ctx: RunContext, *, approve: str, dry_run: bool = False,

@@ -41,6 +41,7 @@ def finalize(ctx: RunContext, status: RunStatus | None = None) -> dict:
                "migrated_before": len(earlier),  # by earlier runs of the campaign
                "rolled_back": states[Action.ROLLED_BACK],
                "failed": states[Action.APPLY_FAILED] + states[Action.MONITOR_FAILED],
+               "refuted": plan.counts.get("failed", 0) if plan else 0,  # by their dry run
                "escalated": plan.counts.get("escalated", 0) if plan else 0}
     ctx.record(Action.FINISHED, **outcome)
     ctx.release_run()

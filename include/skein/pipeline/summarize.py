@@ -31,10 +31,12 @@ class Summary:
         return [i.id for i in self.plan.with_status("failed")]
 
 
-def summarize(ctx: RunContext) -> Summary:
-    """Freeze plan.json (and patches), the evidence, waves.json and apply_batches.json."""
+def summarize(ctx: RunContext, simulated: bool = True) -> Summary:
+    """Freeze plan.json (and patches), the evidence, waves.json and apply_batches.json.
+    ``simulated=False``: ``skein plan --no-simulate``, whose patches are not held back for
+    want of a dry run (a run always simulates: a patch without one is escalated)."""
     report, results, simulations = ctx.report(), ctx.results(), ctx.simulations()
-    plan = plan_items(report, results, simulations)
+    plan = plan_items(report, results, simulations if simulated else None)
     ctx.files.write_plan(plan, results)
     assigned = plan_waves(plan, report, ctx.campaign.rollout.waves)
     _write_evidence(ctx, plan, results, simulations, assigned)

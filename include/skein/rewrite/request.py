@@ -87,6 +87,18 @@ class Patch(BaseModel):
         return unified_diff(self.original, self.text, self.consumer_id)
 
     @property
+    def base_hash(self) -> str:
+        """SHA-256 of the text the patch was computed from (``original``): the applier writes
+        the patch only over exactly that content.
+
+        >>> Patch(consumer_id="r/q.sql", agent="rule", original="", text="x", changes=[]).base_hash[:12]
+        'e3b0c44298fc'
+        """
+        import hashlib
+
+        return hashlib.sha256(self.original.encode("utf-8")).hexdigest()
+
+    @property
     def rationale(self) -> str:
         return "\n".join(f"line {c.line}: {c.before} -> {c.after} ({c.why})" for c in self.changes)
 
@@ -103,6 +115,23 @@ RewriteResult = Patch | Escalation
 
 
 def unified_diff(old: str, new: str, name: str) -> str:
-    """A unified diff a reviewer reads (``a/<id>`` vs ``b/<id>``)."""
-    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                        fromfile=f"a/{name}", tofile=f"b/{name}"))
+    """A unified diff a reviewer reads (``a/<id>`` vs ``b/<id>``), in git's form.
+
+    difflib leaves a last line without its newline as it is, which glued it to the next line
+    of the diff (a view's whole change read as one line): git's marker closes it instead.
+
+    >>> print(unified_diff("select 1 from a", "select 1 from b", "v"), end="")
+    --- a/v
+    +++ b/v
+    @@ -1 +1 @@
+    -select 1 from a
+    \\ No newline at end of file
+    +select 1 from b
+    \\ No newline at end of file
+    """
+    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                 fromfile=f"a/{name}", tofile=f"b/{name}")
+    return "".join(line if line.endswith("\n") else f"{line}\n{NO_NEWLINE}\n" for line in lines)
+
+
+NO_NEWLINE = "\\ No newline at end of file"

@@ -14,6 +14,7 @@ SQL, with the total), and everything known about one consumer.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -202,7 +203,8 @@ def campaign_commits(repo: Path, path: str, campaign_id: str, limit: int = 10) -
         out = subprocess.run(
             ["git", "-C", str(repo), "log", "--all", f"-n{limit}", "--format=%H%x1f%aI%x1f%s",
              "-F", f"--grep=skein({campaign_id})", "--", path],
-            capture_output=True, text=True, timeout=10, check=True).stdout
+            capture_output=True, text=True, timeout=10, check=True,
+            env={**os.environ, "GIT_LITERAL_PATHSPECS": "1"}).stdout  # `[ab].sql` is one file
     except (OSError, subprocess.SubprocessError):
         return []  # no git, or the repository is gone: the audit log still says what happened
     return [dict(zip(("sha", "date", "subject"), line.split("\x1f"), strict=False))
