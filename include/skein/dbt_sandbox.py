@@ -28,7 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from skein.errors import SkeinError
+from skein.errors import SkeinError, SpecError
+from skein.yamlspan import check_expansion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHILD_SCRIPT = Path(__file__).with_name("dbt_child.py")
@@ -114,7 +115,11 @@ def project_config(project: Path) -> dict:
     """
     path = project / "dbt_project.yml"
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        check_expansion(text, path.name)  # an alias bomb is refused before PyYAML builds it
+        config = yaml.safe_load(text) or {}
+    except SpecError as exc:
+        raise DbtSandboxError(f"{path.name} line {exc.line}: {exc.message}") from None
     except OSError as exc:
         raise DbtSandboxError(f"{path.name}: cannot read it ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
@@ -137,11 +142,13 @@ def target_schema(project: Path, profile: str) -> str:
     so relations in the graph are named as the consumer's builds name them."""
     path = project / "profiles.yml"
     try:
-        profiles = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        text = path.read_text(encoding="utf-8") if path.is_file() else "{}"
+        check_expansion(text, path.name)
+        profiles = yaml.safe_load(text)
         entry = (profiles or {}).get(profile) or {}
         output = (entry.get("outputs") or {}).get(entry.get("target", "dev")) or {}
         schema = output.get("schema")
-    except (yaml.YAMLError, AttributeError):
+    except (yaml.YAMLError, AttributeError, TypeError, SpecError, UnicodeDecodeError):
         schema = None  # an unreadable profile only loses the schema name
     return str(schema) if isinstance(schema, str) and "{" not in schema else "main"
 

@@ -66,6 +66,7 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation | Unchanged:
 
 def _rewrite(request: RewriteRequest) -> Patch:
     deadline = Deadline()  # the parse budget bounds each step; this bounds them all
+    _check_renders(request)
     parsed, edits = plan_edits(request)
     deadline.check("the rules' edits")
     new_text = apply_edits(request.text, edits)
@@ -76,6 +77,17 @@ def _rewrite(request: RewriteRequest) -> Patch:
     return Patch(consumer_id=request.consumer_id, agent=AGENT, original=request.text, text=new_text,
                  changes=[Change(line=e.line(request.text), before=request.text[e.start:e.end],
                                  after=e.text, why=e.why) for e in edits])
+
+
+def _check_renders(request: RewriteRequest) -> None:
+    """A dbt file whose Jinja does not render (or breaks the renderer's limits) is escalated:
+    no patch of it can be checked or dry-run. Rendered in its project's sandboxed process."""
+    if request.dbt_project_root and request.consumer_path:
+        from pathlib import Path
+
+        from skein.rewrite.dbt_mask import dbt_project
+
+        dbt_project(request.dbt_project_root).render(Path(request.consumer_path), request.text)
 
 
 def plan_edits(request: RewriteRequest) -> tuple[ParsedSQL, list[Edit]]:
