@@ -1,5 +1,5 @@
-"""Soak: three campaigns back to back on large demo fleets, with faults injected; nothing may be
-lost or applied twice.
+"""Soak: campaigns back to back on demo fleets, with faults injected; nothing may be lost,
+applied twice or half-applied, and no rollback may stay unfinished.
 
 1. ``killed``: ``skein run`` is killed (SIGKILL-like, ``SKEIN_CRASH_AT=apply:after_write:N``:
    written, not recorded) half way through its writes, then run again with the same run id.
@@ -7,13 +7,18 @@ lost or applied twice.
    the same run id continues with every wave: the next wave's monitoring fails and the run
    rolls back everything it applied.
 3. ``clean``: a plain run.
+4. ``rollback_kills`` (``bench/soak_rollback.py``): a campaign whose monitoring fails (its
+   target dropped), so every run rolls back; runs are killed with SIGKILL at random moments,
+   most of them inside a rollback (the first run's, or an earlier run's being finished by the
+   next one), then rerun (the same or a new run id, at random) until a run ends by itself.
 
 For every consumer the plan patched it checks the end state against the plan and the audit:
 **lost** = content that is neither the original nor the planned patch, or a run that should
 have applied it and did not say so; **applied twice** = more than one ``applied`` event or more
 than one merge touching it. Prints JSON.
 
-    python bench/soak.py [--consumers 2000] [--keep DIR]
+    python bench/soak.py [--consumers 2000] [--keep DIR] [--only rollback_kills]
+                         [--rollback-consumers 40] [--rollback-trials 6] [--seed 1]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,13 +39,26 @@ import duckdb
 from skein.rundir import file_name
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "include"))  # this checkout's engine, as skein_env gives its runs
+
+from skein.rundir import file_name  # noqa: E402
 SKEIN = ROOT / ".venv" / "bin" / "skein"
 CAMPAIGN_ID = "plays-v2"
 
 
+def skein_env(home: Path | None = None) -> dict[str, str]:
+    """The environment of a ``skein`` process: this checkout's engine first (a git worktree
+    sharing the venv of another checkout must not test that one's), no injected faults."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "SKEIN_STORE_URL" and not k.startswith(("SKEIN_CRASH", "SKEIN_PAUSE"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "include"), env.get("PYTHONPATH")) if p)
+    if home is not None:
+        env["SKEIN_HOME"] = str(home)
+    return env
+
+
 def skein(*args: str, home: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("SKEIN_STORE_URL", "SKEIN_CRASH_AT")}
-    env["SKEIN_HOME"] = str(home)
+    env = skein_env(home)
     if crash_at:
         env["SKEIN_CRASH_AT"] = crash_at
     return subprocess.run([str(SKEIN), *args], capture_output=True, text=True, env=env)
@@ -107,7 +126,7 @@ def campaign(tmp: Path, name: str, consumers: int, seed: int) -> tuple[Path, Pat
     fleet, home = tmp / name, tmp / f"{name}-home"
     home.mkdir(parents=True)
     subprocess.run([str(SKEIN), "demo-fleet", "--out", str(fleet), "--consumers", str(consumers),
-                    "--seed", str(seed)], check=True, capture_output=True)
+                    "--seed", str(seed)], check=True, capture_output=True, env=skein_env())
     return fleet, home, fleet / "campaigns" / "plays-v2.yaml"
 
 
@@ -143,24 +162,37 @@ def clean(tmp: Path, consumers: int) -> dict:
 
 
 def main() -> None:
+    from soak_rollback import rollback_kills
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--consumers", type=int, default=2000)
     parser.add_argument("--keep", help="keep the fleets in this directory")
+    parser.add_argument("--only", nargs="+", choices=["killed", "broken", "clean", "rollback_kills"],
+                        help="run only these campaigns")
+    parser.add_argument("--rollback-consumers", type=int, default=40,
+                        help="fleet size of the rollback_kills trials (each trial runs it 2-5 times)")
+    parser.add_argument("--rollback-trials", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random kills")
     args = parser.parse_args()
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="skein-soak-"))
     tmp.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    steps = {"killed": lambda: killed(tmp, args.consumers), "broken": lambda: broken(tmp, args.consumers),
+             "clean": lambda: clean(tmp, args.consumers),
+             "rollback_kills": lambda: rollback_kills(tmp, args.rollback_consumers, args.rollback_trials,
+                                                      args.seed)}
     try:
-        results = {name: step(tmp, args.consumers)
-                   for name, step in (("killed", killed), ("broken", broken), ("clean", clean))}
+        results = {name: step() for name, step in steps.items() if not args.only or name in args.only}
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    total = {k: sum(r[k] for r in results.values()) for k in ("applied", "rolled_back", "lost", "applied_twice")}
+    keys = ("applied", "rolled_back", "lost", "applied_twice", "half_applied", "unfinished_rollbacks",
+            "not_undone")
+    total = {k: sum(r.get(k, 0) for r in results.values()) for k in keys}
     print(json.dumps({"bench": "soak", "consumers_per_fleet": args.consumers,
                       "seconds": round(time.perf_counter() - started, 1), "campaigns": results,
-                      "total": total, "goal_met": total["lost"] == 0 and total["applied_twice"] == 0},
-                     indent=2))
+                      "total": total,
+                      "goal_met": not any(total[k] for k in keys[2:])}, indent=2))
 
 
 if __name__ == "__main__":

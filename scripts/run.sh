@@ -96,10 +96,13 @@ CAMPAIGN=$DEMO_DIR/campaigns/plays-v2.yaml
 say "Discovery: skein discover ${CAMPAIGN#"$ROOT"/}"
 skein discover "$CAMPAIGN"
 
-PLAN_DIR=$DEMO_DIR/plan
-say "Plan: skein plan ${CAMPAIGN#"$ROOT"/} --out ${PLAN_DIR#"$ROOT"/}"
+# The plan as a dry run in the campaign store the portal reads ($SKEIN_HOME, or the distributed
+# profile's SKEIN_STORE_URL): the portal shows these consumers before any Airflow run.
+PLAN_RUN=make-run__$(date -u +%Y-%m-%dT%H-%M-%SZ)
+PLAN_DIR=$SKEIN_HOME/runs/plays-v2/$PLAN_RUN
+say "Plan: skein run ${CAMPAIGN#"$ROOT"/} --dry-run --run-id $PLAN_RUN"
 # Exit 3 means "complete, but some consumers need a human": expected for the demo.
-rc=0; skein plan "$CAMPAIGN" --out "$PLAN_DIR" || rc=$?
+rc=0; skein run "$CAMPAIGN" --dry-run --run-id "$PLAN_RUN" || rc=$?
 if (( rc != 0 && rc != 3 )); then exit "$rc"; fi
 echo "Patches: ${PLAN_DIR#"$ROOT"/}/patches/*.diff (one per rewritten consumer), plan.json"
 

@@ -28,10 +28,14 @@ FOUNDATION = {"skein",  # the package's __init__: its version
               "skein.lineage", "skein.dbt", "skein.ownership", "skein.batches", "skein.rollout",
               "skein.apply", "skein.catalog", "skein.discovery", "skein.audit", "skein.approvals",
               "skein.faults", "skein.paths", "skein.controls", "skein.store_schema",
-              "skein.spec_sql", "skein.sqlbudget", "skein.spec_values", "skein.campaign_files",
+              "skein.spec_sql", "skein.sqlbudget", "skein.view_comments",
+              "skein.statuses", "skein.spec_values", "skein.campaign_files",
               # dbt-core in its own environment (issue 19): sandbox, graph, schemas
               "skein.dbt_sandbox", "skein.dbt_child", "skein.dbt_packages", "skein.dbt_manifest",
-              "skein.dbt_seeds", "skein.dbt_graph", "skein.dbt_schemas"}
+              "skein.dbt_seeds", "skein.dbt_graph", "skein.dbt_schemas",
+              "skein.dbt_build", "skein.dbt_build_child",
+              # consumer Jinja and YAML as untrusted input (issue 18)
+              "skein.dbt_yaml", "skein.dbt_render", "skein.jinja_process", "skein.jinja_sandbox"}
 PACKAGES = {"skein.rewrite": "rewrite", "skein.simulation": "simulation",
             "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app",
             "skein.views": "app"}  # the portal's read models

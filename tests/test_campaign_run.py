@@ -779,7 +779,8 @@ def test_the_numbers_a_user_meets_agree_or_are_explained(first_run):
     approval = approval_markdown(load_campaign(first_run["campaign"]), "first", plan,
                                  files.summary(), waves, "http://portal/x")
     for page in (approval, first_run["summary_md"]):
-        assert f"{unchanged_in_waves} verified unchanged, {left} left unchanged" in page
+        assert (f"{unchanged_in_waves} verified (unchanged, checked against the migrated upstream), "
+                f"{left} blocked (unchanged, an upstream is not migrated)") in page
         assert f"Discovery sent {len(rewrite)} consumers to the rewriter; {len(not_patched)} did not end patched" in page
         assert all(f"`{i.id}` {i.status}" in page for i in not_patched)
         assert f"The waves hold {in_waves} consumers: the {plan.counts['patched']} patched" in page

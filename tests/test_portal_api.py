@@ -208,7 +208,7 @@ def portal_routes():
 def concrete(path: str, portal: dict) -> str:
     """A route's path with real values (the campaign, a consumer, a doc, an asset)."""
     values = {"campaign_id": CAMPAIGN, "consumer_id:path": q(portal["sample"]), "name": "portal.css"
-              if path.startswith("/static") else "architecture"}
+              if path.startswith("/static") else "architecture", "owner": "an-owner"}
     for key, value in values.items():
         path = path.replace("{" + key + "}", value)
     assert "{" not in path, path
@@ -489,7 +489,9 @@ def test_approval_through_airflow_hitl_by_the_assigned_approver_only(portal):
     applied = {e["consumer"] for e in audit_of(env, "applied")}
     assert applied and not applied & {portal["skip"], portal["escalate"], HOSTILE_ID}
     row = next(r for r in get_json(env, api("/campaigns")) if r["campaign"] == CAMPAIGN)
-    assert row["state"] == "done" and row["counts"]["applied"] == len(applied)
+    # not done: the demo's escalated consumers and the two held ones still read the source
+    assert row["state"] == "applied" and row["counts"]["applied"] == len(applied)
+    assert "need a human" in row["left"] and "1 skipped" in row["left"]
     assert post_json(env, path, {"option": "Approve all"}, "alice")[0] == 409  # nothing waits now
     burndown = get_json(env, api(f"/campaigns/{CAMPAIGN}/burndown"))
     assert burndown["remaining"] < burndown["total"]
@@ -512,9 +514,13 @@ def test_release_pause_and_resume_steer_live_runs(portal):
                 cookie=env.token("alice"))[2].decode()
     assert f"consumers/{q(portal['escalate'])}/release" in page and "Undo the escalation" in page
 
+    # paused before the run asks: its approval says so, and what a person holds (issue 20)
+    assert post_json(env, f"{path}/pause", {"reason": "freeze"}, "bob")[0] == 200
     second = env.trigger(DAG)
     env.wait_for_approval(DAG, second, "approval")
-    assert post_json(env, f"{path}/pause", {"reason": "freeze"}, "bob")[0] == 200
+    body = get_json(env, path, "alice")["approval_request"]["body"]
+    assert "**The campaign is paused** by user:bob" in body and "(freeze)" in body, body
+    assert f"`{portal['escalate']}`](" in body and "escalated by user:" in body, body
     approve_in_portal(env, second, "alice", "Approve all")
     assert env.wait_for_run(DAG, second) == "success", env.task_states(DAG, second)
     outcome = env.get(f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances/finalize/xcomEntries/return_value")

@@ -62,7 +62,14 @@ def test_first_run_builds_the_demo_and_prints_discovery(state):
     assert "airflow_settings.yaml loaded: 2 connections, 2 pools, 1 variables" in out
     assert "campaign plays-v2: analytics.plays -> analytics_v2.plays" in out
     assert "plan for plays-v2 written to" in out
-    assert any((tmp / "demo" / "plan" / "patches").glob("*.diff"))
+    # the plan is a dry run in the store the portal reads (issue 20, defect 8)
+    assert any((tmp / "airflow" / "skein" / "runs" / "plays-v2").glob("make-run__*/patches/*.diff"))
+    from skein import views
+    from skein.store import CampaignStore
+
+    store = CampaignStore(f"sqlite:///{tmp / 'airflow' / 'skein' / 'store.db'}")
+    row = views.catalog_row(views.Sources(store=store, home=tmp / "airflow" / "skein"), "plays-v2")
+    assert row.consumers > 0 and row.state == "planned", row
     assert "SKEIN_RUN_NO_AIRFLOW=1: not starting Airflow." in out
     assert (tmp / "demo" / "campaigns" / "plays-v2.yaml").is_file()
     assert (tmp / "airflow" / "airflow.db").is_file()

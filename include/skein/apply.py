@@ -220,18 +220,25 @@ class ViewApplier:
         return None  # the view's DDL is all there is: ``expected`` covers any change
 
     def write(self, target: Target, content: bytes, message: str, expected: str | None = None) -> bytes:
+        from skein.view_comments import read_comment, restore_comment
+
         statement = _replace_view_statement(content.decode("utf-8"), target)
         with self._session(target, write=True) as (conn, dialect):
             _check_unchanged(target, _view_ddl(conn, dialect, target.view), expected)
             try:
+                # The comment (owner, tier) is not part of the DDL: DuckDB's replace drops it,
+                # so it is put back in the same transaction, on apply and on rollback alike.
+                kept = read_comment(conn, dialect, target.view)
                 if dialect == "duckdb":
                     conn.execute("BEGIN TRANSACTION")
                     conn.execute(statement)
+                    restore_comment(conn, dialect, kept)
                     crash_point("view:in_transaction")
                     conn.execute("COMMIT")
                 else:
                     with conn.cursor() as cur:
                         cur.execute(statement)
+                    restore_comment(conn, dialect, kept)
                     crash_point("view:in_transaction")
                     conn.commit()
             except Exception as exc:
@@ -247,13 +254,16 @@ class ViewApplier:
         if url.startswith("duckdb://"):
             import duckdb
 
-            from skein.warehouse import duckdb_file
+            from skein.warehouse import LOCKED_DOWN, duckdb_file
 
             file = duckdb_file(url, target.base_dir)
+            # Replacing a view binds its SQL, and binding a table function reads: the view's
+            # SQL is consumer text, so this connection is locked down like the sandbox's.
             # DuckDB lets one process write a file, or many read it: writers take turns here
             # and wait for readers to let go, instead of failing on the file lock.
             with _file_lock(Path(str(file) + ".skein-lock")):
-                conn = _retry_open(lambda: duckdb.connect(str(file), read_only=not write))
+                conn = _retry_open(lambda: duckdb.connect(str(file), read_only=not write,
+                                                          config=LOCKED_DOWN))
                 try:
                     yield conn, "duckdb"
                 finally:

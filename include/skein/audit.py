@@ -50,6 +50,7 @@ class Action(StrEnum):
     ROLLBACK_FAILED = "rollback_failed"
     CAMPAIGN_ROLLED_BACK = "campaign_rolled_back"
     ROLLBACK_INCOMPLETE = "rollback_incomplete"
+    ROLLBACK_RESUMED = "rollback_resumed"  # a run finished the interrupted rollback of a run
     UNLOCKED = "unlocked"  # a person freed a campaign a dead run still held
     # a person's controls (the portal), campaign-wide: run id ``skein.controls.NO_RUN``
     CAMPAIGN_PAUSED = "campaign_paused"  # no wave applies anything until resumed

@@ -19,7 +19,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skein.dbt import DbtProject, DbtRenderError, load_dbt_project, substitute_relations
+from skein.dbt import (DbtProject, DbtProjectError, DbtRenderError, load_dbt_project,
+                       substitute_relations)
 from skein.errors import DiscoveryError, SpecError
 from skein.lineage import Lineage, SchemaCache, analyze_sql, mentioned_datasets
 from skein.ownership import Ownership, OwnershipResolver, parse_view_comment
@@ -162,39 +163,17 @@ def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
                             "files inside the repository, so it is not a consumer")
     owners = OwnershipResolver(repo)
     projects = _dbt_projects(repo, files)
-    consumers = []
-    for rel in files:
-        if not rel.endswith(".sql"):
-            continue
-        path = repo / rel
-        project = _project_of(path, projects)
-        if project is not None and project.is_skipped(path):
-            continue
-        ownership = owners.for_file(path)
-        consumer = Consumer(id=f"{repo.name}/{rel}", kind="sql", repo=repo.name, path=rel, file=path,
-                            dialect=ownership.dialect or default_dialect, sql="", ownership=ownership)
-        if _escalate_bad_name(consumer, problems):
-            consumers.append(consumer)
-            continue
-        text = _read_consumer(consumer, path, problems)
-        if text is None:
-            consumers.append(consumer)
-            continue
-        consumer.sql = text
-        if project is not None:
-            consumer.dbt_project_root = project.root
-            if project.is_model(path):
-                consumer.kind = "dbt_model"
-                consumer.produces = project.relation(path.stem)
-            try:
-                rendered = project.render(path, text)
-            except DbtRenderError as exc:
-                consumer.error = str(exc)
-                consumer.sql = substitute_relations(project, text)
-            else:
-                consumer.sql, consumer.line_map = rendered.sql, rendered.line_map
-        consumers.append(consumer)
+    try:
+        consumers = [c for rel in files if rel.endswith(".sql")
+                     for c in [_file_consumer(repo, rel, projects, owners, default_dialect,
+                                              problems)] if c is not None]
+    finally:
+        for project in projects.values():
+            if isinstance(project, DbtProject):
+                project.close()  # its renderer process: the agents load their own
     problems.extend(owners.problems)
+    problems.extend(f"{repo.name}/{root.relative_to(repo.resolve())}: {error}" for root, error in
+                    projects.items() if isinstance(error, str))
     return consumers
 
 
@@ -215,6 +194,46 @@ def _escalate_bad_name(consumer: Consumer, problems: list[str]) -> bool:
     except OSError:
         _set_mentions(consumer, "")
     return True
+
+
+def _file_consumer(repo: Path, rel: str, projects: dict[Path, DbtProject | str],
+                   owners: OwnershipResolver, default_dialect: str,
+                   problems: list[str]) -> Consumer | None:
+    path = repo / rel
+    root = _project_of(path, projects)
+    project = projects.get(root) if root is not None else None
+    if isinstance(project, DbtProject) and project.is_skipped(path):
+        return None
+    ownership = owners.for_file(path)
+    consumer = Consumer(id=f"{repo.name}/{rel}", kind="sql", repo=repo.name, path=rel, file=path,
+                        dialect=ownership.dialect or default_dialect, sql="", ownership=ownership)
+    if _escalate_bad_name(consumer, problems):
+        return consumer
+    text = _read_consumer(consumer, path, problems)
+    if text is None:
+        return consumer
+    consumer.sql = text
+    if isinstance(project, str):  # the project's YAML cannot be read: nothing of it renders
+        consumer.dbt_project_root = root
+        consumer.error = f"dbt project cannot be read: {project}"
+        consumer.sql = substitute_relations(None, text)
+    elif project is not None:
+        _render_model(consumer, project, path, text)
+    return consumer
+
+
+def _render_model(consumer: Consumer, project: DbtProject, path: Path, text: str) -> None:
+    consumer.dbt_project_root = project.root
+    if project.is_model(path):
+        consumer.kind = "dbt_model"
+        consumer.produces = project.relation(path.stem)
+    try:
+        rendered = project.render(path, text)
+    except DbtRenderError as exc:
+        consumer.error = str(exc)
+        consumer.sql = substitute_relations(project, text)
+    else:
+        consumer.sql, consumer.line_map = rendered.sql, rendered.line_map
 
 
 def _read_consumer(consumer: Consumer, path: Path, problems: list[str]) -> str | None:
@@ -250,18 +269,24 @@ def _set_mentions(consumer: Consumer, text: str) -> None:
     consumer.__dict__["mentions"] = mentioned_datasets(text)  # fills the cached_property
 
 
-def _dbt_projects(repo: Path, files: list[str]) -> list[DbtProject]:
+def _dbt_projects(repo: Path, files: list[str]) -> dict[Path, DbtProject | str]:
+    """Each dbt project of the repository, innermost first; one whose YAML cannot be read
+    is the reason (its consumers are escalated with it, the others are not affected)."""
     roots = sorted({(repo / f).parent for f in files if Path(f).name == "dbt_project.yml"},
-                   key=lambda p: len(p.parts), reverse=True)  # innermost project first
-    projects = []
+                   key=lambda p: len(p.parts), reverse=True)
+    projects: dict[Path, DbtProject | str] = {}
     for root in roots:
         members = [repo / f for f in files if f.endswith(".sql") and root in (repo / f).parents]
-        projects.append(load_dbt_project(root, members))
+        try:
+            projects[root.resolve()] = load_dbt_project(root, members)
+        except DbtProjectError as exc:
+            projects[root.resolve()] = str(exc)
     return projects
 
 
-def _project_of(path: Path, projects: list[DbtProject]) -> DbtProject | None:
-    return next((p for p in projects if p.root in path.resolve().parents), None)
+def _project_of(path: Path, projects: dict[Path, DbtProject | str]) -> Path | None:
+    resolved = path.resolve()
+    return next((root for root in projects if root in resolved.parents), None)
 
 
 # -- analysis ---------------------------------------------------------------

@@ -60,7 +60,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_rewrite(args) -> int:
-    from skein.rewrite.request import Patch
+    from skein.rewrite.request import Patch, Unchanged
     from skein.agents.requests import request_for_file
     from skein.agents.rule import rewrite
     from skein.discovery import connect
@@ -77,8 +77,14 @@ def _cmd_rewrite(args) -> int:
     if not path.is_file():
         print(f"skein: {path}: no such file", file=sys.stderr)
         return EXIT_USER_ERROR
-    result = rewrite(request_for_file(campaign, warehouse.schemas(), path, args.dialect,
-                                      warehouse.default_schema))
+    request = request_for_file(campaign, warehouse.schemas(), path, args.dialect,
+                               warehouse.default_schema)
+    result = rewrite(request)
+    if isinstance(result, Unchanged):
+        # Not a human's problem (issue 19): the file stays as it is, printed as it is.
+        print(f"skein: {path}: unchanged: {result.reason}", file=sys.stderr)
+        sys.stdout.write("" if args.diff else request.text)
+        return 0
     if not isinstance(result, Patch):
         print(f"skein: {path}: escalated: {result.reason}", file=sys.stderr)
         return EXIT_ESCALATED
@@ -103,17 +109,27 @@ def _cmd_plan(args) -> int:
             ctx.progress = bars
         summary = plan_campaign(ctx, workers=args.workers, simulate=not args.no_simulate)
     plan = summary.plan
-    print(f"plan for {plan.campaign} written to {args.out}: "
-          + ", ".join(f"{n} {s}" for s, n in plan.counts.items()))
-    for item in plan.with_status("escalated", "failed"):
-        print(f"  {item.status} {item.id}: {item.reason}")
-    from skein.evidence import plan_notes
-
-    for note in plan_notes(plan, summary.waves):
-        print(note.replace("`", ""))
+    print_plan(plan, summary.waves, args.out)
     if plan.counts["failed"]:
         return EXIT_SIMULATION_FAILED
     return 0 if plan.counts["escalated"] == 0 else EXIT_ESCALATED
+
+
+def print_plan(plan, waves: dict[str, list[str]], where: str) -> None:
+    """The plan's counts (in ``skein.statuses``' words), what needs a human and why, and why
+    the numbers differ (``skein plan``, and ``skein run --dry-run``)."""
+    from collections import Counter
+
+    from skein.evidence import plan_notes
+    from skein.statuses import STATUSES, of_plan
+
+    counts = Counter(of_plan(i.status, i.simulation) for i in plan.items)
+    print(f"plan for {plan.campaign} written to {where}: "
+          + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]))
+    for item in plan.with_status("escalated", "failed"):
+        print(f"  {item.status} {item.id}: {item.reason}")
+    for note in plan_notes(plan, waves):
+        print(note.replace("`", ""))
 
 
 def _output_dir(out: str) -> Path:
@@ -180,6 +196,8 @@ def _cmd_run(args) -> int:
     if args.json:
         print(json.dumps({"run_id": run_id, "directory": str(ctx.directory), **outcome}, indent=2))
     else:
+        if args.dry_run and ctx.files.has_plan():
+            print_plan(ctx.files.plan(), ctx.files.waves(), str(ctx.directory))
         print(run_summary(outcome, ctx.campaign_id, run_id, str(ctx.directory)))
     return run_exit_code(outcome)
 
@@ -223,12 +241,18 @@ def _cmd_unlock(args) -> int:
     from skein.store import CampaignStore
 
     store = CampaignStore(args.store) if args.store else CampaignStore()
-    held = store.break_lease(f"run:{args.campaign}")
+    name = f"run:{args.campaign}"
+    held = store.lease(name)
     if held is None:
         print(f"campaign {args.campaign!r} is not held by any run")
         return 0
+    refused = held.unlock_refusal(force=args.force)
+    if refused:
+        raise SkeinError(f"campaign {args.campaign!r} not freed: it is held by {held.describe()}; {refused}")
+    store.release(name, held.holder)
     _, _, run_id = held.holder.partition("/")
-    store.record(args.campaign, run_id, "cli", Action.UNLOCKED, message=f"was held by {held.describe()}")
+    store.record(args.campaign, run_id, "cli", Action.UNLOCKED, forced=args.force,
+                 message=f"was held by {held.describe()}")
     print(f"campaign {args.campaign!r} freed; it was held by {held.describe()}")
     return 0
 
@@ -284,8 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_tools(sub) -> None:
-    p = sub.add_parser("unlock", help="free a campaign that a dead run still holds")
+    p = sub.add_parser("unlock", help="free a campaign that a dead run still holds (never a live one)")
     p.add_argument("campaign", help="campaign id")
+    p.add_argument("--force", action="store_true",
+                   help="free it from a holder this host cannot check (another host, an Airflow "
+                        "DAG run) that you know is dead; a live process here is never freed")
     p.add_argument("--store", help="campaign store URL")
     p.set_defaults(func=_cmd_unlock)
 

@@ -27,18 +27,15 @@ WHAT_HAPPENED = {
     "dry_run": "dry run: planned and simulated, nothing applied",
     "rejected": "rejected: nothing applied",
     "stopped": "stopped by an approver after some waves",
-    "rolled_back": "ROLLED BACK: a wave passed the error threshold; every change was undone",
+    "rolled_back": "ROLLED BACK: a wave passed the error threshold; every change of this run was undone",
     "failed": "FAILED: a step did not finish (see the audit log)",
 }
 
 
 def run_summary(outcome: dict, campaign: str, run_id: str, directory: str) -> str:
     """A few lines a person reads after ``skein run``: what happened and where to look."""
-    what = WHAT_HAPPENED.get(outcome["status"], outcome["status"])
-    failed = outcome["failed"] + outcome.get("refuted", 0)
-    if failed and outcome["status"] == "finished":
-        what = f"finished, but {failed} consumer(s) FAILED and are not migrated"
-    lines = [f"Run {run_id} of {campaign}: {what}."]
+    lines = [f"Run {run_id} of {campaign}: {what_happened(outcome)}."]
+    lines += rollback_lines(outcome)
     if outcome["applied"]:
         lines.append(f"  {outcome['applied']} consumer(s) migrated in this run.")
     elif outcome.get("migrated_before") and outcome["status"] == "finished":
@@ -56,6 +53,41 @@ def run_summary(outcome: dict, campaign: str, run_id: str, directory: str) -> st
         lines.append(f"  {outcome['escalated']} escalated to a human: see {directory}/summary.html")
     lines.append(f"Evidence: {directory}/summary.html   Audit: skein audit {campaign} --run {run_id}")
     return "\n".join(lines)
+
+
+def what_happened(outcome: dict) -> str:
+    """The status in words; "every change was undone" only when it was.
+
+    >>> what_happened({"status": "rolled_back", "not_restored": 2})
+    'ROLLED BACK, INCOMPLETE: a wave passed the error threshold; 2 consumer(s) could not be restored'
+    """
+    if outcome["status"] == "rolled_back" and outcome.get("not_restored"):
+        return (f"ROLLED BACK, INCOMPLETE: a wave passed the error threshold; "
+                f"{outcome['not_restored']} consumer(s) could not be restored")
+    if outcome["status"] == "failed" and outcome.get("rollback_pending"):
+        return "FAILED during its rollback: the next run of the campaign finishes the rollback"
+    failed = outcome.get("failed", 0) + outcome.get("refuted", 0)
+    if failed and outcome["status"] == "finished":
+        return f"finished, but {failed} consumer(s) FAILED and are not migrated"
+    return WHAT_HAPPENED.get(outcome["status"], outcome["status"])
+
+
+def rollback_lines(outcome: dict) -> list[str]:
+    """The interrupted rollbacks of earlier runs this run finished, and what stays migrated.
+
+    >>> rollback_lines({"status": "rolled_back", "migrated_before": 1, "finished_rollbacks": [
+    ...     {"run": "r0", "restored": 3, "not_restored": {"repo/a.sql": "changed since"}}]})
+    ['  Finished the interrupted rollback of run r0: 3 consumer(s) restored; NOT restored: repo/a.sql (changed since).', '  1 consumer(s) migrated by earlier finished runs stay migrated.']
+    """
+    lines = []
+    for done in outcome.get("finished_rollbacks") or []:
+        missed = "; ".join(f"{cid} ({why})" for cid, why in list(done["not_restored"].items())[:10])
+        lines.append(f"  Finished the interrupted rollback of run {done['run']}: {done['restored']} "
+                     f"consumer(s) restored" + (f"; NOT restored: {missed}." if missed else "."))
+    if outcome["status"] == "rolled_back" and outcome.get("migrated_before"):
+        lines.append(f"  {outcome['migrated_before']} consumer(s) migrated by earlier finished runs "
+                     "stay migrated.")
+    return lines
 
 
 @contextlib.contextmanager

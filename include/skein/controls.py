@@ -70,27 +70,37 @@ def hold(store: CampaignStore, campaign: str, consumer: str) -> Event | None:
 
 def hold_reason(event: Event) -> str:
     """``skipped by user:alice: <why>`` for a hold event."""
-    why = event.detail.get("message")
-    return f"{event.action.removeprefix('consumer_')} by {event.actor}" + (f": {why}" if why else "")
+    return describe_hold(event.action, event.actor, event.detail.get("message"))
+
+
+def describe_hold(action: str, actor: str, why: str | None) -> str:
+    """A hold as people read it.
+
+    >>> describe_hold("consumer_escalated", "user:bob", "needs review")
+    'escalated by user:bob: needs review'
+    """
+    return f"{action.removeprefix('consumer_')} by {actor}" + (f": {why}" if why else "")
 
 
 def skip(store: CampaignStore, campaign: str, consumer: str, actor: str,
-         reason: str | None = None) -> int:
-    """Leave ``consumer`` out of every later wave."""
+         reason: str | None = None, **detail) -> int:
+    """Leave ``consumer`` out of every later wave (``detail``: kept with the event, e.g. the
+    ``bulk`` id of a bulk action)."""
     _check_holdable(store, campaign, consumer)
     return store.record(campaign, NO_RUN, actor, Action.CONSUMER_SKIPPED, consumer=consumer,
-                        message=reason)
+                        message=reason, **detail)
 
 
-def escalate(store: CampaignStore, campaign: str, consumer: str, actor: str, reason: str) -> int:
+def escalate(store: CampaignStore, campaign: str, consumer: str, actor: str, reason: str,
+             **detail) -> int:
     """Give ``consumer`` to a human (the front end notifies): no later wave applies it."""
     _check_holdable(store, campaign, consumer)
     return store.record(campaign, NO_RUN, actor, Action.CONSUMER_ESCALATED, consumer=consumer,
-                        message=reason)
+                        message=reason, **detail)
 
 
 def release(store: CampaignStore, campaign: str, consumer: str, actor: str,
-            reason: str | None = None) -> int:
+            reason: str | None = None, **detail) -> int:
     """Lift a skip or an escalation: ``consumer`` is in the later waves again (its wave in
     the run under way, if that wave has not started, else the next run's).
 
@@ -113,7 +123,7 @@ def release(store: CampaignStore, campaign: str, consumer: str, actor: str,
     if hold(store, campaign, consumer) is None:
         raise ControlError(f"{consumer} is neither skipped nor escalated: nothing to release")
     return store.record(campaign, NO_RUN, actor, Action.CONSUMER_RELEASED, consumer=consumer,
-                        message=reason)
+                        message=reason, **detail)
 
 
 def request_retry(store: CampaignStore, campaign: str, ids: list[str], actor: str) -> list[str]:

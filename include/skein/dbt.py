@@ -5,6 +5,11 @@ installing it next to Airflow drags in a second dependency tree; what discovery
 needs is small: ``ref``/``source``/``config``/``var``/``is_incremental`` and the
 project's own macros, rendered with Jinja (dbt's templating engine).
 
+A project's Jinja is another team's code: it is rendered in a sandbox, in a child process
+per project with no access to Skein's environment, files or network and with memory, CPU
+and time limits (``skein.dbt_render``, ``skein.jinja_process``). Its YAML is read with the
+consumer limits and checked field by field (``skein.dbt_yaml``).
+
 >>> import tempfile, pathlib
 >>> root = pathlib.Path(tempfile.mkdtemp())
 >>> _ = (root / "dbt_project.yml").write_text("name: music\\nprofile: music\\n")
@@ -32,14 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
-import yaml
+from skein import dbt_yaml
+from skein.errors import DbtProjectError, DbtRenderError
+from skein.jinja_process import RendererError, RendererProcess
+
+__all__ = ["DbtProject", "DbtProjectError", "DbtRenderError", "RenderedModel",
+           "load_dbt_project", "substitute_relations"]
 
 SKIPPED_DIRS = ("target", "dbt_packages", "logs", "dbt_modules")
-
-
-class DbtRenderError(Exception):
-    """A model's Jinja cannot be rendered (unknown macro, bad syntax)."""
+MAX_MACRO_BYTES = 8 << 20  # all of a project's macro files together
 
 
 @dataclass
@@ -63,9 +69,11 @@ class DbtProject:
     target_schema: str
     models_config: dict[str, Any]
     sources: dict[tuple[str, str], str] = field(default_factory=dict)
-    _configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> config(...)
-    _paths: dict[str, Path] = field(default_factory=dict)  # model -> file
-    _env: jinja2.Environment | None = None
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> config(...)
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # model -> path in project
+    macros: list[tuple[str, str]] = field(default_factory=list)  # (path in project, text)
+    macro_error: str | None = None  # why the macro files could not be read
+    _renderer: RendererProcess | None = field(default=None, repr=False, compare=False)
 
     def is_model(self, path: Path) -> bool:
         rel = path.resolve().relative_to(self.root)
@@ -77,7 +85,7 @@ class DbtProject:
 
     def relation(self, model: str) -> str:
         """``schema.alias`` of a model, following dbt's default ``generate_schema_name``."""
-        config = self._configs.get(model, {})
+        config = self.configs.get(model, {})
         custom = config.get("schema") or self._dir_config(model, "+schema")
         schema = f"{self.target_schema}_{custom}" if custom else self.target_schema
         return f"{schema}.{config.get('alias') or model}".lower()
@@ -85,11 +93,7 @@ class DbtProject:
     def _dir_config(self, model: str, key: str):
         node = self.models_config.get(self.name) or {}
         value = node.get(key) if isinstance(node, dict) else None
-        path = self._paths.get(model)
-        if path is None:
-            return value
-        rel = path.resolve().relative_to(self.root)
-        for part in rel.parts[1:-1]:  # folders below the model path
+        for part in self.paths.get(model, ())[1:-1]:  # folders below the model path
             node = node.get(part) if isinstance(node, dict) else None
             if not isinstance(node, dict):
                 break
@@ -108,148 +112,126 @@ class DbtProject:
         """Render a piece of Jinja (one ``{{ expr }}``) in this project's context."""
         return self._render(text, this=this)
 
-    def _render(self, text: str, this: str, configs: dict | None = None) -> str:
-        env = self._environment()
-        context = {"this": this, "_configs": configs}
+    def _render(self, text: str, this: str, model: str | None = None) -> str:
+        """Rendered in the project's renderer process; ``model``: collect its ``config()``."""
+        if self.macro_error:
+            raise DbtRenderError(self.macro_error)
+        if self._renderer is None:
+            self._renderer = RendererProcess("skein.dbt_render", self._hello)
         try:
-            # `this` is a variable in dbt, not a function: bound per render.
-            return env.from_string(text).render(_skein=context, this=this)
-        except jinja2.TemplateError as exc:
-            line = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
-            raise DbtRenderError(f"cannot render Jinja{line}: {exc.message or exc}") from None
+            reply = self._renderer.request({"op": "render", "text": text, "this": this,
+                                            "model": model})
+        except RendererError as exc:
+            raise DbtRenderError(f"cannot render Jinja: {exc}") from None
+        if not reply.get("ok"):
+            raise DbtRenderError(str(reply.get("error"))[:1000])
+        if model:
+            configs = reply.get("configs")
+            self.configs[model] = configs if isinstance(configs, dict) else {}
+        return str(reply.get("sql", ""))
 
-    def _environment(self) -> jinja2.Environment:
-        if self._env is not None:
-            return self._env
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                                 extensions=["jinja2.ext.do"])
-        project = self
+    def _hello(self) -> dict:
+        """What the renderer is told: the project as data (a replacement child is told the
+        configs collected so far)."""
+        return {"op": "hello", "macros": self.macros, "project": {
+            "root": str(self.root), "name": self.name, "model_paths": self.model_paths,
+            "macro_paths": self.macro_paths, "vars": self.vars,
+            "target_schema": self.target_schema, "models_config": self.models_config,
+            "sources": [[s, t, r] for (s, t), r in self.sources.items()],
+            "configs": self.configs, "paths": self.paths}}
 
-        @jinja2.pass_context
-        def ref(ctx, *args, **_kwargs):
-            return project.relation(args[-1])
+    @property
+    def renderer_pid(self) -> int | None:
+        """The renderer process's id while it runs (one per project, reused by every render)."""
+        return self._renderer.pid if self._renderer is not None else None
 
-        def source(source_name, table_name):
-            key = (source_name, table_name)
-            if key not in project.sources:
-                raise DbtRenderError(f"source({source_name!r}, {table_name!r}) is not declared "
-                                     "in the project's YAML")
-            return project.sources[key]
-
-        @jinja2.pass_context
-        def config(ctx, **kwargs):
-            configs = ctx["_skein"]["_configs"]
-            if configs is not None:
-                configs.update(kwargs)
-            return ""
-
-        def var(name, default=None):
-            if name in project.vars:
-                return project.vars[name]
-            if default is None:
-                raise DbtRenderError(f"var({name!r}) has no value in dbt_project.yml and no default")
-            return default
-
-        env.globals.update(
-            ref=ref, source=source, config=config, var=var,
-            is_incremental=lambda: False,
-            env_var=lambda name, default="": default,
-            target={"schema": self.target_schema, "name": "skein"},
-        )
-        macros = "\n".join(p.read_text(encoding="utf-8") for p in self._macro_files())
-        try:
-            module = env.from_string(macros).make_module(
-                {"_skein": {"this": "this", "_configs": None}, "this": "this"})
-        except jinja2.TemplateError as exc:
-            raise DbtRenderError(f"cannot load project macros: {exc}") from None
-        for name in dir(module):
-            if not name.startswith("_"):
-                env.globals[name] = getattr(module, name)
-        self._env = env
-        return env
-
-    def _macro_files(self) -> list[Path]:
-        files: list[Path] = []
-        for folder in self.macro_paths:
-            files.extend(sorted((self.root / folder).rglob("*.sql")))
-        return files
+    def close(self) -> None:
+        """Stop the renderer process (it stops with the project, or with Skein, anyway)."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     def collect_configs(self, model_files: list[Path]) -> list[str]:
         """First pass: read every model's ``config(...)`` so refs resolve to final names."""
         problems = []
         for path in model_files:
-            self._paths[path.stem] = path
+            self.paths[path.stem] = path.resolve().relative_to(self.root).parts
         for path in model_files:
-            configs: dict[str, Any] = {}
             try:
-                self._render(path.read_text(encoding="utf-8"), this=path.stem, configs=configs)
-            except (DbtRenderError, OSError):
+                self._render(path.read_text(encoding="utf-8"), this=path.stem, model=path.stem)
+            except (DbtRenderError, OSError, UnicodeDecodeError):
                 problems.append(str(path))  # reported again when the model is rendered
-            self._configs[path.stem] = configs
+                self.configs.setdefault(path.stem, {})
         return problems
+
+
+def project_from_message(message: dict) -> DbtProject:
+    """The renderer's copy of a project, from ``DbtProject._hello``."""
+    return DbtProject(
+        root=Path(message["root"]), name=message["name"], model_paths=message["model_paths"],
+        macro_paths=message["macro_paths"], vars=message["vars"],
+        target_schema=message["target_schema"], models_config=message["models_config"],
+        sources={(s, t): r for s, t, r in message["sources"]}, configs=message["configs"],
+        paths={m: tuple(p) for m, p in message["paths"].items()})
 
 
 _REF = re.compile(r"\{\{\s*ref\(\s*(?:['\"][^'\"]+['\"]\s*,\s*)?['\"]([^'\"]+)['\"][^)]*\)\s*\}\}")
 _SOURCE = re.compile(r"\{\{\s*source\(\s*['\"]([^'\"]+)['\"]\s*,\s*['\"]([^'\"]+)['\"]\s*\)\s*\}\}")
 
 
-def substitute_relations(project: DbtProject, text: str) -> str:
+def substitute_relations(project: DbtProject | None, text: str) -> str:
     """Best-effort: replace plain ``{{ ref() }}``/``{{ source() }}`` in a model that cannot
-    be rendered, so discovery can still tell which datasets it mentions.
+    be rendered, so discovery can still tell which datasets it mentions (without a
+    readable project: ``ref('a')`` as ``a``, ``source('s', 't')`` as ``s.t``).
 
     >>> p = DbtProject(root=Path("/x"), name="m", model_paths=["models"], macro_paths=[],
     ...                vars={}, target_schema="dbt", models_config={},
     ...                sources={("analytics", "plays"): "analytics.plays"})
     >>> substitute_relations(p, "select * from {{ ref('a') }} join {{ source('analytics','plays') }}")
     'select * from dbt.a join analytics.plays'
+    >>> substitute_relations(None, "select * from {{ source('analytics', 'plays') }}")
+    'select * from analytics.plays'
     """
+    if project is None:
+        text = _REF.sub(lambda m: m.group(1), text)
+        return _SOURCE.sub(lambda m: f"{m.group(1)}.{m.group(2)}", text)
     text = _REF.sub(lambda m: project.relation(m.group(1)), text)
     return _SOURCE.sub(lambda m: project.sources.get((m.group(1), m.group(2)), m.group(0)), text)
 
 
 def load_dbt_project(root: Path, files: list[Path] | None = None) -> DbtProject:
-    """Read a project; ``files`` (default: every .sql below it) are the candidate models."""
+    """Read a project; ``files`` (default: every .sql below it) are the candidate models.
+    Its YAML is checked (``DbtProjectError`` names the file, line and field)."""
     root = root.resolve()
-    config = yaml.safe_load((root / "dbt_project.yml").read_text(encoding="utf-8")) or {}
+    config = dbt_yaml.read_project_config(root)
     project = DbtProject(
-        root=root,
-        name=str(config.get("name", root.name)),
-        model_paths=list(config.get("model-paths") or config.get("source-paths") or ["models"]),
-        macro_paths=list(config.get("macro-paths") or ["macros"]),
-        vars=dict(config.get("vars") or {}),
-        target_schema=_target_schema(root, config.get("profile")),
-        models_config=dict(config.get("models") or {}),
-    )
-    for folder in project.model_paths:
-        for yml in sorted((root / folder).rglob("*.yml")) + sorted((root / folder).rglob("*.yaml")):
-            _read_sources(yml, project.sources)
+        root=root, name=config.name, model_paths=config.model_paths,
+        macro_paths=config.macro_paths, vars=config.vars,
+        target_schema=dbt_yaml.target_schema(root, config.profile), models_config=config.models)
+    for yml in dbt_yaml.project_files(root, project.model_paths, ("*.yml", "*.yaml")):
+        dbt_yaml.read_sources(yml, project.sources)
+    _read_macros(project)
     candidates = files if files is not None else sorted(root.rglob("*.sql"))
     project.collect_configs([f for f in candidates if project.is_model(f)])
     return project
 
 
-def _target_schema(root: Path, profile: str | None) -> str:
-    """The target's ``schema`` from a profiles.yml next to the project, else ``main``."""
-    path = root / "profiles.yml"
-    if not path.is_file():
-        return "main"
-    profiles = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    entry = profiles.get(profile) if profile else next(iter(profiles.values()), None)
-    if not isinstance(entry, dict):
-        return "main"
-    output = (entry.get("outputs") or {}).get(entry.get("target", "dev")) or {}
-    return str(output.get("schema", "main")).lower()
-
-
-def _read_sources(path: Path, sources: dict[tuple[str, str], str]) -> None:
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        return  # a broken schema file only hides its sources; render errors will say which
-    for src in doc.get("sources") or []:
-        schema = src.get("schema") or src["name"]
-        for table in src.get("tables") or []:
-            sources[(src["name"], table["name"])] = f"{schema}.{table.get('identifier') or table['name']}".lower()
+def _read_macros(project: DbtProject) -> None:
+    total = 0
+    for path in dbt_yaml.project_files(project.root, project.macro_paths, ("*.sql",)):
+        rel = str(path.relative_to(project.root))
+        try:
+            data = path.read_bytes()
+            total += len(data)
+            if total > MAX_MACRO_BYTES:
+                project.macro_error = (f"cannot load project macros: more than "
+                                       f"{MAX_MACRO_BYTES >> 20} MiB of macro files: refused")
+                return
+            project.macros.append((rel, data.decode("utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+            project.macro_error = f"cannot load project macros: {rel}: {why}"
+            return
 
 
 def _line_map(original: str, rendered: str) -> list[int]:

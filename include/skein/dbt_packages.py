@@ -20,6 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from skein.errors import SpecError
+from skein.yamlspan import check_expansion
+
 PACKAGE_FILES = ("packages.yml", "dependencies.yml")
 
 
@@ -55,10 +58,14 @@ def declared_packages(project: Path) -> list[dict]:
         if not path.is_file():
             continue
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            text = path.read_text(encoding="utf-8")
+            check_expansion(text, path.name)  # an alias bomb is refused before it is built
+            doc = yaml.safe_load(text) or {}
+        except (yaml.YAMLError, SpecError, UnicodeDecodeError):
             continue  # dbt would refuse it too; without it the project may still parse
-        entries.extend(e for e in (doc.get("packages") or []) if isinstance(e, dict))
+        packages = doc.get("packages") if isinstance(doc, dict) else None
+        entries.extend(e for e in (packages if isinstance(packages, list) else [])
+                       if isinstance(e, dict))
     return entries
 
 
@@ -139,7 +146,9 @@ def _inside(root: Path, path: Path) -> bool:
 
 def _local_name(folder: Path) -> str | None:
     try:
-        doc = yaml.safe_load((folder / "dbt_project.yml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        text = (folder / "dbt_project.yml").read_text(encoding="utf-8")
+        check_expansion(text, "dbt_project.yml")
+        doc = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError, SpecError, UnicodeDecodeError):
         return None
     return str(doc.get("name")) if isinstance(doc, dict) and doc.get("name") else None

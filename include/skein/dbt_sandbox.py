@@ -28,7 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from skein.errors import SkeinError
+from skein.errors import SkeinError, SpecError
+from skein.yamlspan import check_expansion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHILD_SCRIPT = Path(__file__).with_name("dbt_child.py")
@@ -114,7 +115,11 @@ def project_config(project: Path) -> dict:
     """
     path = project / "dbt_project.yml"
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        check_expansion(text, path.name)  # an alias bomb is refused before PyYAML builds it
+        config = yaml.safe_load(text) or {}
+    except SpecError as exc:
+        raise DbtSandboxError(f"{path.name} line {exc.line}: {exc.message}") from None
     except OSError as exc:
         raise DbtSandboxError(f"{path.name}: cannot read it ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
@@ -137,11 +142,13 @@ def target_schema(project: Path, profile: str) -> str:
     so relations in the graph are named as the consumer's builds name them."""
     path = project / "profiles.yml"
     try:
-        profiles = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        text = path.read_text(encoding="utf-8") if path.is_file() else "{}"
+        check_expansion(text, path.name)
+        profiles = yaml.safe_load(text)
         entry = (profiles or {}).get(profile) or {}
         output = (entry.get("outputs") or {}).get(entry.get("target", "dev")) or {}
         schema = output.get("schema")
-    except (yaml.YAMLError, AttributeError):
+    except (yaml.YAMLError, AttributeError, TypeError, SpecError, UnicodeDecodeError):
         schema = None  # an unreadable profile only loses the schema name
     return str(schema) if isinstance(schema, str) and "{" not in schema else "main"
 
@@ -163,6 +170,25 @@ def sandbox_profile(profile: str, database: Path, schema: str) -> str:
                           sort_keys=False)
 
 
+def build_profile(profile: str, database: Path, schema: str, allowed: list[str]) -> str:
+    """profiles.yml text for a sandbox build: as ``sandbox_profile``, but the lock comes from
+    dbt_build_child's plugin, which first allows the seed folders (DuckDB refuses that once
+    external access is off, and ``config_options`` apply too early to order them).
+
+    >>> prof = yaml.safe_load(build_profile("shop", Path("/s/db"), "main", ["/s/p/seeds/"]))
+    >>> out = prof["shop"]["outputs"]["sandbox"]
+    >>> out["plugins"][0]["config"]["allowed_directories"], "lock_configuration" in out["config_options"]
+    (['/s/p/seeds/'], False)
+    """
+    output = {"type": "duckdb", "path": str(database), "schema": schema, "threads": 1,
+              "config_options": {"autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False, "memory_limit": "1GB"},
+              "plugins": [{"module": "skein_sandbox_lock",
+                           "config": {"allowed_directories": list(allowed)}}]}
+    return yaml.safe_dump({profile: {"target": "sandbox", "outputs": {"sandbox": output}}},
+                          sort_keys=False)
+
+
 def limit_child(memory_bytes: int):
     """preexec_fn for the child: its address space and no core files."""
     def apply() -> None:
@@ -171,13 +197,15 @@ def limit_child(memory_bytes: int):
     return apply
 
 
-def run_child(settings: DbtSettings, folder: Path, home: Path, result: Path) -> str:
-    """Run dbt_child.py in ``folder``; its output (stdout and stderr, tail) for error reports."""
+def run_child(settings: DbtSettings, folder: Path, home: Path, result: Path,
+              script: Path = CHILD_SCRIPT, extra: tuple[str, ...] = ()) -> str:
+    """Run ``script`` (dbt_child.py) in ``folder``; its output (stdout and stderr, tail) for
+    error reports."""
     if not settings.python.is_file():
         raise DbtSandboxError(f"no dbt interpreter at {settings.python} (make setup creates "
                               ".venv-dbt; SKEIN_DBT_PYTHON names another)")
     process = subprocess.Popen(
-        [str(settings.python), "-I", str(CHILD_SCRIPT), str(result)], cwd=folder,
+        [str(settings.python), "-I", str(script), str(result), *extra], cwd=folder,
         env=scrubbed_environment(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
         preexec_fn=limit_child(settings.memory_bytes))

@@ -58,6 +58,16 @@ class YamlSyntaxError(SpecError):
         super().__init__(f"invalid YAML: {problem}", file=file, line=line)
 
 
+class DbtRenderError(SkeinError):
+    """A dbt model's Jinja cannot be rendered (unknown macro, bad syntax, a limit): the
+    consumer is escalated with the reason."""
+
+
+class DbtProjectError(DbtRenderError):
+    """A dbt project's YAML cannot be read (syntax, a wrong type, a limit); names the file,
+    line and field. Every consumer of that project is escalated with it."""
+
+
 class WarehouseError(SkeinError):
     """The warehouse cannot be reached or read."""
 

@@ -23,6 +23,8 @@ from markdown_it import MarkdownIt
 import skein
 from skein.rundir import file_name
 
+MARKDOWN_SPECIAL = "\\`*_{}[]()<>#+-.!|~&"
+
 
 def engine_versions() -> dict[str, str]:
     import duckdb
@@ -80,6 +82,8 @@ def consumer_markdown(record: dict) -> str:
         for check in simulation.get("expectations") or []:
             mark = "pass" if check.get("success") else "FAIL"
             lines.append(f"- expectation {check.get('type')} {json.dumps(check.get('kwargs', {}))}: {mark}")
+        if simulation.get("dbt_build"):
+            lines += dbt_build_lines(simulation["dbt_build"])
     lines += ["", f"_engines: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}_"]
     return "\n".join(lines) + "\n"
 
@@ -124,6 +128,41 @@ def summary_markdown(campaign: str, records: list[dict], wave_order: list[str] |
     return "\n".join(lines) + "\n"
 
 
+def dbt_build_lines(build: dict) -> list[str]:
+    r"""The dbt verdict in the evidence: what was built, which tests ran, dbt's messages as
+    literal text (dbt quotes the project's own SQL and data in them).
+
+    >>> lines = dbt_build_lines({"status": "refuted", "reason": "model m error: *x* [y](z)",
+    ...                          "nodes": [{"name": "m", "type": "model", "status": "error",
+    ...                                     "message": "<b>", "failures": None}]})
+    >>> print(lines[3]); print(lines[-1])
+    **refuted**: model m error: \*x\* \[y\]\(z\)
+    - model m: error — \<b\>
+    """
+    lines = ["", "## dbt build", "", f"**{build['status']}**: {markdown_literal(build['reason'])}", ""]
+    if build.get("built") is not None:
+        lines.append(f"- built: {markdown_literal(', '.join(build['built']) or 'nothing')}; "
+                     f"tests passed: {build.get('tests_passed', 0)}; "
+                     f"{build.get('seconds', 0):.1f} s")
+    for node in build.get("nodes") or []:
+        failures = f" ({node['failures']} failing rows)" if node.get("failures") else ""
+        lines.append(f"- {node['type']} {markdown_literal(node['name'])}: {node['status']}{failures}"
+                     + (f" — {markdown_literal(node['message'])}" if node.get("message") else ""))
+    return lines
+
+
+def markdown_literal(text: str) -> str:
+    r"""``text`` shown as itself in Markdown: every character CommonMark gives a meaning
+    (emphasis, links, code, HTML, entities, list and heading marks) backslash-escaped, newlines
+    folded.
+
+    >>> print(markdown_literal("a_b <i>\n`c`"))
+    a\_b \<i\> \`c\`
+    """
+    flat = " ".join(text.split())
+    return "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in flat)
+
+
 def _link_text(text: str) -> str:
     r"""``text`` inside a Markdown table cell's link: its brackets and bars escaped.
 
@@ -160,13 +199,13 @@ def status_sentence(plan, waves: dict[str, list[str]]) -> str:
     >>> plan = plan_items(_example_report(), {"r/a.sql": Escalation(consumer_id="r/a.sql",
     ...                                                             agent="rule", reason="x")})
     >>> status_sentence(plan, {"everyone": []})
-    '**0 patched**, 0 verified unchanged, 1 left unchanged (an upstream is not migrated), **1 escalated**, **0 failed simulation**.'
+    '**0 pending** (patched, waiting for their wave), 0 verified (unchanged, checked against the migrated upstream), 1 blocked (unchanged, an upstream is not migrated), **1 escalated**, **0 failed** (the dry run refuted the patch).'
     """
-    c = plan.counts
+    from skein.statuses import counts_sentence
+
     verified, left = plan.unchanged_split(waves)
-    return (f"**{c.get('patched', 0)} patched**, {verified} verified unchanged, "
-            + (f"{left} left unchanged (an upstream is not migrated), " if left else "")
-            + f"**{c.get('escalated', 0)} escalated**, **{c.get('failed', 0)} failed simulation**.")
+    return counts_sentence(plan.counts.get("patched", 0), verified, left,
+                           plan.counts.get("escalated", 0), plan.counts.get("failed", 0))
 
 
 def plan_notes(plan, waves: dict[str, list[str]]) -> list[str]:

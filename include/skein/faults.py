@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import time
 
-POINTS = ("git:after_commit", "git:after_merge", "view:in_transaction", "apply:after_write")
+POINTS = ("git:after_commit", "git:after_merge", "view:in_transaction", "apply:after_write",
+          "rollback:after_write", "rollback:after_restore")
 _passes: dict[str, int] = {}
 
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import yaml
+from skein.errors import SpecError
+from skein.yamlspan import CONSUMER_LIMITS, YamlDoc, load_yaml_documents, read_yaml_text, shorten
 
 UNOWNED = "unowned"
+MAX_NAME = 200  # an owner, lifecycle, dialect or region: a name, not a text
 CATALOG_FILE = "catalog-info.yaml"
 
 
@@ -67,33 +70,70 @@ class OwnershipResolver:
         return found
 
     def _read(self, path: Path) -> Ownership | None:
-        if not path.is_file():
+        """The file's ownership; a file that cannot be read (syntax, wrong types, limits) is
+        a problem naming its line, and the folder falls back to the default owner."""
+        if not path.is_file() or path.is_symlink():
             return None
         try:
-            docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if isinstance(d, dict)]
-        except (OSError, yaml.YAMLError) as exc:
-            self.problems.append(f"{path}: cannot read: {exc}")
-            return None
-        doc = next((d for d in docs if d.get("kind") == "Component"), docs[0] if docs else None)
-        if doc is None:
-            return None
-        spec = doc.get("spec") or {}
-        annotations = (doc.get("metadata") or {}).get("annotations") or {}
-        return Ownership(owner=str(spec.get("owner") or self._fallback.owner),
-                         tier=_tier(annotations.get("skein/tier"), path, self.problems),
-                         lifecycle=spec.get("lifecycle"),
-                         dialect=annotations.get("skein/dialect"),
-                         region=annotations.get("skein/region"))
+            docs = load_yaml_documents(read_yaml_text(path, CONSUMER_LIMITS), str(path))
+            doc = next((d for d in docs if isinstance(d.data, dict)
+                        and d.data.get("kind") == "Component"),
+                       next((d for d in docs if isinstance(d.data, dict)), None))
+            if doc is None and any(d.data is not None for d in docs):
+                raise SpecError("expected a mapping (a Backstage entity: kind, metadata, spec)",
+                                file=str(path), line=1)
+            return None if doc is None else self._ownership(doc)
+        except SpecError as exc:
+            self.problems.append(f"{exc}; owner unknown ({self._fallback.owner})")
+            return self._fallback
+
+    def _ownership(self, doc: YamlDoc) -> Ownership:
+        annotations = _field(doc, ("metadata", "annotations"), dict) or {}
+        return Ownership(owner=_field(doc, ("spec", "owner"), str) or self._fallback.owner,
+                         tier=_tier(annotations.get("skein/tier"), doc, self.problems),
+                         lifecycle=_field(doc, ("spec", "lifecycle"), str),
+                         dialect=_field(doc, ("metadata", "annotations", "skein/dialect"), str),
+                         region=_field(doc, ("metadata", "annotations", "skein/region"), str))
 
 
-def _tier(value, path: Path, problems: list[str]) -> int | None:
+def _field(doc: YamlDoc, path: tuple[str, ...], kind: type) -> Any:
+    """The value at ``path`` (None when absent); of another type, a ``SpecError`` naming its
+    line and field (numbers where text is expected are read as text: ``owner: 42``)."""
+    value: Any = doc.data
+    for depth, key in enumerate(path):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise _wrong_type(doc, path[:depth], value, "a mapping")
+        value = value.get(key)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and len(value) > MAX_NAME:  # it is printed on every line about it
+        raise SpecError(f"longer than {MAX_NAME} characters ({shorten(value)})", file=doc.file,
+                        line=doc.line_of(path), field=".".join(path))
+    if value is None or isinstance(value, kind):
+        return value
+    raise _wrong_type(doc, path, value, "text" if kind is str else "a mapping")
+
+
+def _wrong_type(doc: YamlDoc, path: tuple[str, ...], value: Any, expected: str) -> SpecError:
+    got = {dict: "a mapping", list: "a list", str: "text"}.get(type(value), type(value).__name__)
+    return SpecError(f"expected {expected}, got {got} ({shorten(repr(value))})", file=doc.file,
+                     line=doc.line_of(path), field=".".join(path))
+
+
+def _tier(value, doc: YamlDoc, problems: list[str]) -> int | None:
     if value is None:
         return None
     try:
-        return int(str(value).strip())
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and len(str(value)) < 10:
+            return int(str(value).strip())
     except ValueError:
-        problems.append(f"{path}: annotation skein/tier {value!r} is not an integer")
-        return None
+        pass
+    problems.append(str(SpecError(f"annotation skein/tier {shorten(repr(value))} is not an "
+                                  "integer", file=doc.file,
+                                  line=doc.line_of(("metadata", "annotations", "skein/tier")))))
+    return None
 
 
 def _codeowners_default(root: Path) -> str | None:

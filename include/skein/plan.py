@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from skein.discovery import DiscoveryReport
-from skein.rewrite.request import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch, Unchanged
 from skein.simulation.simulate import SimulationStatus
 
 PlanStatus = Literal["patched", "escalated", "unchanged", "failed"]
@@ -101,6 +101,9 @@ def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation],
                             agent=result.agent if result else None,
                             reason=result.reason if isinstance(result, Escalation) else c.reason,
                             patch_file=None, changes=0)
+        elif isinstance(result, Unchanged):  # the rule agent found no reference to the source
+            item = PlanItem(**common, status="unchanged", agent=result.agent, patch_file=None,
+                            changes=0, reason=result.reason)
         else:
             item = PlanItem(**common, status="unchanged", agent=None, patch_file=None, changes=0,
                             reason=UNCHANGED_REASON)

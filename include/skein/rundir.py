@@ -37,9 +37,9 @@ from skein.catalog import Catalog
 from skein.discovery import DiscoveryReport
 from skein.errors import SkeinError
 from skein.plan import Plan, StatusCounts
-from skein.rewrite.request import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch, Unchanged
 
-_RESULT = TypeAdapter(Patch | Escalation)
+_RESULT = TypeAdapter(Patch | Escalation | Unchanged)
 PLAN_MARKER = ".skein-plan"  # in a `skein plan --out` folder: Skein may write there again
 MAX_NAME_BYTES = 200  # a consumer's file name; suffixes (".retry.json", ".tmp") fit in 255
 

@@ -173,6 +173,9 @@ class SimulationSettings(_Strict):
                               "and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), 16 MiB to 1 PiB.")
     expectations: list[Expectation] = Field(default_factory=list, description="Extra expectations "
                                             "every new output must meet.")
+    dbt_build: bool = Field(True, description="Build each patched dbt model and its descendants "
+                            "with dbt in a sandbox warehouse and run the project's tests on them; "
+                            "a build or test the patch breaks refutes it (docs/simulation.md).")
 
     _memory = field_validator("memory_limit")(classmethod(lambda cls, v: sandbox_memory(v)))
     _keys = field_validator("sample_keys")(classmethod(lambda cls, v: sample_key_columns(v)))

@@ -156,8 +156,17 @@ class CampaignStore:
 
     def index_consumers(self, campaign: str, run_id: str, rows: list[dict[str, Any]]) -> None:
         """Make ``rows`` (columns of ``skein_consumers``) the latest plan of their consumers;
-        consumers this run did not plan keep the row of the run that last did."""
+        consumers this run did not plan keep the row of the run that last did.
+
+        ``seq`` is the consumer's place in the campaign's order, kept from its first plan: a
+        later run plans only what is left (1, 2, ...), and renumbering those would give two
+        consumers one number and interleave the runs' consumers in the list (issue 20). A
+        consumer first planned later comes after every earlier one, in its run's order."""
         with self.engine.begin() as conn:
+            first = dict(conn.execute(sa.select(consumers.c.consumer, consumers.c.seq)
+                                      .where(consumers.c.campaign == campaign)).all())
+            after = max(first.values(), default=0)
+            rows = [{**row, "seq": first.get(row["consumer"], after + row["seq"])} for row in rows]
             ids = [row["consumer"] for row in rows]
             for start in range(0, len(ids), 500):  # bound the IN list
                 conn.execute(consumers.delete().where(consumers.c.campaign == campaign)
@@ -279,6 +288,11 @@ class CampaignStore:
         self.engine.dispose()
 
 
+# A lease whose holder cannot be checked for life counts as alive this long after it was taken
+# or renewed (``acquire`` by its holder again: discovery, each apply batch and the rollback do).
+RENEWED_S = 600
+
+
 @dataclass(frozen=True)
 class Lease:
     name: str
@@ -295,6 +309,37 @@ class Lease:
         if self.pid is not None and self.host == socket.gethostname() and not _alive(self.pid):
             return False  # its process died without giving it back
         return self.holder != holder or (self.pid is not None and pid is not None and self.pid != pid)
+
+    def unlock_refusal(self, *, force: bool = False, now: datetime | None = None) -> str | None:
+        """Why a person may not free this lease now (``skein unlock``), or None. A holder is
+        alive while its process on this host runs, or (where that cannot be checked: another
+        host, a run of many processes such as an Airflow DAG run) while its lease was renewed
+        within ``RENEWED_S``; past that, only ``force`` (a person who knows it is dead) frees it.
+
+        >>> old = datetime(2026, 1, 1, tzinfo=UTC)
+        >>> far = Lease("run:c", "c/r", "elsewhere.invalid", 42, old, None)
+        >>> far.unlock_refusal(now=old + timedelta(seconds=30))
+        'its run renewed the lease 30 s ago (a live run renews it at discovery and at every write step): wait, or stop that run'
+        >>> far.unlock_refusal(now=old + timedelta(hours=1))[:60]
+        'held by process 42 on host elsewhere.invalid, which cannot b'
+        >>> far.unlock_refusal(now=old + timedelta(hours=1), force=True) is None
+        True
+        """
+        now = now or datetime.now(UTC)
+        if self.expires_at is not None and self.expires_at <= now:
+            return None
+        if self.pid is not None and self.host == socket.gethostname():
+            return f"process {self.pid} on this host is running: stop it first" if _alive(self.pid) else None
+        age = (now - self.acquired_at).total_seconds()
+        if age < RENEWED_S:
+            return (f"its run renewed the lease {age:.0f} s ago (a live run renews it at discovery "
+                    "and at every write step): wait, or stop that run")
+        if force:
+            return None
+        where = (f"process {self.pid} on host {self.host}" if self.pid
+                 else "a run of several processes (an Airflow DAG run)")
+        return (f"held by {where}, which cannot be checked from here: if it is dead for good, "
+                "free it with `skein unlock --force`")
 
     def describe(self) -> str:
         where = f" (process {self.pid} on {self.host})" if self.pid else ""

@@ -36,7 +36,8 @@ class CampaignApproval(HITLOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from skein.audit import Action
-        from skein.pipeline import approval_text, approved_scope, rollback_reason
+        from skein.pipeline import (approval_options, approval_text, approved_scope, rebuild_waves,
+                                    rollback_reason)
         from skein_airflow.campaign_tasks import run_context
         from skein_airflow.notify import notify
         from skein_airflow.portal.sources import portal_url
@@ -51,9 +52,13 @@ class CampaignApproval(HITLOperator):
             self.subject = f"{ctx.campaign.campaign}: continue with wave {self.wave}?"
         else:
             self.subject = f"{ctx.campaign.campaign}: approve {ctx.campaign.title}"
-        # The portal's pages are the evidence, live; the run directory keeps the static copy.
+        # Asked now: the plan minus what a person holds now, the canary rebuilt from eligible
+        # consumers, the pause said (skein.pipeline.ask). The portal's pages are the live
+        # evidence; the run directory keeps the summary.
+        state = rebuild_waves(ctx)
+        self.options = approval_options(ctx, state, self.wave)
         self.body = approval_text(ctx, evidence_url=portal_url(ctx.campaign_id),
-                                  params=dict(context["params"]),
+                                  params=dict(context["params"]), state=state,
                                   consumer_url=lambda cid: portal_url(ctx.campaign_id, cid))
         ctx.record(Action.APPROVAL_REQUESTED, wave=self.wave,
                    approvers=[u["id"] for u in self.assigned_users or []])

@@ -259,11 +259,15 @@ def finalize(campaign_file: str) -> dict:
 
     context = get_current_context()
     ctx = run_context(campaign_file, context)
+    from skein.console import rollback_lines
+
     outcome = finish(ctx, "dry_run" if context["params"].get("dry_run") else None)
     notify(ctx, "finished", f"{ctx.campaign.campaign}: {outcome['status']}",
            f"Run {ctx.run_id}: {outcome['applied']} applied, {outcome['escalated']} escalated, "
-           f"{outcome['failed']} failed, {outcome['rolled_back']} rolled back. "
-           f"Evidence: {ctx.files.summary_html}", context)
+           f"{outcome['failed']} failed, {outcome['rolled_back']} rolled back"
+           f"{', ' + str(outcome['not_restored']) + ' NOT restored' if outcome['not_restored'] else ''}. "
+           + "".join(line.strip() + " " for line in rollback_lines(outcome))
+           + f"Evidence: {ctx.files.summary_html}", context)
     if outcome["status"] in ("rolled_back", "failed"):
         raise AirflowFailException(f"campaign {outcome['status']}: {outcome}")
     if outcome["applied"]:

@@ -186,8 +186,9 @@ def run_migration(baseline: Baseline, migration: Migration, rewrite: Rewrite) ->
                 continue
             finally:
                 summary.rewrite_s += time.perf_counter() - t0
-            if isinstance(result, Escalation):
-                summary.escalations[name] = result.reason
+            if not isinstance(result, Patch):  # escalated, or (a reader!) said unchanged
+                summary.escalations[name] = (result.reason if isinstance(result, Escalation)
+                                             else f"unchanged: {result.reason}")
                 continue
             summary.rewritten.append(name)
             problem = _compare(con, baseline.results[name], result.text)

@@ -16,13 +16,20 @@ FROM analytics_v2.plays  -- all
 GROUP BY 1
 >>> rewrite(example_request("SELECT legacy_flag FROM analytics.plays", {"legacy_flag": None})).reason
 'line 1: uses legacy_flag, which the campaign drops (no replacement expression)'
+
+A file that does not read the source is ``Unchanged``, not an escalation: there is nothing
+for a human to decide.
+
+>>> result = rewrite(example_request("SELECT 1 FROM analytics.other", {}))
+>>> result.kind, result.reason
+('unchanged', 'does not read analytics.plays: nothing to rewrite')
 """
 
 from __future__ import annotations
 
 from sqlglot.errors import SqlglotError
 
-from skein.rewrite.request import Change, Escalation, Patch, RewriteRequest
+from skein.rewrite.request import Change, Escalation, Patch, RewriteRequest, Unchanged
 from skein.agents.scope_check import check_patch
 from skein.dbt import DbtRenderError
 from skein.lineage import SchemaCache
@@ -39,10 +46,17 @@ from skein.sqlbudget import Deadline, TooComplex
 AGENT = "rule"
 
 
-def rewrite(request: RewriteRequest) -> Patch | Escalation:
-    """A patch that makes the consumer read the target, or the reason it cannot."""
+class DoesNotRead(Exception):
+    """The consumer has no reference to the source: it stays as it is."""
+
+
+def rewrite(request: RewriteRequest) -> Patch | Escalation | Unchanged:
+    """A patch that makes the consumer read the target, ``Unchanged`` when it does not read
+    the source, or the reason it cannot be rewritten."""
     try:
         return _rewrite(request)
+    except DoesNotRead as exc:
+        return Unchanged(consumer_id=request.consumer_id, agent=AGENT, reason=str(exc))
     except (Escalate, UnsupportedReference, EditConflict, DbtRenderError, TooComplex) as exc:
         return Escalation(consumer_id=request.consumer_id, agent=AGENT, reason=str(exc))
     except RecursionError:  # sqlglot parses, copies and walks trees recursively
@@ -52,6 +66,7 @@ def rewrite(request: RewriteRequest) -> Patch | Escalation:
 
 def _rewrite(request: RewriteRequest) -> Patch:
     deadline = Deadline()  # the parse budget bounds each step; this bounds them all
+    _check_renders(request)
     parsed, edits = plan_edits(request)
     deadline.check("the rules' edits")
     new_text = apply_edits(request.text, edits)
@@ -64,9 +79,21 @@ def _rewrite(request: RewriteRequest) -> Patch:
                                  after=e.text, why=e.why) for e in edits])
 
 
+def _check_renders(request: RewriteRequest) -> None:
+    """A dbt file whose Jinja does not render (or breaks the renderer's limits) is escalated:
+    no patch of it can be checked or dry-run. Rendered in its project's sandboxed process."""
+    if request.dbt_project_root and request.consumer_path:
+        from pathlib import Path
+
+        from skein.rewrite.dbt_mask import dbt_project
+
+        dbt_project(request.dbt_project_root).render(Path(request.consumer_path), request.text)
+
+
 def plan_edits(request: RewriteRequest) -> tuple[ParsedSQL, list[Edit]]:
     """The consumer parsed and resolved, and the rules' edits (not checked yet); raises
-    ``Escalate``/``UnsupportedReference`` with the reason when rules cannot rewrite it."""
+    ``Escalate``/``UnsupportedReference`` with the reason when rules cannot rewrite it, and
+    ``DoesNotRead`` when the consumer has no reference to the source."""
     masker = jinja_masker(request)
     mask: JinjaMask | None = masker.mask(request.text) if masker else None
     sql = mask.text if mask else request.text
@@ -95,7 +122,12 @@ def plan_edits(request: RewriteRequest) -> tuple[ParsedSQL, list[Edit]]:
         for rule in RULES:
             edits.extend(rule(ctx, refs))
     if not reads_source:
-        raise Escalate(f"does not read {request.source}: nothing to rewrite")
+        hidden = mask.opaque(request.text) if mask else []
+        if hidden:  # it may read the source there: not proven unchanged
+            line, expression = hidden[0]
+            raise Escalate(f"line {line}: no reference to {request.source} outside Jinja, and "
+                           f"`{expression}` renders to something the rules cannot read")
+        raise DoesNotRead(f"does not read {request.source}: nothing to rewrite")
     edits = normalize(edits)
     for edit in edits:
         if mask and mask.inside_jinja(edit.start, edit.end):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import jinja2
+import jinja2.sandbox
 import yaml
 
 from skein.demo.model import DBT_TARGET_SCHEMA
@@ -44,8 +45,13 @@ def _source(name: str, table: str) -> str:
 
 
 def render(text: str, relation: str, refs: Mapping[str, str]) -> str:
-    """Render a model (or analysis) of the demo project to plain DuckDB SQL."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    """Render a model (or analysis) of the demo project to plain DuckDB SQL.
+
+    Only the demo's own templates (``MACROS`` and the template families) come here, never a
+    consumer repository's files; sandboxed all the same, so that stays harmless if it changes.
+    """
+    env = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined,
+                                              keep_trailing_newline=True)
     template = env.from_string("".join(MACROS.values()) + text)
 
     def var(name, default=None):

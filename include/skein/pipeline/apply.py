@@ -19,6 +19,7 @@ from skein.catalog import Consumer
 from skein.controls import hold, hold_reason, paused
 from skein.faults import crash_point
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
 from skein.rewrite.request import Patch
 from skein.store import Event, sha256
 
@@ -118,6 +119,7 @@ def apply_wave(ctx: RunContext, wave: str, ids: list[str]) -> Applied:
             failed[cid] = message
             continue
         (applied if outcome == "applied" else already).append(cid)
+    refresh_summary(ctx, f"applying wave {wave}")
     return done
 
 
@@ -221,9 +223,11 @@ def settle_interrupted_writes(ctx: RunContext) -> list[str]:
         except ApplyError:  # its repository is gone: its apply step says so, if planned
             continue
         if _interrupted_write(event, now, event.before_hash, target):
-            by = "" if event.run_id == ctx.run_id else f" of run {event.run_id}"
+            # Another run's write keeps its author: a rollback says whose write it undid.
+            by = {} if event.run_id == ctx.run_id else {"written_by": event.run_id}
+            of = f" of run {event.run_id}" if by else ""
             ctx.record(Action.APPLIED, consumer=cid, wave=event.wave, before=event.before_hash,
-                       after=now, message=f"found applied after an interrupted attempt{by}")
+                       after=now, message=f"found applied after an interrupted attempt{of}", **by)
             found.append(cid)
     return found
 

@@ -13,8 +13,14 @@ def discover(ctx: RunContext, consumer_filter: str | None = None, workers: int |
              ) -> list[str]:
     """Discovery and the catalog; returns the ids the agents and the simulation work on
     (impacted consumers, optionally only those matching the filter, plus the upstream they
-    need). The run claims its campaign first: a second run at the same time is refused."""
+    need). The run claims its campaign first: a second run at the same time is refused; then
+    it finishes any rollback an earlier run decided and never finished, so that discovery
+    sees the consumers as they were before that run."""
     ctx.claim_run()
+    if ctx.store is not None:
+        from skein.pipeline.rollback import finish_interrupted_rollbacks
+
+        finish_interrupted_rollbacks(ctx)
     catalog, report = discover_catalog(ctx.campaign, workers)
     if consumer_filter:
         report = filter_report(report, consumer_filter)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from skein.audit import Action
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
+from skein.pipeline.rollback_scope import pending_rollbacks
 from skein.pipeline.waves import approved_scope, unfinished_waves
 
 RunStatus = Literal["finished", "failed", "rolled_back", "rejected", "stopped", "paused", "dry_run"]
@@ -15,6 +17,8 @@ RunStatus = Literal["finished", "failed", "rolled_back", "rejected", "stopped", 
 def run_status(ctx: RunContext) -> RunStatus:
     """The run's end state as its audit log tells it."""
     actions = Counter(e.action for e in ctx.events())
+    if ctx.run_id in pending_rollbacks(ctx.store, ctx.campaign_id):
+        return "failed"  # decided to roll back and did not finish: the next run finishes it
     if actions[Action.CAMPAIGN_ROLLED_BACK] or actions[Action.ROLLBACK_INCOMPLETE]:
         return "rolled_back"
     if unfinished_waves(ctx) or not actions[Action.PLANNED]:
@@ -42,10 +46,24 @@ def finalize(ctx: RunContext, status: RunStatus | None = None) -> dict:
                "rolled_back": states[Action.ROLLED_BACK],
                "failed": states[Action.APPLY_FAILED] + states[Action.MONITOR_FAILED],
                "refuted": plan.counts.get("failed", 0) if plan else 0,  # by their dry run
-               "escalated": plan.counts.get("escalated", 0) if plan else 0}
+               "escalated": plan.counts.get("escalated", 0) if plan else 0,
+               **rollback_outcome(ctx, states)}
     ctx.record(Action.FINISHED, **outcome)
+    refresh_summary(ctx, f"the run finished ({status})")
     ctx.release_run()
     return outcome
+
+
+def rollback_outcome(ctx: RunContext, states: Counter) -> dict:
+    """What the run's report must say about rollbacks, so that it never claims more than
+    was undone: consumers it could not restore, whether its own rollback is still owed, and
+    the interrupted rollbacks of earlier runs it finished (run, restored, not restored)."""
+    resumed = [{"run": e.detail.get("run"), "restored": len(e.detail.get("restored") or []),
+                "not_restored": e.detail.get("not_restored") or {}}
+               for e in ctx.events(Action.ROLLBACK_RESUMED)]
+    return {"not_restored": states[Action.ROLLBACK_FAILED],
+            "rollback_pending": ctx.run_id in pending_rollbacks(ctx.store, ctx.campaign_id),
+            "finished_rollbacks": resumed}
 
 
 def migrated_outputs(ctx: RunContext) -> list[tuple[str, str, str | None]]:

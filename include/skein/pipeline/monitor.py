@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from skein.audit import Action
 from skein.pipeline.context import RunContext
+from skein.pipeline.live import refresh_summary
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ def monitor_wave(ctx: RunContext, wave: str, error_threshold: float | None = Non
                         threshold=wave_threshold(ctx.campaign, wave, error_threshold))
     ctx.record(Action.WAVE_PASSED if health.passed else Action.WAVE_FAILED, wave=wave,
                error_rate=round(rate, 4), threshold=health.threshold, failed=sorted(failed))
+    refresh_summary(ctx, f"monitoring wave {wave}")
     return health
 
 

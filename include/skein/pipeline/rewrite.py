@@ -6,14 +6,14 @@ from __future__ import annotations
 from skein.audit import Action
 from skein.errors import first_line
 from skein.pipeline.context import RunContext
-from skein.rewrite.request import Escalation, Patch
+from skein.rewrite.request import Escalation, Patch, Unchanged
 from skein.spec import Campaign
 from skein.store import sha256
 
 
 def rewrite_consumers(ctx: RunContext, ids: list[str], llm_model=None) -> dict[str, str]:
     """Rewrite each consumer of ``ids`` that discovery marked ``rewrite``; returns
-    id -> patched | escalated. ``llm_model`` (a pydantic-ai model or name) overrides
+    id -> patched | escalated | unchanged (it does not read the source). ``llm_model`` (a pydantic-ai model or name) overrides
     ``agents.llm.model``; the LLM agent only runs when the campaign enables it."""
     from skein.agents.requests import request_for
     from skein.agents.rule import rewrite
@@ -41,8 +41,13 @@ def rewrite_consumers(ctx: RunContext, ids: list[str], llm_model=None) -> dict[s
     return out
 
 
-def record_result(ctx: RunContext, cid: str, original: str, result: Patch | Escalation) -> str:
-    """Audit an agent's result; returns patched | escalated."""
+def record_result(ctx: RunContext, cid: str, original: str,
+                  result: Patch | Escalation | Unchanged) -> str:
+    """Audit an agent's result; returns patched | escalated | unchanged. Unchanged is not an
+    audit event: nothing was decided about the consumer (the apply step records it as
+    ``verified`` once its dry run passed), and it must count nowhere as escalated."""
+    if isinstance(result, Unchanged):
+        return "unchanged"
     before = sha256(original.encode("utf-8"))
     if isinstance(result, Patch):
         ctx.record(Action.PATCHED, consumer=cid, before=before, after=sha256(result.text.encode()),

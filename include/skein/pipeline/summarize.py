@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from skein.audit import Action
+from skein.controls import holds
 from skein.pipeline.context import RunContext
-from skein.plan import Plan, StatusCounts, plan_items, plan_waves
+from skein.pipeline.live import refresh_summary
+from skein.plan import Plan, StatusCounts, applicable, plan_items, plan_waves
 
 
 @dataclass(frozen=True)
@@ -38,21 +40,40 @@ def summarize(ctx: RunContext, simulated: bool = True) -> Summary:
     report, results, simulations = ctx.report(), ctx.results(), ctx.simulations()
     plan = plan_items(report, results, simulations if simulated else None)
     ctx.files.write_plan(plan, results)
-    assigned = plan_waves(plan, report, ctx.campaign.rollout.waves)
+    held = set(holds(ctx.store, ctx.campaign_id)) if ctx.store is not None else set()
+    assigned = waves_without_holds(plan, report, ctx.campaign.rollout.waves, held)
     _write_evidence(ctx, plan, results, simulations, assigned)
-    order = {c.id: n for n, c in enumerate(report.consumers)}
-    waves = {w.name: sorted((cid for cid, name in assigned.items() if name == w.name),
-                            key=order.__getitem__) for w in ctx.campaign.rollout.waves}
+    waves = ordered_waves(ctx, assigned)
     ctx.files.write_waves(waves)
     ctx.files.write_apply_batches(apply_batches(ctx, waves))
     index_consumers(ctx, plan, assigned)
     ctx.record(Action.PLANNED, counts=plan.counts, waves={k: len(v) for k, v in waves.items()})
+    refresh_summary(ctx, "the plan")
     return Summary(plan=plan, waves=waves)
+
+
+def waves_without_holds(plan: Plan, report, waves, held: set[str]) -> dict[str, str]:
+    """The wave of every consumer the plan applies, assigned as if the consumers a person
+    holds (``held``) were not there, so a canary is never made of held consumers only; the
+    held ones go to the last wave, where the apply step leaves them out unless released."""
+    eligible = plan.model_copy(update={"items": [i for i in plan.items if i.id not in held]})
+    assigned = plan_waves(eligible, report, waves)
+    if waves:
+        assigned.update({i.id: waves[-1].name for i in plan.items if i.id in held and applicable(i)})
+    return assigned
+
+
+def ordered_waves(ctx: RunContext, assigned: dict[str, str]) -> dict[str, list[str]]:
+    """wave -> its consumers in migration order, every wave of the rollout present."""
+    order = {c.id: n for n, c in enumerate(ctx.report().consumers)}
+    return {w.name: sorted((cid for cid, name in assigned.items() if name == w.name),
+                           key=order.__getitem__) for w in ctx.campaign.rollout.waves}
 
 
 def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dict,
                     waves: dict[str, str]) -> None:
     """``evidence/<id>.{json,md,html}`` per consumer and ``summary.{json,md,html}``."""
+    from skein.statuses import of_plan
     from skein.evidence import (consumer_markdown, consumer_record, html_page, plan_notes,
                                 status_sentence, summary_counts, summary_markdown)
 
@@ -65,6 +86,9 @@ def _write_evidence(ctx: RunContext, plan: Plan, results: dict, simulations: dic
         markdown = consumer_markdown(record)
         ctx.files.write_evidence(item.id, record, markdown, html_page(item.id, markdown))
     wave_order = [w.name for w in ctx.campaign.rollout.waves]
+    # the summary speaks the one vocabulary (skein.statuses); each evidence record keeps the plan's
+    records = [{**r, "status": str(of_plan(r["status"], (r.get("simulation") or {}).get("status")))}
+               for r in records]
     by_wave = {w: [cid for cid, name in waves.items() if name == w] for w in wave_order}
     markdown = summary_markdown(plan.campaign, records, wave_order,
                                 [status_sentence(plan, by_wave), *plan_notes(plan, by_wave)])
@@ -113,14 +137,18 @@ def apply_batches(ctx: RunContext, waves: dict[str, list[str]]) -> dict[str, dic
 
 
 def approval_text(ctx: RunContext, evidence_url: str | None = None, params: dict | None = None,
-                  consumer_url=None) -> str:
-    """The approval's Markdown body, from the frozen plan (see ``skein.evidence``).
-    ``evidence_url``: the campaign's live page (the portal), else the static summary;
-    ``consumer_url``: id -> the consumer's page, for the consumers a human must decide on."""
+                  consumer_url=None, state=None) -> str:
+    """The approval's Markdown body, from the frozen plan minus what a person holds now (see
+    ``skein.evidence``, ``skein.pipeline.ask``). ``evidence_url``: the campaign's live page
+    (the portal), else the summary; ``consumer_url``: id -> the consumer's page, for the
+    consumers a human must decide on; ``state``: ``rebuild_waves``' answer, when the caller
+    rebuilt the waves for this approval (else they are computed, not written)."""
     from skein.evidence import approval_markdown
+    from skein.pipeline.ask import held_markdown, rebuild_waves, without_held
 
+    state = state or rebuild_waves(ctx, write=False)
     link = evidence_url or str(ctx.files.summary_html)
     record = str(ctx.files.summary_html) if evidence_url else None
-    return approval_markdown(ctx.campaign, ctx.run_id, ctx.files.plan(), ctx.files.summary(),
-                             ctx.files.waves(), link, params, consumer_url=consumer_url,
-                             record=record)
+    return held_markdown(state, consumer_url) + approval_markdown(
+        ctx.campaign, ctx.run_id, without_held(ctx.files.plan(), set(state.held)), ctx.files.summary(),
+        state.waves, link, params, consumer_url=consumer_url, record=record)

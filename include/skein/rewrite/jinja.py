@@ -32,6 +32,21 @@ class JinjaMask:
     placeholder_spans: dict[str, tuple[int, int]] = field(default_factory=dict)
     spans: list[tuple[int, int]] = field(default_factory=list)  # every Jinja span (start, end)
 
+    def opaque(self, original: str) -> list[tuple[int, str]]:
+        """(line, expression) of each ``{{ ... }}`` whose rendering is not in the masked text
+        (a placeholder that is no known relation, or blanked): what it reads is unknown.
+
+        >>> m = mask_jinja("select * from {{ tables() }}", lambda e: "a_very_long.relation_name")
+        >>> m.opaque("select * from {{ tables() }}")
+        [(1, '{{ tables() }}')]
+        """
+        found = []
+        for start, end in self.spans:
+            raw, masked = original[start:end], self.text[start:end].strip()
+            if raw.startswith("{{") and (not masked or (masked.startswith("_j") and masked not in self.tables)):
+                found.append((original.count("\n", 0, start) + 1, raw))
+        return found
+
     def inside_jinja(self, start: int, end: int) -> bool:
         """The range overlaps Jinja without being exactly one placeholder span."""
         for s, e in self.spans:

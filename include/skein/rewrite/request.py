@@ -111,7 +111,18 @@ class Escalation(BaseModel):
     reason: str
 
 
-RewriteResult = Patch | Escalation
+class Unchanged(BaseModel):
+    """The consumer does not read the source: nothing to do, and nothing for a human either
+    (issue 19). It stays as it is; the dry run still runs its code against the new world."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["unchanged"] = "unchanged"
+    consumer_id: str
+    agent: str
+    reason: str
+
+
+RewriteResult = Patch | Escalation | Unchanged
 
 
 def unified_diff(old: str, new: str, name: str) -> str:

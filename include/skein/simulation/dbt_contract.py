@@ -19,8 +19,10 @@ versioned models' ``versions:`` blocks.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import yaml
+from skein.dbt_yaml import load, project_files, read_project_config
+from skein.errors import DbtProjectError
 
 Check = tuple[str, dict]  # (GX expectation class name, its arguments)
 
@@ -30,22 +32,32 @@ def contract_checks(project_root: Path | str, model_name: str) -> list[Check]:
     model paths) that describes it; none when the project or the model cannot be read."""
     root = Path(project_root)
     try:
-        config = yaml.safe_load((root / "dbt_project.yml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        config = read_project_config(root)  # the consumer limits; wrong types are refused
+    except DbtProjectError:
         return []
-    paths = config.get("model-paths") or config.get("source-paths") or ["models"]
-    for folder in paths:
-        files = sorted((root / folder).rglob("*.yml")) + sorted((root / folder).rglob("*.yaml"))
-        for path in files:
-            try:
-                doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError):
-                continue  # a broken schema file declares nothing we can read
-            for model in (doc.get("models") or []) if isinstance(doc, dict) else []:
-                if isinstance(model, dict) and model.get("name") == model_name:
-                    enforced = _contract_enforced(model, config, path.parent.relative_to(root))
-                    return model_checks(model, enforced)
+    for path in project_files(root, config.model_paths, ("*.yml", "*.yaml")):
+        try:
+            doc = load(path).data
+        except DbtProjectError:
+            continue  # a broken schema file declares nothing we can read
+        for model in _list(doc.get("models")) if isinstance(doc, dict) else []:
+            if isinstance(model, dict) and model.get("name") == model_name:
+                enforced = _contract_enforced(model, config.raw, path.parent.relative_to(root))
+                return model_checks(model, enforced)
     return []
+
+
+def _list(value: Any) -> list:
+    """A schema file's list, or none when the file has something else there.
+
+    >>> _list([1]), _list({"a": 1}), _list(None)
+    ([1], [], [])
+    """
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def model_checks(model: dict, enforced: bool) -> list[Check]:
@@ -56,11 +68,11 @@ def model_checks(model: dict, enforced: bool) -> list[Check]:
         if (expectation, kwargs) not in checks:
             checks.append((expectation, kwargs))
 
-    for column in model.get("columns") or []:
+    for column in _list(model.get("columns")):
         name = column.get("name") if isinstance(column, dict) else None
         if not name:
             continue
-        for test in (column.get("tests") or []) + (column.get("data_tests") or []):
+        for test in _list(column.get("tests")) + _list(column.get("data_tests")):
             test_name, args = _test(test)
             if test_name == "not_null":
                 add("ExpectColumnValuesToNotBeNull", column=name)
@@ -68,7 +80,7 @@ def model_checks(model: dict, enforced: bool) -> list[Check]:
                 add("ExpectColumnValuesToBeUnique", column=name)
             elif test_name == "accepted_values" and isinstance(args.get("values"), list):
                 add("ExpectColumnValuesToBeInSet", column=name, value_set=args["values"])
-        for constraint in column.get("constraints") or []:
+        for constraint in _list(column.get("constraints")):
             kind = constraint.get("type") if isinstance(constraint, dict) else None
             if kind in ("not_null", "primary_key"):
                 add("ExpectColumnValuesToNotBeNull", column=name)
@@ -76,9 +88,10 @@ def model_checks(model: dict, enforced: bool) -> list[Check]:
                 add("ExpectColumnValuesToBeUnique", column=name)
         if enforced and column.get("data_type"):
             add("ExpectColumnValuesToBeOfType", column=name, type_=str(column["data_type"]))
-    for test in (model.get("tests") or []) + (model.get("data_tests") or []):
+    for test in _list(model.get("tests")) + _list(model.get("data_tests")):
         test_name, args = _test(test)
-        if test_name == "dbt_utils.unique_combination_of_columns" and args.get("combination_of_columns"):
+        if test_name == "dbt_utils.unique_combination_of_columns" and \
+                isinstance(args.get("combination_of_columns"), list):
             add("ExpectCompoundColumnsToBeUnique", column_list=list(args["combination_of_columns"]))
     return checks
 
@@ -100,21 +113,21 @@ def _test(test) -> tuple[str | None, dict]:
     else:
         return None, {}
     body = body if isinstance(body, dict) else {}
-    config = body.get("config") or {}
+    config = _dict(body.get("config"))
     if body.get("where") or config.get("where") or \
             str(body.get("severity") or config.get("severity") or "").lower() == "warn":
         return None, {}  # filtered or warn-only: not what a dbt build enforces on every row
-    args = dict(body.get("arguments") or {})  # dbt >= 1.10 nests arguments
+    args = dict(_dict(body.get("arguments")))  # dbt >= 1.10 nests arguments
     args.update({k: v for k, v in body.items() if k not in ("arguments", "config", "name", "test_name")})
     return str(name), args
 
 
 def _contract_enforced(model: dict, project: dict, folder: Path) -> bool:
     """The model's own ``config.contract``, else the nearest folder-level ``+contract``."""
-    contract = (model.get("config") or {}).get("contract")
+    contract = _dict(model.get("config")).get("contract")
     if isinstance(contract, dict) and "enforced" in contract:
         return bool(contract["enforced"])
-    node = (project.get("models") or {}).get(project.get("name")) or {}
+    node = _dict(project.get("models")).get(project.get("name")) or {}
     value = node.get("+contract") if isinstance(node, dict) else None
     for part in folder.parts[1:]:  # folders below the model path
         node = node.get(part) if isinstance(node, dict) else None

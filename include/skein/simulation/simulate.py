@@ -46,6 +46,9 @@ class SimulationResult(BaseModel):
     # when parity passed: {type, kwargs, origin, success, observed} each.
     expectations: list[dict] = []
     expectations_passed: bool | None = None
+    # dbt as the verifier (skein.simulation.dbt_verify): the build of the patched dbt models
+    # and their descendants, with the project's tests; a refuted build failed this result.
+    dbt_build: dict | None = None
 
 
 def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
@@ -82,6 +85,12 @@ def simulate(campaign: Campaign, catalog: Catalog, report: DiscoveryReport,
             # A consumer writing the source (INSERT INTO it) cannot break it for the others:
             # the new world has the target instead, which their patches read (issue 18).
             broken -= {source, target}
+        if settings.dbt_build:
+            from skein.simulation.dbt_verify import with_dbt_builds
+
+            new_inputs = [d for d in inputs if d != source] + [target]
+            out = with_dbt_builds(impacted, results, out, (old_world, new_world),
+                                  (inputs, new_inputs))
     return out
 
 

@@ -18,6 +18,7 @@ from skein import controls
 from skein.audit import Action
 from skein.store import CampaignStore
 from skein.views.consumers import consumer_ids
+from skein.views.sources import Sources, campaign_spec, run_dir, runs
 
 
 def actor(user_id: str) -> str:
@@ -50,6 +51,23 @@ def escalate_consumer(store: CampaignStore, campaign_id: str, consumer_id: str, 
 def release_consumer(store: CampaignStore, campaign_id: str, consumer_id: str, user_id: str,
                      reason: str | None) -> int:
     return controls.release(store, campaign_id, consumer_id, actor(user_id), reason)
+
+
+def refresh_summary(src: Sources, campaign_id: str, after: str) -> None:
+    """Rewrite the latest run's summary after a person's control (``skein.pipeline.live``), so
+    the file an approver or an owner opens says the consumer is skipped, not patched."""
+    from skein.pipeline.live import write_live_summary
+    from skein.rundir import RunDirectory
+
+    latest = runs(src.store, campaign_id)
+    if not latest:
+        return
+    directory = run_dir(src, campaign_id, latest[-1].run_id)
+    if not RunDirectory(directory).has_plan():
+        return
+    spec = campaign_spec(src, campaign_id)
+    write_live_summary(src.store, campaign_id, latest[-1].run_id, directory,
+                       [w.name for w in spec.rollout.waves] if spec else [], after)
 
 
 def retry_failed(store: CampaignStore, campaign_id: str, user_id: str) -> list[str]:

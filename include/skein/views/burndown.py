@@ -34,6 +34,20 @@ class Burndown(BaseModel):
     total: int  # consumers reading the old dataset when the campaign was planned
     remaining: int  # now
     points: list[BurndownPoint]
+    listed: int = 0  # every consumer of the campaign (the consumer list's total)
+    applied: int = 0  # of ``total``, migrated now
+
+    @property
+    def explained(self) -> str:
+        """Why the chart counts fewer consumers than the list shows.
+
+        >>> Burndown(total=27, remaining=27, points=[], listed=37).explained
+        '27 of the 37 consumers read the source directly; the 10 others read it through them (views, models) and stop reading it when those are migrated.'
+        """
+        others = self.listed - self.total
+        return (f"{self.total} of the {self.listed} consumers read the source directly"
+                + (f"; the {others} others read it through them (views, models) and stop reading "
+                   "it when those are migrated." if others > 0 else "."))
 
 
 def burndown(store: CampaignStore, campaign_id: str, max_points: int = 200) -> Burndown:
@@ -50,6 +64,8 @@ def burndown(store: CampaignStore, campaign_id: str, max_points: int = 200) -> B
                .where(audit.c.campaign == campaign_id, audit.c.action == Action.PLANNED.value))
     with store.engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(consumers).where(direct)).scalar_one()
+        listed = conn.execute(sa.select(sa.func.count()).select_from(consumers)
+                              .where(consumers.c.campaign == campaign_id)).scalar_one()
         start = conn.execute(planned).scalar()
         rows = sorted(conn.execute(sa.union_all(changes(Action.APPLIED), changes(Action.ROLLED_BACK))).all())
     migrated: set[str] = set()
@@ -63,7 +79,8 @@ def burndown(store: CampaignStore, campaign_id: str, max_points: int = 200) -> B
             continue
         series.append((at, total - len(migrated)))
     points = [BurndownPoint(at=at, remaining=n) for at, n in thin(series, max_points)]
-    return Burndown(total=total, remaining=total - len(migrated), points=points)
+    return Burndown(total=total, remaining=total - len(migrated), points=points, listed=listed,
+                    applied=len(migrated))
 
 
 def thin(points: list, max_points: int) -> list:

@@ -26,19 +26,24 @@ from typing import Literal
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from skein.approvals import CAMPAIGN_OPTIONS, WAVE_OPTIONS
 from skein.audit import Action
 from skein.controls import paused, pending_retries
+from skein.statuses import what_is_left
 from skein.views.sources import RunInfo, Sources, campaign_ids, campaign_spec, runs
 from skein.store import consumers
 from skein.views.status import STATUSES, consumer_status
 
+# "done": nothing reads the source any more (every consumer applied or verified); a run that
+# finished with consumers left makes the campaign "applied", and ``CampaignRow.left`` says
+# what is left ("13 need a human (9 escalated, 4 blocked)").
 CampaignState = Literal["not started", "planning", "planned", "awaiting approval", "rolling out",
-                        "paused", "rolled back", "done", "rejected", "failed"]
+                        "paused", "rolled back", "applied", "done", "rejected", "failed"]
 _FINISHED: dict[str, CampaignState] = {
     "finished": "done", "rolled_back": "rolled back", "rejected": "rejected",
     "stopped": "rejected", "failed": "failed", "dry_run": "planned", "paused": "planned"}
-_STATE_ACTIONS = (Action.PLANNED, Action.APPROVAL_REQUESTED, Action.APPROVED, Action.REJECTED,
-                  Action.WAVE_STARTED, Action.FINISHED)
+_STATE_ACTIONS = (Action.PLANNED, Action.APPROVAL_REQUESTED, Action.APPROVAL_ANSWERED,
+                  Action.APPROVED, Action.REJECTED, Action.WAVE_STARTED, Action.FINISHED)
 
 
 class CampaignRow(BaseModel):
@@ -51,6 +56,8 @@ class CampaignRow(BaseModel):
     owners: list[str]
     state: CampaignState
     paused_by: str | None = None
+    paused_why: str | None = None  # the reason the person gave
+    left: str | None = None  # what keeps the campaign from being done (skein.statuses.what_is_left)
     consumers: int
     counts: dict[str, int]  # consumers per status (skein.views.status)
     errors: int  # failed
@@ -73,6 +80,29 @@ class WaveView(BaseModel):
     error_rate: float | None = None
     threshold: float | None = None
     failed: list[str] = []
+    outcome: str = "not started"  # what the latest run did with it, in words (``wave_outcome``)
+
+
+def wave_outcome(view: WaveView, latest: RunInfo | None) -> str:
+    """What the latest run did with a wave, as a person reads it (a wave "started" in a run
+    that has finished did not stay started).
+
+    >>> run = RunInfo(run_id="r1", started_at=datetime(2026, 12, 1, tzinfo=UTC), status="finished")
+    >>> wave_outcome(WaveView(name="canary", share=.1, consumers=2, counts={}, decision="started",
+    ...                       verdict="passed"), run)
+    'applied, monitoring passed'
+    >>> wave_outcome(WaveView(name="canary", share=.1, consumers=2, counts={}, decision="started"), run)
+    'started, no verdict (the run ended finished)'
+    """
+    if view.decision is None:
+        return "not started"
+    if view.decision == "skipped":
+        return "skipped"
+    if view.verdict is not None:
+        return "applied, monitoring " + view.verdict
+    if latest is not None and latest.status is not None:
+        return f"started, no verdict (the run ended {latest.status})"
+    return "applying"
 
 
 class OwnerRow(BaseModel):
@@ -111,10 +141,15 @@ def campaign_state(src: Sources, campaign_id: str, latest: RunInfo | None) -> Ca
         return "not started"
     if latest.status is not None:
         return _FINISHED.get(latest.status, "failed")
-    actions = [e.action for e in src.store.events(campaign_id, latest.run_id, actions=_STATE_ACTIONS)]
+    events = src.store.events(campaign_id, latest.run_id, actions=_STATE_ACTIONS)
+    actions = [e.action for e in events]
     last_decision = max((i for i, a in enumerate(actions) if a in (Action.APPROVED, Action.REJECTED)),
                         default=-1)
     if any(a == Action.APPROVAL_REQUESTED for a in actions[last_decision + 1:]):
+        # answered in the portal: the run records the decision when it resumes, seconds later
+        if actions[-1] == Action.APPROVAL_ANSWERED:
+            scope = {**CAMPAIGN_OPTIONS, **WAVE_OPTIONS}.get(events[-1].detail.get("message"))
+            return "rejected" if scope == "none" else "rolling out"
         return "awaiting approval"
     if Action.WAVE_STARTED in actions or (last_decision >= 0 and actions[last_decision] == Action.APPROVED):
         return "rolling out"
@@ -135,10 +170,14 @@ def catalog_row(src: Sources, campaign_id: str, by_owner: dict | None = None) ->
     for some in (by_owner if by_owner is not None else counts_by(src, campaign_id)).values():
         counts.update(some)
     pause = paused(src.store, campaign_id)
+    left = what_is_left(counts) if latest is not None else None
+    state = campaign_state(src, campaign_id, latest)
     return CampaignRow(
         campaign=campaign_id, title=spec.title if spec else None, source=spec.source if spec else None,
         target=spec.target if spec else None, owners=list(spec.owners) if spec else [],
-        state=campaign_state(src, campaign_id, latest), paused_by=pause.actor if pause else None,
+        state="applied" if state == "done" and left else state, left=left,
+        paused_by=pause.actor if pause else None,
+        paused_why=pause.detail.get("message") if pause else None,
         consumers=sum(counts.values()), counts={s: counts[s] for s in STATUSES if counts[s]},
         errors=counts["failed"], escalations=counts["escalated"], last_run=latest,
         schedule=spec.rollout.schedule if spec else None,
@@ -223,6 +262,8 @@ def wave_views(src: Sources, campaign_id: str, latest: RunInfo | None, spec, by_
             view.verdict = "passed" if e.action == Action.WAVE_PASSED else "failed"
             view.error_rate, view.threshold = e.detail.get("error_rate"), e.detail.get("threshold")
             view.failed = list(e.detail.get("failed") or [])
+    for view in views.values():
+        view.outcome = wave_outcome(view, latest)
     return list(views.values())
 
 

@@ -58,6 +58,7 @@ class ConsumerSummary(BaseModel):
     simulation: str | None
     run_id: str  # the run whose plan this is
     held_by: str | None
+    held_why: str | None = None  # the reason the person gave for the skip or escalation
     changed_at: datetime | None  # its latest state event
 
 
@@ -102,7 +103,7 @@ class Produced(BaseModel):
 class ConsumerDetail(BaseModel):
     summary: ConsumerSummary
     diff: str | None
-    agent: dict | None  # the agents' final result (Patch or Escalation, as JSON)
+    agent: dict | None  # the agents' final result (Patch, Escalation or Unchanged, as JSON)
     simulation: dict | None  # parity verdict, differing rows (samples), expectations (GE)
     refuted_by: str | None  # the dry run's verdict sent back to the LLM agent
     transcripts: list[dict]  # the LLM agent's attempts: prompts, answers, verdicts
@@ -145,7 +146,9 @@ def summary_of(row) -> ConsumerSummary:
         id=row.consumer, order=row.seq, owner=row.owner, tier=row.tier, kind=row.kind,
         impact=row.impact, wave=row.wave, status=row.status, plan_status=row.plan_status,
         reason=row.reason, agent=row.agent, changes=row.changes, simulation=row.simulation,
-        run_id=row.run_id, held_by=row.hold_by, changed_at=row.state_at)
+        run_id=row.run_id, held_by=row.hold_by,
+        held_why=json.loads(row.hold_detail).get("message") if row.hold_detail else None,
+        changed_at=row.state_at)
 
 
 def consumer_row(store: CampaignStore, campaign_id: str, consumer_id: str):

@@ -29,44 +29,40 @@ blocked       unchanged but not verifiable (its upstream is escalated)
 
 from __future__ import annotations
 
-from typing import Literal
-
 import sqlalchemy as sa
 
 from skein.audit import HOLDS, Action
+from skein.statuses import NOT_MIGRATED, STATUSES, Status
 from skein.store import audit, consumer_latest, consumers
 
-ConsumerStatus = Literal["applied", "applying", "skipped", "escalated", "failed", "rolled_back",
-                         "pending", "verified", "blocked"]
-STATUSES: tuple[ConsumerStatus, ...] = ("pending", "applying", "applied", "verified", "blocked",
-                                        "escalated", "failed", "rolled_back", "skipped")
-# Still reading the old dataset: what the burndown counts down.
-NOT_MIGRATED = ("pending", "applying", "skipped", "escalated", "failed", "rolled_back")
+ConsumerStatus = Status  # the one vocabulary (skein.statuses), kept under its old name here
+__all__ = ["NOT_MIGRATED", "STATUSES", "ConsumerStatus", "consumer_status", "example_row"]
 
 
 def consumer_status(campaign: str) -> sa.Subquery:
     """Every consumer of ``campaign`` with its plan, its latest state and hold, and ``status``.
 
     Columns: those of ``skein_consumers``, plus ``state``, ``state_run``, ``state_at``,
-    ``hold``, ``hold_by`` and ``status`` (a ``ConsumerStatus``)."""
+    ``hold``, ``hold_by``, ``hold_detail`` and ``status`` (a ``skein.statuses.Status``)."""
     latest = consumer_latest.alias("latest")
     state, hold = audit.alias("state"), audit.alias("hold")
     c = consumers.c
     # the newest decision is a skip or escalation (not a release): the consumer is held
     held = sa.case((hold.c.action.in_([a.value for a in HOLDS]), hold.c.action))
     status = sa.case(
-        (state.c.action == Action.APPLIED.value, "applied"),
-        (state.c.action == Action.APPLY_STARTED.value, "applying"),
-        (hold.c.action == Action.CONSUMER_SKIPPED.value, "skipped"),
-        (hold.c.action == Action.CONSUMER_ESCALATED.value, "escalated"),
+        (state.c.action == Action.APPLIED.value, Status.APPLIED.value),
+        (state.c.action == Action.APPLY_STARTED.value, Status.APPLYING.value),
+        (hold.c.action == Action.CONSUMER_SKIPPED.value, Status.SKIPPED.value),
+        (hold.c.action == Action.CONSUMER_ESCALATED.value, Status.ESCALATED.value),
         (state.c.action.in_([Action.APPLY_FAILED.value, Action.MONITOR_FAILED.value,
-                             Action.ROLLBACK_FAILED.value]), "failed"),
-        (state.c.action == Action.ROLLED_BACK.value, "rolled_back"),
-        (c.plan_status == "patched", "pending"),
+                             Action.ROLLBACK_FAILED.value]), Status.FAILED.value),
+        (state.c.action == Action.ROLLED_BACK.value, Status.ROLLED_BACK.value),
+        # as planned (skein.statuses.of_plan, in SQL)
+        (c.plan_status == "patched", Status.PENDING.value),
         (sa.and_(c.plan_status == "unchanged",
-                 sa.or_(c.simulation.is_(None), c.simulation == "pass")), "verified"),
-        (c.plan_status == "unchanged", "blocked"),
-        else_=c.plan_status)  # escalated | failed, as planned
+                 sa.or_(c.simulation.is_(None), c.simulation == "pass")), Status.VERIFIED.value),
+        (c.plan_status.in_([Status.ESCALATED.value, Status.FAILED.value]), c.plan_status),
+        else_=Status.BLOCKED.value)  # unchanged but unverified, or a plan status of_plan does not name
     joined = (consumers
               .outerjoin(latest, sa.and_(latest.c.campaign == c.campaign, latest.c.consumer == c.consumer))
               .outerjoin(state, state.c.id == latest.c.state_id)
@@ -74,6 +70,7 @@ def consumer_status(campaign: str) -> sa.Subquery:
     return (sa.select(consumers, state.c.action.label("state"), state.c.run_id.label("state_run"),
                       state.c.at.label("state_at"), held.label("hold"),
                       sa.case((held.is_not(None), hold.c.actor)).label("hold_by"),
+                      sa.case((held.is_not(None), hold.c.detail)).label("hold_detail"),
                       status.label("status"))
             .select_from(joined).where(c.campaign == campaign).subquery("consumer_status"))
 

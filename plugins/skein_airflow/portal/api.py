@@ -103,6 +103,17 @@ def _campaign_known(campaign_id: str) -> None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such campaign")
 
 
+def _refreshed(campaign_id: str, what: str, user: Any) -> None:
+    """The latest run's summary file says what the person just did (``skein.pipeline.live``);
+    the action is done and audited either way, so a failure here is logged, not answered."""
+    import logging
+
+    try:
+        views.refresh_summary(sources(), campaign_id, f"{what} by user:{user_id(user)}")
+    except Exception:  # noqa: BLE001
+        logging.getLogger(__name__).warning("summary of %s not rewritten", campaign_id, exc_info=True)
+
+
 def _conflict(call):
     try:
         return call()
@@ -193,6 +204,7 @@ def pause(campaign_id: str, body: ReasonBody, user: Any = Depends(campaign_edito
     """Pause the campaign: nothing more is applied (a wave stops at its next consumer)."""
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.pause_campaign(sources().store, campaign_id, user_id(user), body.reason))
+    _refreshed(campaign_id, "a pause", user)
     return ActionResult(message=f"{campaign_id} paused", audit_id=audit_id)
 
 
@@ -202,6 +214,7 @@ def resume(campaign_id: str, body: ReasonBody, user: Any = Depends(campaign_edit
     """Resume the campaign (the waiting run, or the next one, goes on)."""
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.resume_campaign(sources().store, campaign_id, user_id(user), body.reason))
+    _refreshed(campaign_id, "a resume", user)
     return ActionResult(message=f"{campaign_id} resumed", audit_id=audit_id)
 
 
@@ -211,6 +224,7 @@ def retry_failed(campaign_id: str, user: Any = Depends(campaign_editor)) -> Acti
     """Mark every failed consumer for the next run."""
     _campaign_known(campaign_id)
     marked = views.retry_failed(sources().store, campaign_id, user_id(user))
+    _refreshed(campaign_id, "a retry", user)
     return ActionResult(message=f"{len(marked)} failed consumer(s) marked for the next run",
                         consumers=marked)
 
@@ -223,6 +237,7 @@ def skip(campaign_id: str, consumer_id: str, body: ReasonBody,
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.skip_consumer(sources().store, campaign_id, consumer_id,
                                                      user_id(user), body.reason))
+    _refreshed(campaign_id, f"a skip of {consumer_id}", user)
     return ActionResult(message=f"{consumer_id} skipped", audit_id=audit_id, consumers=[consumer_id])
 
 
@@ -237,6 +252,7 @@ def escalate(campaign_id: str, consumer_id: str, body: EscalationBody,
     src = sources()
     audit_id = _conflict(lambda: views.escalate_consumer(src.store, campaign_id, consumer_id,
                                                          user_id(user), body.reason))
+    _refreshed(campaign_id, f"an escalation of {consumer_id}", user)
     sent = notify_escalation(src, campaign_id, consumer_id, user_id(user), body.reason)
     return ActionResult(message=f"{consumer_id} escalated; notified: {', '.join(sent) or 'nobody'}",
                         audit_id=audit_id, consumers=[consumer_id])
@@ -250,6 +266,7 @@ def release(campaign_id: str, consumer_id: str, body: ReasonBody,
     _campaign_known(campaign_id)
     audit_id = _conflict(lambda: views.release_consumer(sources().store, campaign_id, consumer_id,
                                                         user_id(user), body.reason))
+    _refreshed(campaign_id, f"a release of {consumer_id}", user)
     return ActionResult(message=f"{consumer_id} released: it is in the later waves again",
                         audit_id=audit_id, consumers=[consumer_id])
 
@@ -269,3 +286,7 @@ def answer_approval(campaign_id: str, body: AnswerBody, user: Any = Depends(camp
                                    body.option, request.task_id)
     return ActionResult(message=f"answered {body.option!r} to {request.task_id} of run {request.run_id}",
                         audit_id=audit_id)
+
+
+# Public names for the portal's other route modules (portal.teams).
+campaign_known, logged, refreshed = _campaign_known, _logged, _refreshed

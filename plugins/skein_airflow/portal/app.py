@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from skein_airflow.portal import api, pages
+from skein_airflow.portal import api, pages, teams
 from skein_airflow.portal.auth import portal_user
 from skein_airflow.portal.limits import BodyGuard
 
@@ -42,6 +42,9 @@ def create_app() -> FastAPI:
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.include_router(api.router)
     app.include_router(api.actions)
+    app.include_router(teams.api)  # before pages: /owners/{owner} and consumers.csv
+    app.include_router(teams.bulk_actions)
+    app.include_router(teams.pages)
     app.include_router(pages.router)
     schema = APIRouter(dependencies=[Depends(portal_user)], include_in_schema=False)
 

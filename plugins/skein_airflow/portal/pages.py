@@ -61,16 +61,13 @@ def markdown(text: str | None):
     return Markup(markdown_html(text or ""))  # noqa: S704 - markdown-it with html disabled
 
 
-def chart(points: list, width: int = 640, height: int = 140) -> dict:
-    """The burndown as SVG polyline coordinates (drawn server-side: no chart library)."""
-    if not points:
-        return {"points": "", "width": width, "height": height}
-    first, last = points[0].at.timestamp(), points[-1].at.timestamp()
-    top = max(p.remaining for p in points) or 1
-    span = (last - first) or 1
-    coords = [(round(8 + (p.at.timestamp() - first) / span * (width - 16), 1),
-               round(8 + (1 - p.remaining / top) * (height - 16), 1)) for p in points]
-    return {"points": " ".join(f"{x},{y}" for x, y in coords), "width": width, "height": height}
+def chart(burndown, source: str | None) -> str | None:
+    """The burndown as an ``<img src>`` (matplotlib's SVG, ``portal.chart``), or None before
+    anything was applied."""
+    from skein_airflow.portal.chart import burndown_svg, data_uri
+
+    svg = burndown_svg(burndown, source or "the old dataset")
+    return data_uri(svg) if svg else None
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -97,7 +94,7 @@ def campaign_page(request: Request, campaign_id: str, user: Any = Depends(campai
                                limit=PAGE_SIZE, offset=offset)
     burndown = views.burndown(sources().store, campaign_id)
     return render(request, "campaign.html", out=out, d=out.detail, page=page, filters=filters,
-                  burndown=burndown, chart=chart(burndown.points), me=user_id(user))
+                  burndown=burndown, chart=chart(burndown, out.detail.row.source), me=user_id(user))
 
 
 @router.get("/campaigns/{campaign_id}/consumers/{consumer_id:path}", response_class=HTMLResponse)

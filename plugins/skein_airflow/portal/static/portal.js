@@ -1,5 +1,6 @@
 // Skein portal actions: every form.action POSTs its fields as JSON to its data-post URL
-// (the JSON API), with the browser's Airflow session cookie, then reloads the page.
+// (the JSON API), with the browser's Airflow session cookie, then reloads the page, which
+// shows what was done (kept in sessionStorage across the reload) above the new state.
 // Loaded from the portal itself (the pages' CSP allows no inline script).
 "use strict";
 document.addEventListener("submit", async (event) => {
@@ -7,7 +8,12 @@ document.addEventListener("submit", async (event) => {
   if (!form) return;
   event.preventDefault();
   const body = {};
-  for (const [name, value] of new FormData(form)) if (value !== "") body[name] = value;
+  for (const [name, value] of new FormData(form)) {
+    if (value === "") continue;
+    // a list field (data-list, e.g. the bulk form's ticked consumers) collects every value
+    if (name === form.dataset.list) (body[name] = body[name] || []).push(value);
+    else body[name] = value;
+  }
   if (event.submitter && event.submitter.name) body[event.submitter.name] = event.submitter.value;
   const out = form.querySelector("output.result");
   form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
@@ -21,8 +27,19 @@ document.addEventListener("submit", async (event) => {
     const text = response.ok ? answer.message : (typeof answer.detail === "string" ? answer.detail
       : `refused (HTTP ${response.status})`);
     if (out) { out.textContent = text || ""; out.className = "result " + (response.ok ? "ok" : "error"); }
-    if (response.ok) setTimeout(() => window.location.reload(), 700);
+    if (response.ok) {
+      sessionStorage.setItem("skein.flash", `Done: ${text}. The page below shows the state now.`);
+      setTimeout(() => window.location.reload(), 300);
+    }
   } finally {
     form.querySelectorAll("button").forEach((b) => { b.disabled = false; });
   }
+});
+document.addEventListener("DOMContentLoaded", () => {
+  const flash = document.getElementById("flash");
+  const text = sessionStorage.getItem("skein.flash");
+  if (!flash || !text) return;
+  sessionStorage.removeItem("skein.flash");
+  flash.textContent = text;
+  flash.hidden = false;
 });
