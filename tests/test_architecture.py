@@ -29,7 +29,7 @@ FOUNDATION = {"skein",  # the package's __init__: its version
               "skein.apply", "skein.catalog", "skein.discovery", "skein.audit", "skein.approvals",
               "skein.faults", "skein.paths", "skein.controls", "skein.store_schema",
               "skein.spec_sql", "skein.sqlbudget", "skein.view_comments",
-              "skein.statuses",
+              "skein.statuses", "skein.spec_values", "skein.campaign_files",
               # dbt-core in its own environment (issue 19): sandbox, graph, schemas
               "skein.dbt_sandbox", "skein.dbt_child", "skein.dbt_packages", "skein.dbt_manifest",
               "skein.dbt_seeds", "skein.dbt_graph", "skein.dbt_schemas",
@@ -40,7 +40,7 @@ PACKAGES = {"skein.rewrite": "rewrite", "skein.simulation": "simulation",
             "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app",
             "skein.views": "app"}  # the portal's read models
 APP = {"skein.evidence", "skein.plan", "skein.rundir", "skein.cli", "skein.console",
-       "skein.warm"}  # names the pipeline's modules to preload
+       "skein.warm", "skein.cli_checks"}  # names the pipeline's modules to preload
 
 MAY_IMPORT = {layer: set(LAYERS[:i + 1]) for i, layer in enumerate(LAYERS)}
 MAY_IMPORT["demo"] = {"foundation", "demo"}  # the demo fleet stands on the foundation alone

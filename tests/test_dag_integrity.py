@@ -71,10 +71,19 @@ BROKEN = {
         target: analytics_v2.users
         rollout: {schedule: every night}
     """,
-    # same id as alpha.yaml: loads, but its DAG id is taken
-    "copy-of-alpha.yaml": """
-        campaign: alpha
-        title: A second alpha
+    # two files of one id: each loads, neither gets the DAG (whichever was read first would
+    # be the campaign, approvers included: issue 18)
+    "delta.yaml": """
+        campaign: delta
+        title: Delta
+        owners: [team-a]
+        warehouse: duckdb:///wh.duckdb
+        source: analytics.plays
+        target: analytics_v2.plays
+    """,
+    "copy-of-delta.yaml": """
+        campaign: delta
+        title: A second delta
         owners: [team-a]
         warehouse: duckdb:///wh.duckdb
         source: analytics.plays
@@ -138,7 +147,7 @@ def dagbag(tmp: Path, campaigns: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
-    """Two valid campaigns, one invalid file, one duplicate id."""
+    """Two valid campaigns, one invalid file, two files of one id."""
     tmp = tmp_path_factory.mktemp("mixed")
     campaigns = write_campaigns(tmp / "campaigns", {**VALID, **BROKEN})
     return campaigns, dagbag(tmp, campaigns)
@@ -201,10 +210,10 @@ def test_broken_files_are_one_import_error_naming_file_and_line(mixed):
     campaigns, bag = mixed
     assert list(bag["errors"]) == ["skein_campaign_errors.py"]
     error = bag["errors"]["skein_campaign_errors.py"]
-    assert "2 campaign file(s)" in error
+    assert "3 campaign file(s)" in error
     assert f"{campaigns}/broken.yaml:7: rollout.schedule: 'every night' is not a 5-field cron" in error
-    assert (f"{campaigns}/copy-of-alpha.yaml:1: campaign: id 'alpha' is already used by "
-            f"{campaigns}/alpha.yaml") in error
+    assert (f"{campaigns}/copy-of-delta.yaml:1: campaign: id 'delta' is also the id of "
+            f"{campaigns}/delta.yaml") in error
 
 
 def test_no_import_errors_when_every_campaign_is_valid(tmp_path):

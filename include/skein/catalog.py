@@ -24,7 +24,7 @@ from skein.dbt import (DbtProject, DbtProjectError, DbtRenderError, load_dbt_pro
 from skein.errors import DiscoveryError, SpecError
 from skein.lineage import Lineage, SchemaCache, analyze_sql, mentioned_datasets
 from skein.ownership import Ownership, OwnershipResolver, parse_view_comment
-from skein.paths import symlink_on_path
+from skein.paths import not_utf8_name, printable_name, symlink_on_path
 from skein.spec import Campaign
 from skein.warehouse import Warehouse
 
@@ -177,6 +177,25 @@ def _repo_consumers(repo: Path, default_dialect: str, exclude: list[str],
     return consumers
 
 
+def _escalate_bad_name(consumer: Consumer, problems: list[str]) -> bool:
+    """A consumer whose repository or file name is not UTF-8 keeps an id with those bytes
+    escaped and is escalated if it mentions the source (nothing is written to it)."""
+    why = not_utf8_name(consumer.id)
+    if why is None:
+        return False
+    path = consumer.file
+    consumer.id, consumer.error = printable_name(consumer.id), why
+    consumer.repo, consumer.path = printable_name(consumer.repo), printable_name(consumer.path)
+    consumer.file = None  # never read as text nor written: only its mentions are looked for
+    problems.append(f"{consumer.id}: {why}")
+    try:
+        with open(path, "rb") as handle:
+            _set_mentions(consumer, handle.read(MAX_CONSUMER_BYTES).decode("latin-1"))
+    except OSError:
+        _set_mentions(consumer, "")
+    return True
+
+
 def _file_consumer(repo: Path, rel: str, projects: dict[Path, DbtProject | str],
                    owners: OwnershipResolver, default_dialect: str,
                    problems: list[str]) -> Consumer | None:
@@ -188,6 +207,8 @@ def _file_consumer(repo: Path, rel: str, projects: dict[Path, DbtProject | str],
     ownership = owners.for_file(path)
     consumer = Consumer(id=f"{repo.name}/{rel}", kind="sql", repo=repo.name, path=rel, file=path,
                         dialect=ownership.dialect or default_dialect, sql="", ownership=ownership)
+    if _escalate_bad_name(consumer, problems):
+        return consumer
     text = _read_consumer(consumer, path, problems)
     if text is None:
         return consumer

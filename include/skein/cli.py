@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from skein.cli_checks import (campaign_problems, check_waves, check_writable, deployed_campaigns,
+                              fraction_arg, validate_paths, workers_arg)
 from skein.errors import SkeinError
 
 EXIT_USER_ERROR = 2
@@ -36,21 +38,24 @@ def _cmd_discover(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    from skein.catalog import repository_problems
-    from skein.discovery import check_against_catalog, connect
-    from skein.errors import SpecError, SpecErrors
+    from skein.campaign_files import duplicate_ids
+    from skein.errors import SpecErrors
     from skein.spec import load_campaign
 
-    campaign = load_campaign(args.campaign)
-    problems = repository_problems(campaign)  # local folders: checked offline too
-    if not args.offline:
+    campaigns, problems = {}, []
+    for path in validate_paths(args.campaign):
         try:
-            check_against_catalog(campaign, connect(campaign).schemas())
-        except SpecError as exc:
-            problems[:0] = exc.errors if isinstance(exc, SpecErrors) else [exc]
+            campaigns[path] = load_campaign(path)
+        except SpecErrors as exc:
+            problems.extend(exc.errors)
+    deployed = deployed_campaigns(set(campaigns))
+    problems += [p for path, p in duplicate_ids({**deployed, **campaigns}).items() if path in campaigns]
+    for campaign in campaigns.values():
+        problems += campaign_problems(campaign, args.offline)
     if problems:
         raise SpecErrors(problems)
-    print(f"{args.campaign}: campaign {campaign.campaign} is valid")
+    for path, campaign in campaigns.items():
+        print(f"{path}: campaign {campaign.campaign} is valid")
     return 0
 
 
@@ -59,9 +64,14 @@ def _cmd_rewrite(args) -> int:
     from skein.agents.requests import request_for_file
     from skein.agents.rule import rewrite
     from skein.discovery import connect
-    from skein.spec import load_campaign
+    from skein.spec import check_dialect, load_campaign
 
     campaign = load_campaign(args.campaign)
+    if args.dialect is not None:
+        try:
+            check_dialect(args.dialect)
+        except ValueError as exc:
+            raise SkeinError(f"--dialect: {exc}") from None
     warehouse = connect(campaign)
     path = Path(args.file)
     if not path.is_file():
@@ -124,6 +134,8 @@ def print_plan(plan, waves: dict[str, list[str]], where: str) -> None:
 
 def _output_dir(out: str) -> Path:
     """``--out`` as a folder that exists (made if needed), or a ``SkeinError`` saying why not."""
+    if not out:  # Path("") is the current folder
+        raise SkeinError("--out: an empty path: name the folder to write the plan in")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise SkeinError(f"--out {out}: is a file, not a folder")
@@ -131,6 +143,7 @@ def _output_dir(out: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SkeinError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
+    check_writable(path, f"--out {out}")
     return path
 
 
@@ -167,6 +180,7 @@ def _cmd_run(args) -> int:
         print("skein: run: say what to apply: --approve all|canary|none (or --dry-run to plan "
               "and simulate only)", file=sys.stderr)
         return EXIT_USER_ERROR
+    check_waves(args.campaign, args.waves)
     run_id = _new_run_id() if args.run_id is None else args.run_id
     store = CampaignStore(args.store) if args.store else None
     from skein.console import progress_bars, run_summary
@@ -263,12 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("discover", help="list the consumers a campaign impacts")
     p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=workers_arg, default=None,
                    help="processes for parsing (default: one per core)")
     p.set_defaults(func=_cmd_discover)
 
-    p = sub.add_parser("validate", help="check a campaign file (and the warehouse it names)")
-    p.add_argument("campaign", help=CAMPAIGN_HELP)
+    p = sub.add_parser("validate", help="check campaign files (and the warehouses they name)")
+    p.add_argument("campaign", nargs="+", help="campaign YAML files, or folders of them; "
+                   "ids must differ between them and from those in $SKEIN_CAMPAIGNS_DIR")
     p.add_argument("--offline", action="store_true", help="do not open the warehouse")
     p.set_defaults(func=_cmd_validate)
 
@@ -282,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="discovery and a patch (or escalation) per impacted consumer")
     p.add_argument("campaign", help=CAMPAIGN_HELP)
     p.add_argument("--out", required=True, help="directory for plan.json, patches/ and patched/")
-    p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
+    p.add_argument("--workers", type=workers_arg, default=None, help=WORKERS_HELP)
     p.add_argument("--no-simulate", action="store_true",
                    help="skip the dry run of every patch on the warehouse's data")
     p.set_defaults(func=_cmd_plan)
@@ -335,10 +350,11 @@ def _add_run(sub) -> None:
                         "(required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="plan and simulate; apply nothing")
     p.add_argument("--waves", nargs="+", help="only these waves")
-    p.add_argument("--error-threshold", type=float, help="override the campaign's threshold")
+    p.add_argument("--error-threshold", type=fraction_arg,
+                   help="override the campaign's threshold (0 to 1)")
     p.add_argument("--consumers", help="only consumers whose id matches this glob (and the upstream they read)")
     p.add_argument("--no-soak", action="store_true", help="do not wait the waves' soak time")
-    p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
+    p.add_argument("--workers", type=workers_arg, default=None, help=WORKERS_HELP)
     p.add_argument("--store", help="campaign store URL (default: $SKEIN_STORE_URL or SQLite "
                    "in $SKEIN_HOME)")
     p.add_argument("--json", action="store_true",
@@ -352,6 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     # sqlglot logs "Falling back to parsing as a 'Command'" with SQL fragments for statements
     # it only half understands; Skein reports what matters per consumer instead.
     logging.getLogger("sqlglot").setLevel(logging.ERROR)
+    # File names that are not UTF-8 (held as surrogates) are printed escaped, not a traceback.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    argv = sys.argv[1:] if argv is None else argv
+    if any("\0" in arg for arg in argv):  # no path or name holds one; os.stat raises on it
+        print("skein: an argument holds a NUL byte", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -103,6 +103,7 @@ def check_against_catalog(campaign: Campaign, schemas: dict[str, dict[str, str]]
     target_columns = _target_columns(campaign, schemas, problems)
     if target_columns is not None:
         problems.extend(_expression_problems(campaign, target_columns))
+    problems.extend(sample_key_problems(campaign, schemas))
     if problems:
         raise SpecErrors(problems)
 
@@ -123,6 +124,22 @@ def _target_columns(campaign: Campaign, schemas, problems) -> set[str] | None:
         problems.append(campaign.error(built.error, "forward"))
         return None
     return set(built.outputs)
+
+
+def sample_key_problems(campaign: Campaign, schemas: dict[str, dict[str, str]]):
+    """``simulation.sample_keys`` names datasets of the warehouse and their columns: the sample
+    query would fail on another name (the target may be built by ``forward`` instead)."""
+    for dataset, keys in campaign.simulation.sample_keys.items():
+        columns = schemas.get(dataset.lower())
+        if columns is None:
+            if dataset.lower() != campaign.target.lower() or not campaign.forward:
+                yield campaign.error(f"unknown dataset {dataset!r} in {campaign.warehouse}",
+                                     "simulation", "sample_keys", dataset)
+            continue
+        unknown = [k for k in keys if k.lower() not in columns]
+        if unknown:
+            yield campaign.error(f"{', '.join(map(repr, unknown))}: not a column of {dataset} "
+                                 f"(columns: {', '.join(columns)})", "simulation", "sample_keys", dataset)
 
 
 def _expression_problems(campaign: Campaign, target_columns: set[str]):

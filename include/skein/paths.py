@@ -57,3 +57,32 @@ def run_folder(run_id: str) -> str:
         return safe
     digest = hashlib.sha256(run_id.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return f"{safe}~{digest}"
+
+
+def not_utf8_name(name: str) -> str | None:
+    r"""Why ``name`` (a path read from git or the file system, undecodable bytes held as
+    surrogates) cannot name a consumer: it is not UTF-8, so no id, report or JSON can carry it.
+    The message shows the name with those bytes escaped. None for a UTF-8 name.
+
+    >>> print(not_utf8_name("growth/dur\udce9e.sql"))
+    file name growth/dur\xe9e.sql is not UTF-8 (byte 0xe9): rename it, or migrate it by hand
+    >>> not_utf8_name("growth/durée.sql") is None
+    True
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(name[exc.start]) - 0xDC00
+        return (f"file name {printable_name(name)} is not UTF-8 (byte {byte:#04x}): rename it, "
+                "or migrate it by hand")
+    return None
+
+
+def printable_name(name: str) -> str:
+    r"""``name`` with bytes that are not UTF-8 written as ``\xNN``.
+
+    >>> print(printable_name("dur\udce9e.sql"))
+    dur\xe9e.sql
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+

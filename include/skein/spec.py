@@ -38,6 +38,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       field_validator, model_validator)
 
 from skein.errors import SpecError, SpecErrors
+from skein.spec_values import model_name, sample_key_columns, sandbox_memory
 from skein.yamlspan import YamlDoc, load_yaml_file
 
 CAMPAIGN_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -58,7 +59,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_dialect(value: str | None) -> str | None:
+def check_dialect(value: str | None) -> str | None:
     if value is None:
         return None
     from sqlglot.dialects.dialect import Dialect
@@ -80,7 +81,7 @@ class ConsumerSource(_Strict):
     exclude: list[str] = Field(default_factory=list, description="Globs of paths inside the "
                                "repositories to skip, e.g. `archive/**`.")
 
-    _dialect = field_validator("dialect")(classmethod(lambda cls, v: _check_dialect(v)))
+    _dialect = field_validator("dialect")(classmethod(lambda cls, v: check_dialect(v)))
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -145,6 +146,8 @@ class LLMAgentSettings(_Strict):
     conn_id: str = Field("pydanticai_default", description="Airflow `pydanticai` connection.")
     attempts: int = Field(3, ge=1, le=10, description="Model answers tried per consumer.")
 
+    _model = field_validator("model")(classmethod(lambda cls, v: v if v is None else model_name(v)))
+
 
 class Expectation(_Strict):
     """One Great Expectations expectation, by its GX class name and arguments."""
@@ -166,12 +169,16 @@ class SimulationSettings(_Strict):
     rel_tol: float = Field(1e-9, ge=0, lt=1, description="Relative tolerance for floating point "
                            "values in the parity check.")
     timeout_s: float = Field(60, gt=0, description="Time limit per consumer query.")
-    memory_limit: str = Field("1GB", description="DuckDB memory limit of each sandbox.")
+    memory_limit: str = Field("1GB", description="DuckDB memory limit of each sandbox: a number "
+                              "and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), 16 MiB to 1 PiB.")
     expectations: list[Expectation] = Field(default_factory=list, description="Extra expectations "
                                             "every new output must meet.")
     dbt_build: bool = Field(True, description="Build each patched dbt model and its descendants "
                             "with dbt in a sandbox warehouse and run the project's tests on them; "
                             "a build or test the patch breaks refutes it (docs/simulation.md).")
+
+    _memory = field_validator("memory_limit")(classmethod(lambda cls, v: sandbox_memory(v)))
+    _keys = field_validator("sample_keys")(classmethod(lambda cls, v: sample_key_columns(v)))
 
 
 class Resources(_Strict):
@@ -323,7 +330,7 @@ class Campaign(_Strict):
             raise ValueError(f"{value!r} is not a dataset name like schema.table")
         return value
 
-    _dialect = field_validator("dialect")(classmethod(lambda cls, v: _check_dialect(v)))
+    _dialect = field_validator("dialect")(classmethod(lambda cls, v: check_dialect(v)))
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -403,6 +410,8 @@ def _to_spec_error(err: dict[str, Any], doc: YamlDoc) -> SpecError:
         message = "unknown field (check the spelling; see docs/campaign-spec.md)"
     elif err["type"] == "missing":
         message = "required field is missing"
+    elif err["type"] == "invalid_key":  # `~: x`, `2.5: x`: YAML reads those keys as null, numbers
+        message = "a key must be text: quote it"
     return SpecError(message, file=doc.file, line=doc.line_of(loc), field=_dotted(loc) or None)
 
 

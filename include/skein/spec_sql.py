@@ -31,7 +31,11 @@ def sql_problems(campaign: Campaign):
         try:
             statements = [s for s in sqlglot.parse(expression, read=dialect) if s is not None]
         except SqlglotError as exc:
-            yield campaign.error(f"expression {expression!r} does not parse: {first_line(exc)}",
+            yield campaign.error(f"expression {_short(expression)} does not parse: {first_line(exc)}",
+                                 "columns", old)
+            continue
+        except RecursionError:  # sqlglot's parser recurses once per level of nesting
+            yield campaign.error(f"expression {_short(expression)} is nested too deeply",
                                  "columns", old)
             continue
         # The text is spliced into every consumer: a second statement or a comment there
@@ -52,6 +56,8 @@ def sql_problems(campaign: Campaign):
             parsed = sqlglot.parse(campaign.forward, read=dialect)
         except SqlglotError as exc:
             yield campaign.error(f"does not parse: {first_line(exc)}", "forward")
+        except RecursionError:
+            yield campaign.error("does not parse: nested too deeply", "forward")
         else:
             if len(parsed) != 1 or not isinstance(parsed[0], exp.Query):
                 yield campaign.error("must be a single SELECT building the target", "forward")
@@ -66,3 +72,14 @@ def has_comments(sql: str, dialect: str) -> bool:
     from sqlglot.dialects.dialect import Dialect
 
     return any(token.comments for token in Dialect.get_or_raise(dialect).tokenize(sql))
+
+
+def _short(expression: str, limit: int = 80) -> str:
+    """An expression as a message quotes it: the first ``limit`` characters.
+
+    >>> _short("(" * 100 + "x" + ")" * 100, 10)
+    "'((((((((((...' (201 characters)"
+    """
+    if len(expression) <= limit:
+        return repr(expression)
+    return repr(expression[:limit])[:-1] + f"...' ({len(expression)} characters)"

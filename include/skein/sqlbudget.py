@@ -134,11 +134,22 @@ def parse(text: str, dialect: str, tokenizer=None, parser=None) -> tuple[list, l
     sqlglot's own errors. ``tokenizer``, ``parser``: the dialect's, to reuse (default: new)."""
     check_text(text)
     instance = _dialect(dialect)
-    tokens = (tokenizer or instance.tokenizer()).tokenize(text)
+    tokens = (tokenizer or instance.tokenizer()).tokenize(bom_as_space(text))
     check_tokens(tokens)
     trees = (parser or instance.parser()).parse(tokens, text)
     check_trees(trees)
     return tokens, trees
+
+
+def bom_as_space(text: str) -> str:
+    """``text`` as sqlglot is given it: a leading byte-order mark (U+FEFF, which editors on
+    Windows write and sqlglot's tokenizer refuses) read as a space, one character for one, so
+    every offset into the parse is an offset into the original, whose BOM a patch keeps.
+
+    >>> bom_as_space("\ufeffSELECT 1"), bom_as_space("SELECT 1")
+    (' SELECT 1', 'SELECT 1')
+    """
+    return " " + text[1:] if text.startswith("\ufeff") else text
 
 
 class Deadline:

@@ -95,7 +95,7 @@ class CampaignStore:
         try:
             self.engine = _engine(self.url)
             self._create_schema()
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, ImportError) as exc:  # ImportError: no driver (mysql://)
             raise StoreError(f"cannot open the campaign store {_redact(self.url)}: "
                              f"{str(exc).splitlines()[0]}") from None
 

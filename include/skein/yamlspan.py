@@ -27,6 +27,8 @@ skein.errors.SpecError: f.yaml:3: YAML merge keys (<<) are not supported
 from __future__ import annotations
 
 import re
+import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,7 +206,10 @@ def read_yaml_text(path: str | Path, limits: Limits = Limits()) -> str:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero never ends, a FIFO blocks
+            raise SpecError("not a regular file", file=str(path))
+        size = info.st_size
         if size > limits.file_bytes:
             raise SpecError(f"file is {size / 1e6:.1f} MB, more than {limits.what} can be "
                             f"({limits.file_bytes >> 20} MiB): refused", file=str(path), line=1)
@@ -296,7 +301,28 @@ def _build(node: yaml.Node, path: Path_, lines: dict, constructor: yaml.SafeLoad
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*path, i), lines, constructor, file, strict, above, budget)
                 for i, item in enumerate(node.value)]
-    return constructor.construct_object(node, deep=True)
+    return _scalar(node, constructor, file, path)
+
+
+def _scalar(node: yaml.ScalarNode, constructor: yaml.SafeLoader, file: str, path: Path_):
+    """A scalar with YAML's own rules; one that Python refuses to build (an integer of more
+    than 4,300 digits: ``int()``'s limit against quadratic-time conversion) is a ``SpecError``.
+
+    >>> load_yaml_with_lines("a: 1\\nb: " + "9" * 5000, "f.yaml")
+    Traceback (most recent call last):
+    skein.errors.SpecError: f.yaml:2: b: a number of 5000 digits: too long to read (at most 4300)
+    """
+    try:
+        return constructor.construct_object(node, deep=True)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        digits = sum(ch.isdigit() for ch in node.value)
+        field = ".".join(shorten(str(p)) if str(p).isprintable() else shorten(repr(str(p)))
+                         for p in path)
+        raise SpecError(f"a number of {digits} digits: too long to read (at most "
+                        f"{sys.get_int_max_str_digits()})", file=file,
+                        line=node.start_mark.line + 1, field=field or None) from None
 
 
 def _build_mapping(node: yaml.MappingNode, path: Path_, lines: dict, constructor, file: str,
@@ -316,7 +342,7 @@ def _build_mapping(node: yaml.MappingNode, path: Path_, lines: dict, constructor
             raise SpecError("a mapping key must be a plain value, not a list or mapping",
                             file=file, line=key_node.start_mark.line + 1)
         budget.spend(key_node, value=False)  # a key repeated through aliases is text too
-        key = constructor.construct_object(key_node, deep=True)
+        key = _scalar(key_node, constructor, file, path)
         if strict and key in out:
             raise SpecError(f"duplicate key {shorten(repr(key))}", file=file,
                             line=key_node.start_mark.line + 1,
@@ -325,6 +351,8 @@ def _build_mapping(node: yaml.MappingNode, path: Path_, lines: dict, constructor
         out[key] = _build(value_node, (*path, key), lines, constructor, file, strict, above,
                           budget)
         lines[(*path, key)] = key_node.start_mark.line + 1
+        if not isinstance(key, str):  # pydantic names a ``~`` or ``2.5`` key 'None', '2.5'
+            lines.setdefault((*path, str(key)), key_node.start_mark.line + 1)
     return out
 
 

@@ -52,11 +52,11 @@ def campaigns_dir() -> Path:
 
 
 def campaign_files(directory: Path) -> list[Path]:
-    """Campaign files directly in ``directory`` (``*.yaml``, ``*.yml``), sorted."""
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir()
-                  if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file())
+    """Campaign files directly in ``directory`` (``skein.campaign_files``: the engine's rule,
+    which ``skein validate DIR`` follows too)."""
+    from skein.campaign_files import campaign_files as files_in
+
+    return files_in(directory)
 
 
 def dag_id_for(campaign_id: str) -> str:
@@ -93,25 +93,17 @@ def build_campaign_dags(directory: Path | None = None, build: bool = True) -> Ca
     """
     from airflow.sdk import get_parsing_context
 
-    from skein.spec import load_campaign
+    from skein.campaign_files import load_campaign_files
 
     only = get_parsing_context().dag_id
 
     result = CampaignDags(directory=directory or campaigns_dir())
-    sources: dict[str, Path] = {}
-    for path in campaign_files(result.directory):
-        try:
-            campaign = load_campaign(path)
-        except Exception as e:  # noqa: BLE001 - reported, per file
-            result.errors[path] = _describe(e, path)
-            continue
+    # Files that do not load, and every file of an id that two files share (whichever was
+    # read first would otherwise be the campaign, approvers included), are errors.
+    loaded = load_campaign_files(campaign_files(result.directory))
+    result.errors.update(loaded.errors)
+    for path, campaign in loaded.campaigns.items():
         dag_id = dag_id_for(campaign.campaign)
-        if dag_id in sources:
-            line = campaign.line_of("campaign") or 1
-            result.errors[path] = (f"{path}:{line}: campaign: id {campaign.campaign!r} is already "
-                                   f"used by {sources[dag_id]}")
-            continue
-        sources[dag_id] = path
         if not build or (only is not None and only != dag_id):
             continue
         try:
@@ -121,14 +113,6 @@ def build_campaign_dags(directory: Path | None = None, build: bool = True) -> Ca
     for path, problem in result.errors.items():
         log.warning("Skein campaign file skipped: %s", problem)
     return result
-
-
-def _describe(error: Exception, path: Path) -> str:
-    from skein.errors import SkeinError
-
-    if isinstance(error, SkeinError):  # already "file:line: field: message"
-        return str(error)
-    return f"{path}: {type(error).__name__}: {error}"
 
 
 def campaign_dag(campaign: Campaign, executors: str | None = None) -> DAG:

@@ -159,11 +159,14 @@ def _prepare(out: Path, replace: bool) -> None:
             path.unlink()
 
 
+MAX_DEMO_CONSUMERS = 100_000  # bench/ builds 10,000
+
+
 def build_demo_fleet(out: Path, consumers: int = 40, seed: int = 7, replace: bool = False) -> Path:
     """Build the demo fleet under ``out``; returns the campaign file's path. ``replace``:
     rebuild an earlier fleet even where it holds changes the demo did not make."""
-    if consumers < 1:
-        raise SkeinError(f"--consumers must be at least 1, not {consumers}")
+    if not 1 <= consumers <= MAX_DEMO_CONSUMERS:  # past it: hours of git commits, gigabytes
+        raise SkeinError(f"--consumers must be from 1 to {MAX_DEMO_CONSUMERS:,}, not {consumers}")
     out = Path(out)
     _prepare(out, replace)
     specs = plan_fleet(consumers, seed)

@@ -4,6 +4,7 @@ what the rules escalate. Both pass the same gate (``skein.agents.gate``)."""
 from __future__ import annotations
 
 from skein.audit import Action
+from skein.errors import first_line
 from skein.pipeline.context import RunContext
 from skein.rewrite.request import Escalation, Patch, Unchanged
 from skein.spec import Campaign
@@ -72,4 +73,10 @@ def llm_agent(campaign: Campaign, model=None):
     from skein.agents.llm import LLMAgent
     from skein.simulation.worlds import WarehouseSamples
 
-    return LLMAgent(model, gate=default_gate(WarehouseSamples(campaign)), attempts=settings.attempts)
+    from pydantic_ai.exceptions import UserError
+
+    try:
+        return LLMAgent(model, gate=default_gate(WarehouseSamples(campaign)), attempts=settings.attempts)
+    except (ImportError, UserError) as exc:  # the provider's package or key is missing here
+        raise campaign.error(f"cannot use model {str(model)!r} here: {first_line(exc)}",
+                             "agents", "llm", "model") from None

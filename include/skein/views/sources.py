@@ -81,15 +81,20 @@ def run_dir(src: Sources, campaign_id: str, run_id: str) -> Path:
 
 
 def _specs_by_id(files: tuple[Path, ...]) -> dict[str, Path]:
-    out = {}
+    """Each campaign id's file; an id that several files have is served by none of them (the
+    DAG factory builds no DAG for it either: ``skein.campaign_files``)."""
+    from skein.campaign_files import duplicate_ids
+
+    specs = {}
     for path in files:
         try:
             spec = _load(path, path.stat().st_mtime_ns)
         except OSError:
             continue
         if spec is not None:
-            out.setdefault(spec.campaign, path)
-    return out
+            specs[path] = spec
+    shared = duplicate_ids(specs)
+    return {spec.campaign: path for path, spec in specs.items() if path not in shared}
 
 
 @lru_cache(maxsize=256)

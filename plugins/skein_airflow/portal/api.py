@@ -51,6 +51,19 @@ def same_origin(request: Request) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
 
 
+# Integers from a query string are bounded where they are declared: Python's are not, the
+# database's are (a 20-digit offset was a 500 from SQLite's OverflowError).
+MAX_QUERY_INT = 2**31 - 1
+
+
+def offset_query():
+    return Query(0, ge=0, le=MAX_QUERY_INT)
+
+
+def tier_query():
+    return Query(None, ge=-MAX_QUERY_INT, le=MAX_QUERY_INT)
+
+
 router = APIRouter(prefix="/api/v1", tags=["skein"], dependencies=[Depends(portal_user)])
 actions = APIRouter(prefix="/api/v1", tags=["skein actions"],
                     dependencies=[Depends(portal_user), Depends(same_origin)])
@@ -137,9 +150,9 @@ def get_campaign(campaign_id: str, user: Any = Depends(campaign_reader)) -> Camp
 @router.get("/campaigns/{campaign_id}/consumers", response_model=views.ConsumerPage,
             dependencies=[Depends(campaign_reader)])
 def list_consumers(campaign_id: str, status_: str | None = Query(None, alias="status"),
-                   owner: str | None = None, tier: int | None = None, kind: str | None = None,
+                   owner: str | None = None, tier: int | None = tier_query(), kind: str | None = None,
                    wave: str | None = None, search: str | None = Query(None, max_length=200),
-                   limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> views.ConsumerPage:
+                   limit: int = Query(50, ge=1, le=500), offset: int = offset_query()) -> views.ConsumerPage:
     """A page of the campaign's consumers (filtered and paged in the database)."""
     _campaign_known(campaign_id)
     f = views.ConsumerFilter(status=status_, owner=owner, tier=tier, kind=kind, wave=wave, search=search)
@@ -167,7 +180,7 @@ def get_burndown(campaign_id: str, points: int = Query(200, ge=2, le=2000)) -> v
 @router.get("/campaigns/{campaign_id}/audit", response_model=views.AuditPage,
             dependencies=[Depends(campaign_reader)])
 def get_audit(campaign_id: str, consumer: str | None = None, limit: int = Query(100, ge=1, le=500),
-              offset: int = Query(0, ge=0)) -> views.AuditPage:
+              offset: int = offset_query()) -> views.AuditPage:
     """The campaign's audit log, newest first."""
     _campaign_known(campaign_id)
     return views.audit_page(sources().store, campaign_id, consumer=consumer, limit=limit, offset=offset)

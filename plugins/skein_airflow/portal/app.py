@@ -3,7 +3,7 @@
 Its OpenAPI schema is served at ``/skein/openapi.json`` behind the same authentication as
 everything else (FastAPI's own schema and docs routes are off: they take no dependencies,
 and the Swagger page would load from a CDN). Errors say what went wrong for the caller
-(401, 403, 404, 409) and never how: an unexpected one is a 500 with an error id, logged
+(401, 403, 404, 409, 413, 422) and never how: an unexpected one is a 500 with an error id, logged
 here with its traceback.
 
 >>> app = create_app()
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from skein_airflow.portal import api, pages, teams
 from skein_airflow.portal.auth import portal_user
+from skein_airflow.portal.limits import BodyGuard
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(Exception, unexpected_error)
+    # inside the security headers (added after it: outermost), so its 401 and 413 carry them
+    app.add_middleware(BodyGuard)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader
 
 from skein_airflow.portal import docs
+from skein_airflow.portal.api import offset_query, tier_query
 from skein_airflow.portal.auth import campaign_reader, portal_user, user_id
 
 HERE = Path(__file__).resolve().parent
@@ -79,9 +80,9 @@ def catalog_page(request: Request, user: Any = Depends(portal_user)) -> HTMLResp
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
 def campaign_page(request: Request, campaign_id: str, user: Any = Depends(campaign_reader),
                   status_: str | None = Query(None, alias="status"), owner: str | None = None,
-                  tier: int | None = None, kind: str | None = None, wave: str | None = None,
+                  tier: int | None = tier_query(), kind: str | None = None, wave: str | None = None,
                   search: str | None = Query(None, max_length=200),
-                  offset: int = Query(0, ge=0)) -> HTMLResponse:
+                  offset: int = offset_query()) -> HTMLResponse:
     from skein import views
     from skein_airflow.portal.api import campaign_out
     from skein_airflow.portal.sources import sources
