@@ -5,7 +5,9 @@ is imported, so a check fails on what the code says, whatever importing it would
   MAX_FUNCTION_LINES (``end_lineno - lineno + 1``);
 - privacy: no ``from skein.x import _name`` and no ``module._name`` of another skein module;
 - layers: a module imports only its own layer and those below it (LAYERS, MAY_IMPORT), and
-  every module has a layer, so a new module must be placed.
+  every module has a layer, so a new module must be placed;
+- cycles: no two modules import each other, directly or around a loop, in the engine or in
+  the Airflow plugin (an import inside a function counts: it is the same dependency, hidden).
 
 Known violations are listed in ALLOWED, each by the key its check reports.
 """
@@ -266,3 +268,76 @@ def test_allowed_violations_still_exist():
     stale = sorted(ALLOWED - set(found))
     assert not stale, "fixed: remove from ALLOWED in tests/test_architecture.py:\n  " + \
         "\n  ".join(map(str, stale))
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import loops of ``graph`` (module -> modules it imports): Tarjan's strongly
+    connected components of more than one module, each sorted.
+
+    >>> import_cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}})
+    [['a', 'b']]
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    loops = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            loop = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(loop) > 1:
+                loops.append(sorted(loop))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(loops)
+
+
+def engine_graph() -> dict[str, set[str]]:
+    return {m.name: {t for _, t, _ in imports(m) if t in MODULES and t != m.name}
+            for m in MODULES.values()}
+
+
+def plugin_graph() -> dict[str, set[str]]:
+    """skein_airflow's modules and the skein_airflow modules each imports (``ast``, as above)."""
+    root = INCLUDE.parent / "plugins"
+    names = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (root / "skein_airflow").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""]
+                       if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for target in targets:
+                while target and target not in names:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    found.add(target)
+        graph[name] = found
+    return graph
+
+
+def test_no_import_cycles_in_the_engine():
+    loops = import_cycles(engine_graph())
+    assert not loops, "modules that import each other (move what both need into a module " \
+        "of its own, or pass it in):\n  " + "\n  ".join(" <-> ".join(loop) for loop in loops)
+
+
+def test_no_import_cycles_in_the_plugin():
+    graph = plugin_graph()
+    assert "skein_airflow.campaign_dags" in graph and graph["skein_airflow.approval"]
+    loops = import_cycles(graph)
+    assert not loops, "plugin modules that import each other:\n  " + \
+        "\n  ".join(" <-> ".join(loop) for loop in loops)

@@ -86,7 +86,7 @@ class StatusCounts(BaseModel):
 def plan_items(report: DiscoveryReport, results: dict[str, Patch | Escalation],
                simulations: dict | None = None) -> Plan:
     """The plan of a discovery report, the agents' results and (optionally) the simulations."""
-    from skein.rundir import file_name
+    from skein.paths import file_name
 
     items = []
     for c in report.consumers:

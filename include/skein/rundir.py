@@ -24,10 +24,8 @@ to share one file, and one consumer was applied with the other's patch (issue 18
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
-import re
 import shutil
 from pathlib import Path
 
@@ -36,68 +34,12 @@ from pydantic import BaseModel, TypeAdapter
 from skein.catalog import Catalog
 from skein.discovery import DiscoveryReport
 from skein.errors import SkeinError
+from skein.paths import consumer_id, file_name  # noqa: F401 - the run directory's names
 from skein.plan import Plan, StatusCounts
 from skein.rewrite.request import Escalation, Patch, Unchanged
 
 _RESULT = TypeAdapter(Patch | Escalation | Unchanged)
 PLAN_MARKER = ".skein-plan"  # in a `skein plan --out` folder: Skein may write there again
-MAX_NAME_BYTES = 200  # a consumer's file name; suffixes (".retry.json", ".tmp") fit in 255
-
-
-def file_name(consumer_id: str) -> str:
-    """A flat, readable file name for a consumer id, one per id: ``/`` becomes ``__``; a ``_``
-    next to another ``_`` or a ``/``, a ``%`` and control characters are ``%XX``-escaped, so
-    ``consumer_id(file_name(x)) == x`` for every id (hand-written: percent-encoding every
-    ``_`` and ``/`` would make every name unreadable).
-
-    >>> file_name("repo/models/x.sql"), file_name("growth__x/y.sql"), file_name("growth/x/y.sql")
-    ('repo__models__x.sql', 'growth%5F_x__y.sql', 'growth__x__y.sql')
-    >>> file_name("a_/b"), file_name("a/_b"), file_name("50%/x y.sql")
-    ('a%5F__b', 'a__%5Fb', '50%25__x y.sql')
-    """
-    out: list[str] = []
-    for index, ch in enumerate(consumer_id):
-        if ch == "/":
-            out.append("__")
-        elif ch == "_" and ((out and out[-1].endswith("_"))
-                            or consumer_id[index + 1:index + 2] in ("_", "/")):
-            out.append("%5F")  # a raw "_" is never next to another: "__" always means "/"
-        elif ch == "%" or not ch.isprintable() or "\ud800" <= ch <= "\udfff":
-            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogateescape")))
-        else:
-            out.append(ch)
-    name = "".join(out)
-    if name in ("", ".", ".."):  # not a name a folder can hold
-        return "".join(f"%{b:02X}" for b in name.encode()) or "%"
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        # File systems take 255 bytes; "%%" never appears in an escaped name, so a shortened
-        # one is distinct from every other (up to the 64-bit hash).
-        digest = hashlib.sha256(consumer_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        head = name.encode("utf-8", "surrogateescape")[:MAX_NAME_BYTES - 18]
-        return head.decode("utf-8", "ignore") + "%%" + digest
-    return name
-
-
-def consumer_id(name: str) -> str:
-    """The consumer id ``file_name`` made ``name`` from.
-
-    >>> consumer_id("growth%5F_x__y.sql"), consumer_id("a__%5Fb"), consumer_id("50%25__x y.sql")
-    ('growth__x/y.sql', 'a/_b', '50%/x y.sql')
-    """
-    if "%%" in name:
-        raise ValueError(f"{name!r} is a shortened name: its consumer id is inside the file")
-    raw = bytearray()
-    for token in re.findall(r"%[0-9A-F]{2}|_+|[^%_]+|%", name):
-        if token.startswith("%") and len(token) == 3:
-            raw.append(int(token[1:], 16))
-        elif token.startswith("_"):
-            # a run of 2k underscores is k slashes; a raw "_" stands alone
-            raw += b"/" * (len(token) // 2) if len(token) % 2 == 0 else b"_"
-        elif token != "%":
-            raw += token.encode("utf-8", "surrogateescape")
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder."""
     path.parent.mkdir(parents=True, exist_ok=True)

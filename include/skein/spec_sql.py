@@ -7,15 +7,23 @@ teams' code will hold.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from skein.errors import first_line
-
-if TYPE_CHECKING:
-    from skein.spec import Campaign
+from skein.errors import SpecError, first_line
 
 
-def sql_problems(campaign: Campaign):
+class CampaignSQL(Protocol):
+    """What this check reads of a campaign (``skein.spec.Campaign``, which calls it: named
+    here by what it offers, so the two modules do not import each other)."""
+
+    sql_dialect: str
+    columns: dict[str, str | None]
+    forward: str | None
+
+    def error(self, message: str, *path: str | int) -> SpecError: ...
+
+
+def sql_problems(campaign: CampaignSQL):
     """Expressions in ``columns`` and the ``forward`` query must parse."""
     import sqlglot
     from sqlglot import exp

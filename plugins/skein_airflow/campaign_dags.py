@@ -21,7 +21,6 @@ campaigns keep running.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,38 +28,16 @@ from typing import TYPE_CHECKING
 import pendulum
 from airflow.sdk import DAG
 
+from skein_airflow.campaign_ids import campaign_files, campaigns_dir, dag_id_for
+
 if TYPE_CHECKING:
     from skein.spec import Campaign
 
 log = logging.getLogger(__name__)
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-DAG_ID_PREFIX = "skein__"
 DEFAULT_POOL = "skein_default"  # created from airflow_settings.yaml
 # Fixed, in the past: with catchup=False only the latest interval is ever scheduled.
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
-
-
-def campaigns_dir() -> Path:
-    """``$SKEIN_CAMPAIGNS_DIR``, else the demo fleet's campaigns inside the project.
-
-    An environment variable rather than an Airflow Variable: reading a Variable at
-    parse time is a DB (or API) call in every parse of every DAG file.
-    """
-    configured = os.environ.get("SKEIN_CAMPAIGNS_DIR")
-    return Path(configured) if configured else PROJECT_DIR / ".skein" / "demo" / "campaigns"
-
-
-def campaign_files(directory: Path) -> list[Path]:
-    """Campaign files directly in ``directory`` (``skein.campaign_files``: the engine's rule,
-    which ``skein validate DIR`` follows too)."""
-    from skein.campaign_files import campaign_files as files_in
-
-    return files_in(directory)
-
-
-def dag_id_for(campaign_id: str) -> str:
-    return DAG_ID_PREFIX + campaign_id
 
 
 class CampaignFilesError(Exception):

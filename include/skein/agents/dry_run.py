@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skein.agents.gate import CheckResult, consumer_kind
+from skein.agents.checks import CheckResult, consumer_kind
 from skein.errors import first_line
 from skein.lineage import mentioned_datasets
 from skein.rewrite.request import RewriteRequest

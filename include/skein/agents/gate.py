@@ -33,31 +33,15 @@ import ast
 import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from skein.agents.checks import PYTHON_SUFFIXES, CheckResult, consumer_kind  # noqa: F401 - the gate's API
 from skein.rewrite.request import RewriteRequest
 
 if TYPE_CHECKING:
     import pyarrow
-
-PYTHON_SUFFIXES = (".py", ".ipynb")
-
-
-class CheckResult(BaseModel):
-    """What one check says about one proposed text.
-
-    >>> CheckResult(name="scope", passed=False, feedback="line 3 changed a comment").passed
-    False
-    """
-
-    model_config = ConfigDict(frozen=True)
-    name: str
-    passed: bool
-    feedback: str = ""  # why it failed, in words a model (or a reviewer) can act on
-    skipped: bool = False  # the check does not apply here (counts as passed)
-
 
 Check = Callable[[RewriteRequest, str], CheckResult]
 
@@ -139,28 +123,14 @@ def default_gate(samples: Mapping[str, pyarrow.Table] | None = None) -> Gate:
     >>> default_gate()
     Gate([unchanged, scope, locality, dry_run])
     """
-    from skein.agents.dry_run import DryRun  # it builds on this module's CheckResult
+    from skein.agents.dry_run import DryRun  # a check of its own, on skein.agents.checks
 
     return Gate([unchanged_check, scope_check, locality_check,
                  DryRun(samples if samples is not None else {})])
 
 
-def consumer_kind(request: RewriteRequest) -> Literal["sql", "python"]:
-    """``python`` for ``.py``/``.ipynb`` files (or dialect ``python``), else ``sql``.
-
-    >>> from skein.rewrite.request import RewriteRequest
-    >>> r = RewriteRequest(consumer_id="team/jobs/report.py", text="", dialect="duckdb", source="a.b",
-    ...                    target="c.d", columns={}, schemas={})
-    >>> consumer_kind(r)
-    'python'
-    """
-    name = (request.consumer_path or request.consumer_id).lower()
-    if name.endswith(PYTHON_SUFFIXES) or request.dialect.lower() in ("python", "pandas"):
-        return "python"
-    return "sql"
-
-
 # ---- checks ---------------------------------------------------------------------------------
+
 
 def unchanged_check(request: RewriteRequest, new_text: str) -> CheckResult:
     """An empty or identical text is no rewrite."""

@@ -20,7 +20,7 @@ campaign store, and writes its own files there (``docs/architecture.md``).
 """
 
 from skein.pipeline.apply import Applied, apply_wave, target_for
-from skein.pipeline.ask import AskState, approval_options, rebuild_waves
+from skein.pipeline.ask import AskState, approval_options, approval_text, rebuild_waves
 from skein.pipeline.campaign import plan_campaign, run_campaign
 from skein.pipeline.context import RunContext, open_plan, run_directory, start_run
 from skein.pipeline.discover import discover, filter_report, work_batches
@@ -29,7 +29,7 @@ from skein.pipeline.monitor import WaveHealth, monitor_wave
 from skein.pipeline.rewrite import rewrite_consumers
 from skein.pipeline.rollback import RolledBack, finish_interrupted_rollbacks, rollback
 from skein.pipeline.simulate import simulate_consumers
-from skein.pipeline.summarize import Summary, approval_text, summarize
+from skein.pipeline.summarize import Summary, summarize
 from skein.pipeline.waves import (
     approved_scope,
     last_wave_activity,

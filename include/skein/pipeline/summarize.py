@@ -134,21 +134,3 @@ def apply_batches(ctx: RunContext, waves: dict[str, list[str]]) -> dict[str, dic
         size = batch_size(len(ids), fleet.batch_size, minimum=MIN_APPLY)
         out[wave] = {g: chunk(members, size) for g, members in grouped.items()}
     return out
-
-
-def approval_text(ctx: RunContext, evidence_url: str | None = None, params: dict | None = None,
-                  consumer_url=None, state=None) -> str:
-    """The approval's Markdown body, from the frozen plan minus what a person holds now (see
-    ``skein.evidence``, ``skein.pipeline.ask``). ``evidence_url``: the campaign's live page
-    (the portal), else the summary; ``consumer_url``: id -> the consumer's page, for the
-    consumers a human must decide on; ``state``: ``rebuild_waves``' answer, when the caller
-    rebuilt the waves for this approval (else they are computed, not written)."""
-    from skein.evidence import approval_markdown
-    from skein.pipeline.ask import held_markdown, rebuild_waves, without_held
-
-    state = state or rebuild_waves(ctx, write=False)
-    link = evidence_url or str(ctx.files.summary_html)
-    record = str(ctx.files.summary_html) if evidence_url else None
-    return held_markdown(state, consumer_url) + approval_markdown(
-        ctx.campaign, ctx.run_id, without_held(ctx.files.plan(), set(state.held)), ctx.files.summary(),
-        state.waves, link, params, consumer_url=consumer_url, record=record)

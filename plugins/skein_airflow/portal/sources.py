@@ -18,7 +18,7 @@ def sources():
     campaign file added meanwhile is listed at once)."""
     from skein.store import default_store_url, skein_home
     from skein.views import Sources
-    from skein_airflow.campaign_dags import campaign_files, campaigns_dir
+    from skein_airflow.campaign_ids import campaign_files, campaigns_dir
 
     return Sources(store=_store(default_store_url()), home=skein_home(),
                    campaign_files=tuple(campaign_files(campaigns_dir())))
@@ -30,7 +30,7 @@ def dag_id(campaign_id: str) -> str:
     >>> dag_id("plays-v2")
     'skein__plays-v2'
     """
-    from skein_airflow.campaign_dags import dag_id_for
+    from skein_airflow.campaign_ids import dag_id_for
 
     return dag_id_for(campaign_id)
 
