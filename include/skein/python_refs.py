@@ -292,6 +292,9 @@ class _Finder(cst.CSTVisitor):
         self.scopes[-1].called.add(id(node.func))
 
     def bound_read(self, node: cst.BaseExpression) -> int | None:
+        """The read a frame expression comes from: its name, or a row filter of it (``df[m]``)."""
+        while isinstance(node, cst.Subscript):
+            node = node.value
         if isinstance(node, cst.Name):
             return self.scopes[-1].names.get(node.value)
         return None
