@@ -110,6 +110,19 @@ def test_table_read_by_name(call, code, table):
     assert (found.kind, found.call, found.text, found.resolved) == ("table", call, table, True)
 
 
+def test_operator_table_keyword_and_its_columns():
+    found = refs('''
+        check = SQLColumnCheckOperator(task_id="c", table="s.plays", column_mapping={
+            "user_id": {"null_check": {"equal_to": 0}}})
+        insert = SQLInsertRowsOperator(task_id="i", table_name="actors", columns=["name", "age"])
+    ''')
+    assert [(f.kind, f.call, f.text) for f in found.findings] == [
+        ("table", "SQLColumnCheckOperator(table=)", "s.plays"),
+        ("table", "SQLInsertRowsOperator(table_name=)", "actors")]
+    assert [(c.column, c.via, c.source_line) for c in found.columns] == [
+        ("user_id", "column_mapping=", 2), ("name", "columns=", 4), ("age", "columns=", 4)]
+
+
 def test_table_call_with_a_non_string_argument_is_not_a_finding():
     assert refs("t = con.table(name)\nrows = tbl.table(0)").findings == ()
 

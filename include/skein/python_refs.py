@@ -72,7 +72,7 @@ class ColumnUse:
     """A column named after a table read, in the same function: ``df["c"]``, ``F.col("c")``."""
 
     column: str
-    via: str  # subscript, attribute, col, columns=, target_fields=
+    via: str  # subscript, attribute, col, columns=, target_fields=, column_mapping=
     line: int
     span: tuple[int, int]
     source_line: int  # the line of the read it follows (0: more than one read could be meant)
@@ -181,9 +181,10 @@ class _Finder(cst.CSTVisitor):
             self.table_argument(node, name)
         for arg in node.args:
             self.keyword_argument(node, name, arg)
-        if len(self.findings) > before:
-            self.scopes[-1].bind(node, self.findings[-1].line)
-        self.column_call(node, last)
+        own = self.findings[-1].line if len(self.findings) > before else 0
+        if own:
+            self.scopes[-1].bind(node, own)
+        self.column_call(node, last, own)
 
     def sql_argument(self, node: cst.Call, name: str, last: str, value: cst.BaseExpression) -> None:
         if is_stringish(value) or self.is_constant(value):
@@ -207,7 +208,10 @@ class _Finder(cst.CSTVisitor):
 
     def keyword_argument(self, node: cst.Call, name: str, arg: cst.Arg) -> None:
         keyword = arg.keyword.value if arg.keyword else None
-        if keyword == "sql":
+        if keyword in TABLE_KEYWORDS and name.endswith("Operator") and \
+                self.is_constant_or_string(arg.value):
+            self.add_string("table", f"{name}({keyword}=)", node, arg.value)
+        elif keyword == "sql":
             for item in _items(arg.value):
                 if self.is_constant_or_string(item):
                     self.add_string("sql", f"{name}(sql=)", node, item)
@@ -242,7 +246,8 @@ class _Finder(cst.CSTVisitor):
                                      found.text, found.resolved, found.reason, tables))
 
     # -- columns ---------------------------------------------------------------------
-    def column_call(self, node: cst.Call, last: str) -> None:
+    def column_call(self, node: cst.Call, last: str, own: int) -> None:
+        """Columns a call names; its keywords' belong to its own table read when it has one."""
         scope = self.scopes[-1]
         if not scope.reads:
             return
@@ -253,7 +258,11 @@ class _Finder(cst.CSTVisitor):
             if keyword in ("columns", "target_fields"):
                 for item in _items(self.local_value(arg.value)):
                     if isinstance(item, cst.SimpleString):
-                        self.add_column(item, f"{keyword}=", scope.only_read())
+                        self.add_column(item, f"{keyword}=", own or scope.only_read())
+            elif keyword == "column_mapping" and isinstance(arg.value, cst.Dict):
+                for element in arg.value.elements:  # check operators: {column: {check: ...}}
+                    if isinstance(getattr(element, "key", None), cst.SimpleString):
+                        self.add_column(element.key, "column_mapping=", own or scope.only_read())
 
     def local_value(self, node: cst.BaseExpression) -> cst.BaseExpression:
         """A name bound to a list literal in this function stands for the list."""
