@@ -228,6 +228,26 @@ def test_not_python_is_an_error_not_an_exception():
     assert found.findings == () and found.error.startswith("does not parse as Python")
 
 
+def test_deep_nesting_is_refused_before_libcst_which_would_crash_the_process():
+    # Without the depth check, 20,000 chained `+` killed the process (a segfault in libcst's
+    # native parser) and 500 raised RecursionError from its visitors.
+    just_under = find_python_refs("con.sql(" + " + ".join(['"a"'] * 245) + ")\n")
+    assert just_under.error is None and just_under.findings[0].text == "a" * 245
+    for n in (500, 3_000, 20_000):
+        found = find_python_refs("con.sql(" + " + ".join(['"a"'] * n) + ")\n")
+        assert found.findings == () and found.error.startswith("nested"), (n, found.error)
+    assert find_python_refs("x = " + "(" * 300 + "1" + ")" * 300).error.startswith("does not parse")
+
+
+def test_material_stays_far_below_the_depth_limit():
+    import ast
+
+    from skein.python_refs import MAX_DEPTH, nesting_depth
+    deepest = max(nesting_depth(ast.parse(p.read_text(encoding="utf-8")))
+                  for _, p in python_material.all_files())
+    assert deepest * 5 < MAX_DEPTH, deepest
+
+
 # -- the public material (tests/material.py) ----------------------------------------------
 
 @pytest.mark.parametrize("tree", python_material.TREES, ids=[t[0] for t in python_material.TREES])

@@ -24,6 +24,7 @@ imports Airflow: operators are recognised by their keywords, not their classes.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
@@ -49,6 +50,10 @@ TABLE_KEYWORDS = ("table", "table_name")
 NOT_COLUMNS = {"columns", "shape", "dtypes", "iloc", "loc", "at", "iat", "index", "T", "values",
                "empty", "schema", "write", "rdd", "na", "size", "ndim", "str", "dt", "cat",
                "plot", "style", "attrs", "flags", "axes", "sparse", "stat", "writeTo"}
+# Syntax nesting (CPython's ast) a file may have: real code stays far below (the material's
+# deepest file: see tests/test_python_refs.py), libcst's walks fail a little above 400.
+MAX_DEPTH = 250
+NESTED = "nested too deeply to walk (a long chain of operators or brackets)"
 MAX_SOURCE_BYTES = 1 << 20  # skein.catalog.MAX_CONSUMER_BYTES: the largest consumer read
 
 
@@ -89,14 +94,56 @@ def find_python_refs(source: str, dialect: str = "duckdb") -> PythonRefs:
     """Every SQL string, table name and column use ``source`` passes to database calls."""
     if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         return PythonRefs(error=f"too large: over {MAX_SOURCE_BYTES:,} bytes")
+    refused = too_deep(source)
+    if refused:
+        return PythonRefs(error=refused)
     try:
         wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)
-    except (cst.ParserSyntaxError, RecursionError, ValueError) as exc:
+    except (cst.ParserSyntaxError, ValueError) as exc:
         return PythonRefs(error=f"does not parse as Python: {first_line(exc)}")
-    finder = _Finder(wrapper, dialect)
-    wrapper.visit(finder)
+    except RecursionError:
+        return PythonRefs(error=NESTED)
+    try:
+        finder = _Finder(wrapper, dialect)
+        wrapper.visit(finder)
+    except RecursionError:  # libcst walks its tree recursively: a long `"a" + "a" + ...` chain
+        return PythonRefs(error=NESTED)
     return PythonRefs(tuple(sorted(finder.findings, key=lambda f: (f.line, f.column))),
                       tuple(sorted(finder.columns, key=lambda c: (c.line, c.span))))
+
+
+def too_deep(source: str) -> str | None:
+    """Why a file must not reach libcst, or ``None``. libcst's native parser overflows its
+    stack (the process dies, no exception) on a chain of 20,000 ``+``, and its visitors
+    recurse; CPython's own parser has guards, so it measures the nesting first.
+
+    >>> too_deep("x = 1 + 2"), too_deep("x = " + " + ".join(["1"] * 400))
+    (None, 'nested 401 levels deep, limit 250')
+    """
+    try:
+        tree = ast.parse(source)
+    except RecursionError:
+        return NESTED
+    except (SyntaxError, ValueError, MemoryError) as exc:
+        return f"does not parse as Python: {first_line(exc) or type(exc).__name__}"
+    deepest, stack = 0, [(tree, 0)]
+    while stack:  # iterative: a recursive walk would fail on the very input it measures
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return f"nested {nesting_depth(tree):,} levels deep, limit {MAX_DEPTH:,}"
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return None
+
+
+def nesting_depth(tree: ast.AST) -> int:
+    """The deepest level of a syntax tree, walked without recursion."""
+    deepest, stack = 0, [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def sql_tables(sql: str, dialect: str) -> tuple[str, ...]:
