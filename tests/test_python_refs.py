@@ -67,6 +67,13 @@ def test_sql_keyword_list_and_template_file():
         ("template", 3, "create_table.sql", ())]
 
 
+def test_jinja_inside_sql_names_no_table():
+    found = one('''SQLExecuteQueryOperator(task_id="j",
+        sql="INSERT INTO {{ params.target }} SELECT * FROM s.src WHERE ds = '{{ ds }}'")''')
+    assert found.resolved and found.tables == ("s.src",)
+    assert found.text.startswith("INSERT INTO {{ params.target }}")  # the text is kept as written
+
+
 def test_bigquery_insert_job_configuration_query():
     found = one('''
         job = BigQueryInsertJobOperator(task_id="q", configuration={

@@ -153,14 +153,20 @@ def sql_tables(sql: str, dialect: str) -> tuple[str, ...]:
     ('a.t', 's.u', 'v')
     >>> sql_tables("SELECT %(x)s FROM s.u", "postgres")
     ('s.u',)
+
+    Airflow renders Jinja in ``sql=`` first: a ``{{ ... }}`` part names no table here.
+
+    >>> sql_tables("SELECT * FROM {{ params.t }} JOIN s.u ON d = '{{ ds }}'", "duckdb")
+    ('s.u',)
     """
-    lineage = analyze_sql(sql, dialect, {})
+    plain = _JINJA.sub(JINJA_PLACEHOLDER, sql)
+    lineage = analyze_sql(plain, dialect, {})
     found = set(lineage.table_lines)
     if lineage.produces:
         found.add(lineage.produces)
     if not found and lineage.error and not lineage.error.startswith("too complex"):
-        found = set(mentioned_datasets(sql))
-    return tuple(sorted(found))
+        found = set(mentioned_datasets(plain))
+    return tuple(sorted(t for t in found if JINJA_PLACEHOLDER not in t))
 
 
 def call_name(call: cst.Call) -> str:
@@ -414,6 +420,8 @@ def _dict_get(node: cst.BaseExpression | None, key: str) -> cst.BaseExpression |
     return None
 
 
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+JINJA_PLACEHOLDER = "skein_jinja_part"
 _INCLUDE = re.compile(r"\{%-?\s*include\s.*?-?%\}", re.DOTALL)
 
 
