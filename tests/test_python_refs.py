@@ -84,6 +84,24 @@ def test_bigquery_insert_job_configuration_query():
          ("ds.events",))
 
 
+def test_local_string_bound_once_is_followed_and_one_bound_twice_is_not():
+    found = refs('''
+        T = "plays"
+        def job(con, T2):
+            q = "SELECT * FROM s." + T
+            con.execute(q)
+            r = "SELECT 1 FROM s.a"
+            r = "SELECT 1 FROM s.b"
+            pd.read_sql(r, con)
+            for loop in ("x",):
+                pd.read_sql(loop, con)
+        def shadow(T):
+            return spark.table(T)
+    ''').findings
+    assert [(f.line, f.text, f.resolved) for f in found] == [
+        (5, "SELECT * FROM s.plays", True), (8, "", False), (10, "", False)]
+
+
 def test_generic_call_with_a_name_is_not_sql_but_a_read_sql_one_is_unresolved():
     found = refs('''
         subprocess.run(cmd)
@@ -321,8 +339,15 @@ def test_pandas_read_sql_table_calls():
     path = material.ensure("pandas") / "pandas/tests/io/test_sql.py"
     found = find_python_refs(path.read_text())
     tables = {f.line: f.text for f in found.findings if f.kind == "table"}
-    assert len(tables) == 51
+    assert len(tables) == 64  # 58 read_sql_table (7 through a local name), 6 read_sql of a name
     assert tables[1219] == "iris" and tables[4092] == "public.test_schema_public_explicit"
+    # `table = "iris"` bound once in the function: read_sql(table) and read_sql_table(table).
+    assert tables[2614] == tables[2615] == "iris"
+    by_line = {f.line: f for f in found.findings}
+    query = by_line[1673]  # query = 'SELECT * FROM iris_view ...' two lines up
+    assert (query.kind, query.tables, query.resolved) == ("sql", ("iris_view",), True)
+    assert path.read_bytes()[slice(*query.spans[0])] == \
+        b"""'SELECT * FROM iris_view WHERE "SepalLength" < 0.0'"""
     unresolved = {f.line: f.reason for f in found.findings if not f.resolved}
     assert unresolved[560] == "run-time part {table_name}"
     assert unresolved[1211] == "SQL held in a name bound at run time: query"

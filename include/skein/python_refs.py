@@ -34,7 +34,8 @@ from libcst.metadata import ByteSpanPositionProvider, MetadataWrapper, PositionP
 
 from skein.errors import first_line
 from skein.lineage import analyze_sql, mentioned_datasets
-from skein.python_strings import Resolved, is_stringish, module_constants, resolve
+from skein.python_strings import (Resolved, function_constants, is_stringish, module_constants,
+                                  resolve)
 
 # Calls whose first argument is SQL. The generic ones (``execute``, ``sql``, ``run``, ``text``)
 # count only when the argument is written as a string: ``subprocess.run(cmd)`` is no query.
@@ -193,10 +194,9 @@ class _Finder(cst.CSTVisitor):
     def __init__(self, wrapper: MetadataWrapper, dialect: str):
         super().__init__()
         self.dialect = dialect
-        self.constants = module_constants(wrapper.module)
         self.findings: list[Finding] = []
         self.columns: list[ColumnUse] = []
-        self.scopes: list[_Scope] = [_Scope()]
+        self.scopes: list[_Scope] = [_Scope(module_constants(wrapper.module))]
 
     # -- positions -------------------------------------------------------------------
     def line_col(self, node: cst.CSTNode) -> tuple[int, int]:
@@ -212,7 +212,7 @@ class _Finder(cst.CSTVisitor):
 
     # -- scopes: a function's reads and the names bound to them ---------------------------
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self.scopes.append(_Scope())
+        self.scopes.append(_Scope(function_constants(node, self.scopes[-1].constants)))
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
         self.scopes.pop()
@@ -256,7 +256,7 @@ class _Finder(cst.CSTVisitor):
     def schema_keyword(self, node: cst.Call) -> Resolved | None:
         for arg in node.args:
             if arg.keyword and arg.keyword.value == "schema" and self.is_constant_or_string(arg.value):
-                return resolve(arg.value, self.constants)
+                return resolve(arg.value, self.scopes[-1].constants)
         return None
 
     def keyword_argument(self, node: cst.Call, name: str, arg: cst.Arg) -> None:
@@ -275,19 +275,21 @@ class _Finder(cst.CSTVisitor):
                     self.add_string("sql", f"{name}(configuration=query)", node, item)
 
     def is_constant(self, node: cst.BaseExpression) -> bool:
-        return isinstance(node, cst.Name) and node.value in self.constants
+        return isinstance(node, cst.Name) and node.value in self.scopes[-1].constants
 
     def is_constant_or_string(self, node: cst.BaseExpression) -> bool:
         return is_stringish(node) or self.is_constant(node)
 
     def add_string(self, kind: str, name: str, node: cst.Call, value: cst.BaseExpression,
                    schema: Resolved | None = None) -> None:
-        found = resolve(value, self.constants)
+        found = resolve(value, self.scopes[-1].constants)
         if schema is not None and found.resolved and "." not in found.text:
             found = Resolved(f"{schema.text}.{found.text}", schema.resolved, schema.reason,
                              found.literals + schema.literals)
         if kind == "sql" and found.resolved and _is_template(found.text):
             kind = "template"
+        elif name.endswith("read_sql") and found.resolved and _NAME.fullmatch(found.text):
+            kind = "table"  # pandas' read_sql reads a whole table when given only its name
         self.add(kind, name, node, found)
 
     def add(self, kind: str, name: str, node: cst.Call, found: Resolved) -> None:
@@ -371,7 +373,8 @@ class _Finder(cst.CSTVisitor):
 class _Scope:
     """A function's reads: the line of each, and the names bound to a read's result."""
 
-    def __init__(self) -> None:
+    def __init__(self, constants: dict[str, Resolved]) -> None:
+        self.constants = constants  # the names that hold strings here, resolved
         self.pending: dict[cst.Call, str] = {}  # a read's call -> the name it is assigned to
         self.names: dict[str, int] = {}
         self.reads: list[int] = []
@@ -422,6 +425,7 @@ def _dict_get(node: cst.BaseExpression | None, key: str) -> cst.BaseExpression |
 
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 JINJA_PLACEHOLDER = "skein_jinja_part"
+_NAME = re.compile(r"\w+(\.\w+)*")
 _INCLUDE = re.compile(r"\{%-?\s*include\s.*?-?%\}", re.DOTALL)
 
 

@@ -145,3 +145,84 @@ def _unescape(raw: str, prefix: str) -> str:
     if "r" in prefix.lower() or "\\" not in text:
         return text
     return ast.literal_eval('"""' + text.replace('"', '\\"') + '"""')
+
+
+def function_constants(function: cst.FunctionDef, outer: dict[str, Resolved]) -> dict[str, Resolved]:
+    """The constants inside a function: the module's, minus the names the function binds
+    itself, plus its own names bound once (``query = "SELECT ..."``) to a string expression.
+
+    >>> f = cst.parse_module('def f(T, d):\\n    q = f"SELECT * FROM {S}.{T}"\\n    n = 1\\n').body[0]
+    >>> found = function_constants(f, {"S": Resolved("s", True), "T": Resolved("t", True)})
+    >>> sorted(found), found["q"].text, found["q"].resolved
+    (['S', 'q'], 'SELECT * FROM s.{T}', False)
+    """
+    bindings = _LocalBindings()
+    function.body.visit(bindings)
+    for param in (*function.params.params, *function.params.posonly_params,
+                  *function.params.kwonly_params):
+        bindings.other.add(param.name.value)
+    for star in (function.params.star_arg, function.params.star_kwarg):
+        if isinstance(star, cst.Param):
+            bindings.other.add(star.name.value)
+    bound = bindings.other | set(bindings.values)
+    constants = {k: v for k, v in outer.items() if k not in bound}
+    for name, values in bindings.values.items():
+        if len(values) == 1 and name not in bindings.other and is_stringish(values[0]):
+            constants[name] = resolve(values[0], constants)
+    return constants
+
+
+class _LocalBindings(cst.CSTVisitor):
+    """Names a function body binds: ``values`` by plain ``x = ...``, ``other`` by anything else
+    (loops, ``with``, imports, ``+=``...). Nested functions and classes are their own scopes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, list[cst.BaseExpression]] = {}
+        self.other: set[str] = set()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        self.other.add(node.name.value)
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        self.other.add(node.name.value)
+        return False
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            if isinstance(target.target, cst.Name) and len(node.targets) == 1:
+                self.values.setdefault(target.target.value, []).append(node.value)
+            else:
+                self.other.update(n.value for n in _names(target.target))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self.other.update(n.value for n in _names(node.target))
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.other.update(n.value for n in _names(node.target))
+
+    def visit_For(self, node: cst.For) -> None:
+        self.other.update(n.value for n in _names(node.target))
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self.other.update(n.value for n in _names(node.target))
+
+    def visit_AsName(self, node: cst.AsName) -> None:  # with ... as x, except ... as x, import
+        self.other.update(n.value for n in _names(node.name))
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self.other.update(n.value for n in _names(node.target))
+
+    def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
+        if node.asname is None and isinstance(node.name, cst.Name):
+            self.other.add(node.name.value)
+
+    def visit_Global(self, node: cst.Global) -> None:
+        self.other.update(n.name.value for n in node.names)
+
+    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+        self.other.update(n.name.value for n in node.names)
