@@ -148,6 +148,12 @@ def test_operator_table_keyword_and_its_columns():
         ("user_id", "column_mapping=", 2), ("name", "columns=", 4), ("age", "columns=", 4)]
 
 
+def test_a_bare_name_given_to_read_sql_is_a_table_read():
+    found = refs('pd.read_sql("music.plays", con)\ncon.execute("COMMIT")').findings
+    assert [(f.kind, f.text, f.tables) for f in found] == [
+        ("table", "music.plays", ()), ("sql", "COMMIT", ())]
+
+
 def test_table_call_with_a_non_string_argument_is_not_a_finding():
     assert refs("t = con.table(name)\nrows = tbl.table(0)").findings == ()
 

@@ -288,8 +288,8 @@ class _Finder(cst.CSTVisitor):
                              found.literals + schema.literals)
         if kind == "sql" and found.resolved and _is_template(found.text):
             kind = "template"
-        elif name.endswith("read_sql") and found.resolved and _NAME.fullmatch(found.text):
-            kind = "table"  # pandas' read_sql reads a whole table when given only its name
+        elif _last(name) in SQL_CALLS_BY_NAME and found.resolved and _NAME.fullmatch(found.text):
+            kind = "table"  # pandas' read_sql (and sqlframe's get_df) read a table given its name
         self.add(kind, name, node, found)
 
     def add(self, kind: str, name: str, node: cst.Call, found: Resolved) -> None:
