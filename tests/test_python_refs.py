@@ -365,3 +365,13 @@ def test_sqlframe_spark_table_reads_and_columns():
     assert [(f.call, f.line, f.text) for f in found.findings if f.kind == "table"] == [
         ("spark.table", 17, "memory.activate_test.test"),
         ("spark.table", 34, "memory.activate_test.test")]
+
+
+def test_sqlframe_get_df_reads_and_their_columns():
+    path = material.ensure("sqlframe") / "tests/integration/test_int_dataframe.py"
+    found = find_python_refs(path.read_text())
+    reads = {f.line: (f.kind, f.call, f.text) for f in found.findings}
+    assert reads[40] == reads[54] == ("table", "get_df", "employee")
+    uses = [(c.column, c.via, c.source_line) for c in found.columns if 40 <= c.line < 60]
+    # `employee.session` is the frame's session, not a column; SF.col names one.
+    assert uses == [("employee_id", "col", 54), ("employee_id", "col", 54)]

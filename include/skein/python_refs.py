@@ -50,7 +50,8 @@ TABLE_KEYWORDS = ("table", "table_name")
 # Attributes of a DataFrame that are not columns, for ``df.x`` reads that are not calls.
 NOT_COLUMNS = {"columns", "shape", "dtypes", "iloc", "loc", "at", "iat", "index", "T", "values",
                "empty", "schema", "write", "rdd", "na", "size", "ndim", "str", "dt", "cat",
-               "plot", "style", "attrs", "flags", "axes", "sparse", "stat", "writeTo"}
+               "plot", "style", "attrs", "flags", "axes", "sparse", "stat", "writeTo",
+               "session", "sparkSession", "sql_ctx", "isStreaming", "storageLevel", "writeStream"}
 # Syntax nesting (CPython's ast) a file may have: real code stays far below (the material's
 # deepest file: see tests/test_python_refs.py), libcst's walks fail a little above 400.
 MAX_DEPTH = 250
