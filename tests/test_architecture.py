@@ -37,7 +37,9 @@ FOUNDATION = {"skein",  # the package's __init__: its version
               "skein.dbt_seeds", "skein.dbt_graph", "skein.dbt_schemas",
               "skein.dbt_build", "skein.dbt_build_child",
               # consumer Jinja and YAML as untrusted input (issue 18)
-              "skein.dbt_yaml", "skein.dbt_render", "skein.jinja_process", "skein.jinja_sandbox"}
+              "skein.dbt_yaml", "skein.dbt_render", "skein.jinja_process", "skein.jinja_sandbox",
+              # Python consumers (issue 21): SQL strings, tables by name, columns
+              "skein.python_strings", "skein.python_refs"}
 PACKAGES = {"skein.rewrite": "rewrite", "skein.simulation": "simulation",
             "skein.agents": "agents", "skein.demo": "demo", "skein.pipeline": "app",
             "skein.views": "app"}  # the portal's read models
