@@ -30,7 +30,6 @@ from skein.dbt_packages import install_stand_ins
 from skein.dbt_sandbox import (DbtSandboxError, DbtSettings, build_profile, copy_project,
                                dbt_settings, project_config, project_profile_name, run_child,
                                target_schema)
-from skein.errors import first_line
 
 BUILD_CHILD = Path(__file__).with_name("dbt_build_child.py")
 SHOWN_CHARS = 300
@@ -119,10 +118,7 @@ def build_dbt_project(root: Path, patched: Mapping[str, str], select: Sequence[s
     with tempfile.TemporaryDirectory(prefix="skein-dbt-build-") as tmp:
         work = Path(tmp)
         copy = work / "project"
-        try:
-            copy_project(root, copy)
-        except (OSError, shutil.Error) as exc:
-            raise DbtSandboxError(f"cannot copy the project into the sandbox: {first_line(exc)}") from None
+        copy_project(root, copy)  # its failures are DbtSandboxErrors
         write_patched(copy, patched)
         (work / "home").mkdir()
         database = work / "sandbox.duckdb"

@@ -129,6 +129,8 @@ def node_results(run_results: dict, manifest: dict, phase: str) -> list[dict]:
     return rows
 
 
+# The same as dbt_child.invoke, on purpose: a child runs as a lone script under `python -I`
+# (no script folder, no Skein on sys.path), so it cannot import its sibling.
 def invoke(runner, args: list[str]) -> tuple[bool, str]:
     try:
         outcome = runner.invoke(args)

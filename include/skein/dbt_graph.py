@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +66,7 @@ def _read_with_dbt(root: Path, settings: DbtSettings) -> DbtGraph:
     with tempfile.TemporaryDirectory(prefix="skein-dbt-") as tmp:
         work = Path(tmp)
         copy = work / "project"
-        try:
-            copy_project(root, copy)
-        except (OSError, shutil.Error) as exc:
-            raise DbtSandboxError(f"cannot copy the project into the sandbox: {first_line(exc)}") from None
+        copy_project(root, copy)  # its failures are DbtSandboxErrors
         (work / "home").mkdir()
         profile = project_profile_name(copy)
         schema = target_schema(copy, profile)

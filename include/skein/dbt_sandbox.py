@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from skein.errors import SkeinError, SpecError
+from skein.errors import SkeinError, SpecError, first_line
 from skein.yamlspan import check_expansion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,10 @@ def copy_project(source: Path, dest: Path) -> None:
         return {n for n in names if (here / n).is_symlink()
                 or (n in NOT_COPIED and (here / n).is_dir()) or n.endswith(NOT_COPIED_SUFFIXES)}
 
-    shutil.copytree(source, dest, ignore=ignored, symlinks=True)
+    try:
+        shutil.copytree(source, dest, ignore=ignored, symlinks=True)
+    except (OSError, shutil.Error) as exc:
+        raise DbtSandboxError(f"cannot copy the project into the sandbox: {first_line(exc)}") from None
 
 
 def project_config(project: Path) -> dict:
