@@ -120,12 +120,15 @@ def print_plan(plan, waves: dict[str, list[str]], where: str) -> None:
     the numbers differ (``skein plan``, and ``skein run --dry-run``)."""
     from collections import Counter
 
+    from skein.console import wave_counts
     from skein.evidence import plan_notes
     from skein.statuses import STATUSES, of_plan
 
-    counts = Counter(of_plan(i.status, i.simulation) for i in plan.items)
+    statuses = {i.id: of_plan(i.status, i.simulation) for i in plan.items}
+    counts = Counter(statuses.values())
     print(f"plan for {plan.campaign} written to {where}: "
           + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]))
+    print("\n".join(wave_counts(statuses, waves)))
     for item in plan.with_status("escalated", "failed"):
         print(f"  {item.status} {item.id}: {item.reason}")
     for note in plan_notes(plan, waves):

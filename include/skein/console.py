@@ -72,6 +72,34 @@ def what_happened(outcome: dict) -> str:
     return WHAT_HAPPENED.get(outcome["status"], outcome["status"])
 
 
+def wave_counts(statuses: dict[str, str], waves: dict[str, list[str]]) -> list[str]:
+    """One line per wave with its consumers' counts in ``skein.statuses``' words, then the
+    consumers in no wave (escalated, blocked, failed): ``skein run --dry-run`` says what each
+    wave would do, not only the campaign's totals (issue 20). ``statuses``: consumer id to its
+    status.
+
+    >>> print("\\n".join(wave_counts({"a": "pending", "b": "verified", "c": "pending",
+    ...                                "d": "escalated"}, {"canary": ["a"], "everyone": ["b", "c"]})))
+      wave canary: 1 pending
+      wave everyone: 1 pending, 1 verified
+      in no wave: 1 escalated
+    """
+    from collections import Counter
+
+    from skein.statuses import STATUSES
+
+    def words(ids) -> str:
+        counts = Counter(statuses[i] for i in ids if i in statuses)
+        return ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "nothing"
+
+    lines = [f"  wave {name}: {words(ids)}" for name, ids in waves.items()]
+    placed = {i for ids in waves.values() for i in ids}
+    rest = [i for i in statuses if i not in placed]
+    if rest:
+        lines.append(f"  in no wave: {words(rest)}")
+    return lines
+
+
 def rollback_lines(outcome: dict) -> list[str]:
     """The interrupted rollbacks of earlier runs this run finished, and what stays migrated.
 
