@@ -37,3 +37,28 @@ def test_dry_run_prints_counts_per_wave(small_fleet, tmp_path, capsys):
     if rest:
         line = next(l for l in out.splitlines() if l.strip().startswith("in no wave:"))
         assert sum(int(n) for n in re.findall(r"(\d+) \w+", line)) == len(rest)
+
+
+STEPS = ("simulate", "simulate again", "retry with the LLM agent", "apply canary", "apply everyone")
+
+
+def test_progress_bars_fit_80_columns():
+    import io
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from skein.console import progress_bars
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    long_id = "analytics-warehouse/models/marts/finance/" + "very_long_consumer_name_" * 3 + ".sql"
+    with progress_bars(True, console=console) as report:
+        for number, step in enumerate(STEPS):
+            report(step, number, 10, long_id if number % 2 else "growth/a.sql")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines and all(cell_len(line) <= 80 for line in lines), [l for l in lines if cell_len(l) > 80]
+    last = lines[-len(STEPS):]  # the final frame: one line per step, every name whole
+    for step, line in zip(STEPS, last):
+        assert line.startswith(step + " ") and "10/10" in line, line

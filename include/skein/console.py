@@ -118,10 +118,35 @@ def rollback_lines(outcome: dict) -> list[str]:
     return lines
 
 
+# The step's name never shrinks (it says what is working); the consumer's id gives way first.
+STEP_WIDTH = 26
+BAR_WIDTH = 20
+COUNT_WIDTH = 11  # "1234/12345"
+
+
+def tail(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, keeping its end: a consumer id's file name says
+    more than its repository's folder.
+
+    >>> tail("growth/models/marts/plays_daily.sql", 20)
+    '…/plays_daily.sql'
+    >>> tail("growth/a.sql", 20), tail("abc", 0)
+    ('growth/a.sql', '')
+    """
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ""
+    end = text[-(width - 1):]
+    cut = end.find("/")  # start at a folder boundary, so no name is cut in the middle
+    return "…" + (end[cut:] if 0 <= cut < len(end) - 1 else end)
+
+
 @contextlib.contextmanager
-def progress_bars(enabled: bool | None = None) -> Iterator[Progress | None]:
+def progress_bars(enabled: bool | None = None, console=None) -> Iterator[Progress | None]:
     """A ``Progress`` callback drawing one bar per step on stderr, or None when stderr is not
-    a terminal (``enabled`` forces it either way)."""
+    a terminal (``enabled`` forces it either way). Every line fits the terminal's width (80
+    columns too): fixed widths for the step, the bar and the count, the rest for the consumer."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -129,16 +154,24 @@ def progress_bars(enabled: bool | None = None) -> Iterator[Progress | None]:
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bars, TextColumn
+    from rich.table import Column
 
-    bars = Bars(TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[consumer]}", style="dim"),
-                console=Console(stderr=True), transient=False)
+    console = console or Console(stderr=True)
+    # rich separates the four columns with one space each.
+    room = max(0, console.width - STEP_WIDTH - BAR_WIDTH - COUNT_WIDTH - 4)
+    bars = Bars(TextColumn("{task.description}", table_column=Column(
+                    width=STEP_WIDTH, no_wrap=True, overflow="ellipsis")),
+                BarColumn(bar_width=BAR_WIDTH),
+                MofNCompleteColumn(table_column=Column(width=COUNT_WIDTH, no_wrap=True)),
+                TextColumn("{task.fields[consumer]}", style="dim",
+                           table_column=Column(width=room, no_wrap=True, overflow="ellipsis")),
+                console=console, transient=False)
     tasks: dict[str, int] = {}
 
     def report(step: str, done: int, total: int, consumer: str | None) -> None:
         if step not in tasks:
             tasks[step] = bars.add_task(step, total=total, consumer="")
-        bars.update(tasks[step], completed=done, total=total, consumer=consumer or "")
+        bars.update(tasks[step], completed=done, total=total, consumer=tail(consumer or "", room))
 
     with bars:
         yield report
