@@ -348,3 +348,32 @@ def test_file_names_are_distinct_and_map_back(cid):
         assert consumer_id(name) == cid
     else:  # shortened: distinct by its hash, and the id is in the file it names
         assert file_name(cid[:-5] + "y.sql") != name
+
+
+# --- a repository's own programs: hooks and fsmonitor never run inside Skein's git ----------
+
+HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "pre-merge-commit",
+         "post-merge", "post-checkout", "reference-transaction", "post-index-change")
+
+
+def test_a_repositorys_hooks_and_fsmonitor_never_run(tmp_path, monkeypatch, capsys):
+    """A consumer repository is another team's: its .git/hooks and its fsmonitor program are
+    code. Skein's commits and merges (and discovery's and the portal's git reads) run none."""
+    campaign = make_world(tmp_path, monkeypatch, {"growth": {"a.sql": READER}})
+    repo = tmp_path / "repos" / "growth"
+    ran = tmp_path / "ran"
+    for hook in HOOKS:
+        script = repo / ".git" / "hooks" / hook
+        script.write_text(f"#!/bin/sh\necho {hook} >> {ran}\n")
+        script.chmod(0o755)
+    monitor = tmp_path / "fsmonitor.sh"
+    monitor.write_text(f"#!/bin/sh\necho fsmonitor >> {ran}\n")
+    monitor.chmod(0o755)
+    git(repo, "config", "core.fsmonitor", str(monitor))
+
+    code, outcome = run_json(capsys, str(campaign), "--approve", "all")
+
+    assert code == 0 and outcome["applied"] == 1, outcome
+    assert "analytics_v2.plays" in (repo / "a.sql").read_text()
+    assert merges(repo) == 1
+    assert not ran.exists(), f"ran: {ran.read_text()}"

@@ -24,7 +24,7 @@ from typing import Iterator, Protocol
 
 from skein.errors import SkeinError
 from skein.faults import crash_point
-from skein.paths import symlink_on_path
+from skein.paths import GIT_NO_REPO_PROGRAMS, symlink_on_path
 
 
 class ApplyError(SkeinError):
@@ -379,8 +379,8 @@ def _git_bytes(repo: Path, *args: str, input: bytes | None = None, env: dict | N
     full_env.setdefault("GIT_AUTHOR_EMAIL", "skein@localhost")
     full_env.setdefault("GIT_COMMITTER_NAME", "Skein")
     full_env.setdefault("GIT_COMMITTER_EMAIL", "skein@localhost")
-    result = subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True,
-                            env=full_env, check=False)
+    result = subprocess.run(["git", *GIT_NO_REPO_PROGRAMS, "-C", str(repo), *args], input=input,
+                            capture_output=True, env=full_env, check=False)
     if result.returncode != 0 and not (args[:2] == ("symbolic-ref", "--quiet")):
         raise ApplyError(f"git {' '.join(args[:2])} in {repo} failed: "
                          f"{result.stderr.decode('utf-8', 'replace').strip()}")

@@ -24,7 +24,7 @@ from skein.dbt import (DbtProject, DbtProjectError, DbtRenderError, load_dbt_pro
 from skein.errors import DiscoveryError, SpecError
 from skein.lineage import Lineage, SchemaCache, analyze_sql, mentioned_datasets
 from skein.ownership import Ownership, OwnershipResolver, parse_view_comment
-from skein.paths import not_utf8_name, printable_name, symlink_on_path
+from skein.paths import GIT_NO_REPO_PROGRAMS, not_utf8_name, printable_name, symlink_on_path
 from skein.spec import Campaign
 from skein.warehouse import Warehouse
 
@@ -142,7 +142,7 @@ def _view_consumers(warehouse: Warehouse, dialect: str) -> list[Consumer]:
 
 def _tracked_files(repo: Path) -> list[str]:
     try:
-        out = subprocess.run(["git", "-C", str(repo), "ls-files", "-z"], check=True,
+        out = subprocess.run(["git", *GIT_NO_REPO_PROGRAMS, "-C", str(repo), "ls-files", "-z"], check=True,
                              capture_output=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise DiscoveryError(f"cannot list files of git repository {repo}: {exc}") from None

@@ -14,6 +14,12 @@ from pathlib import Path
 
 from skein.errors import SkeinError
 
+# A consumer repository's own configuration can make git run programs: its hooks (a
+# post-merge hook would run inside Skein's merge, with Skein's environment) and an fsmonitor.
+# Every git command Skein runs on one turns both off. (Filter and merge drivers named in the
+# repository's own .git/config are the limit: docs/guarantees.md, section 11.)
+GIT_NO_REPO_PROGRAMS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+
 
 def symlink_on_path(repo: Path, rel: str) -> str | None:
     """Why ``rel`` must not be followed: it, or a folder on its way, is a symlink (which may

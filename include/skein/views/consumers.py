@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from skein.controls import pending_retries
+from skein.paths import GIT_NO_REPO_PROGRAMS
 from skein.store import CampaignStore, Event, consumers
 from skein.views.sources import Sources, run_dir
 from skein.views.status import consumer_status
@@ -204,7 +205,7 @@ def campaign_commits(repo: Path, path: str, campaign_id: str, limit: int = 10) -
     """The campaign's commits touching ``path`` (its branch commits, merges and rollbacks)."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(repo), "log", "--all", f"-n{limit}", "--format=%H%x1f%aI%x1f%s",
+            ["git", *GIT_NO_REPO_PROGRAMS, "-C", str(repo), "log", "--all", f"-n{limit}", "--format=%H%x1f%aI%x1f%s",
              "-F", f"--grep=skein({campaign_id})", "--", path],
             capture_output=True, text=True, timeout=10, check=True,
             env={**os.environ, "GIT_LITERAL_PATHSPECS": "1"}).stdout  # `[ab].sql` is one file
