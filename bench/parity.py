@@ -12,7 +12,7 @@ then ``--repeat`` interleaved rounds; each ratio is taken per round and reported
 min and max, with the load average. Goals (issues 4 and 22): Skein's check within 3x of the
 floor on shuffled rows, with and without a key; faster than reladiff.
 
-    python bench/parity.py [--rows 1000000 10000000] [--repeat 3] [--out bench/out/parity.duckdb]
+    python bench/parity.py [--rows 1000000 10000000] [--repeat 3] [--no-ge] [--out bench/out/parity.duckdb]
 """
 
 from __future__ import annotations
