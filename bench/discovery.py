@@ -53,6 +53,31 @@ def spread(values: list[float], digits: int = 2) -> dict:
             "max": round(max(values), digits)}
 
 
+def rounds(campaign_path: Path, texts: list, processes: int, repeat: int, reference):
+    """``repeat`` interleaved rounds of discovery and the bare parse, both on ``processes``
+    processes; the figures, and the report (which must be the same in every round)."""
+    from skein.discovery import discover
+    from skein.spec import load_campaign
+
+    seconds = {"discover": [], "bare_parse": []}
+    for _ in range(repeat):
+        started = time.perf_counter()
+        report = discover(load_campaign(campaign_path), workers=processes)
+        seconds["discover"].append(time.perf_counter() - started)
+        assert reference is None or report == reference, "discovery differs across runs"
+        reference = report
+        started = time.perf_counter()
+        bare_parse(texts, processes)
+        seconds["bare_parse"].append(time.perf_counter() - started)
+    return {
+        "discover_s": spread(seconds["discover"]),
+        "bare_parse_s": spread(seconds["bare_parse"]),
+        "discover_files_per_s": round(len(texts) / statistics.median(seconds["discover"]), 1),
+        "bare_parse_files_per_s": round(len(texts) / statistics.median(seconds["bare_parse"]), 1),
+        "discover_vs_bare_parse": spread([d / p for d, p in zip(seconds["discover"], seconds["bare_parse"])]),
+    }, reference
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--consumers", type=int, default=10_000)
@@ -65,7 +90,7 @@ def main() -> None:
 
     from skein.catalog import build_catalog
     from skein.demo.fleet import build_demo_fleet
-    from skein.discovery import connect, discover
+    from skein.discovery import connect
     from skein.spec import load_campaign
 
     out = Path(args.out)
@@ -85,25 +110,9 @@ def main() -> None:
     load_before = os.getloadavg()
     runs, reference = {}, None
     for processes in sorted({1, os.cpu_count() or 1}):
-        seconds = {"discover": [], "bare_parse": []}
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            report = discover(load_campaign(campaign_path), workers=processes)
-            seconds["discover"].append(time.perf_counter() - started)
-            assert reference is None or report == reference, "discovery differs across runs"
-            reference = report
-            started = time.perf_counter()
-            bare_parse(texts, processes)
-            seconds["bare_parse"].append(time.perf_counter() - started)
-        runs[f"{processes}_process"] = {
-            "discover_s": spread(seconds["discover"]),
-            "bare_parse_s": spread(seconds["bare_parse"]),
-            "discover_files_per_s": round(len(texts) / statistics.median(seconds["discover"]), 1),
-            "bare_parse_files_per_s": round(len(texts) / statistics.median(seconds["bare_parse"]), 1),
-            "discover_vs_bare_parse": spread([d / p for d, p in zip(seconds["discover"], seconds["bare_parse"])]),
-        }
+        runs[f"{processes}_process"], reference = rounds(campaign_path, texts, processes, args.repeat, reference)
     assert reference.scanned == len(texts)
-    widest = runs[f"{max(sorted({1, os.cpu_count() or 1}))}_process"]
+    widest = runs[f"{os.cpu_count() or 1}_process"]
     print(json.dumps({
         "benchmark": "discovery",
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(),

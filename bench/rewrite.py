@@ -161,22 +161,8 @@ def measure_group(rewrite, requests, texts, repeat: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--consumers", type=int, default=1500)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out", default="bench/out/rewrite-fleet")
-    parser.add_argument("--no-tpc", action="store_true", help="demo fleet only")
-    args = parser.parse_args()
-
-    import sqlglot
-    import sqlglot.parser
-
-    from skein.agents.rule import rewrite
-
-    out = Path(args.out)
-    started = time.perf_counter()
+def collect_groups(out: Path, args) -> tuple[dict, dict, str]:
+    """Requests per group (see the module docstring), discovery's counts, what became of TPC."""
     groups_in = {}
     fleet, discovery_counts = fleet_requests(out / "fleet", args.consumers, args.seed)
     groups_in["fleet"] = [(r, sql) for r, sql, _ in fleet]
@@ -191,10 +177,12 @@ def main() -> None:
             tpc_note = "included"
         except Exception as exc:  # noqa: BLE001 - the generator may be missing: say so
             tpc_note = f"skipped: {type(exc).__name__}: {exc}"
-    setup_s = time.perf_counter() - started
+    return groups_in, discovery_counts, tpc_note
 
+
+def measure_groups(rewrite, groups_in: dict, repeat: int) -> tuple[dict, Counter, dict]:
+    """``measure_group`` for each non-empty group, after a warm-up pass of its own."""
     groups, escalations, parse_failures = {}, Counter(), {}
-    load_before = os.getloadavg()
     for group, pairs in groups_in.items():
         if not pairs:
             continue
@@ -203,11 +191,33 @@ def main() -> None:
         # Warm-up: imports and dialect tables, which a campaign pays once per process.
         agent_pass(rewrite, requests)
         parse_failures[group] = bare_parse(texts)
-        groups[group] = measure_group(rewrite, requests, texts, args.repeat)
-        for r in requests if group in ("fleet", "tpc") else ():
+        groups[group] = measure_group(rewrite, requests, texts, repeat)
+        for r in requests if group in ("fleet", "tpc") else ():  # the splits repeat the fleet
             result = rewrite(r)
             if result.kind == "escalation":
                 escalations[f"{group}: {_reason_kind(result.reason)}"] += 1
+    return groups, escalations, parse_failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--consumers", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out", default="bench/out/rewrite-fleet")
+    parser.add_argument("--no-tpc", action="store_true", help="demo fleet only")
+    args = parser.parse_args()
+
+    import sqlglot
+    import sqlglot.parser
+
+    from skein.agents.rule import rewrite
+
+    started = time.perf_counter()
+    groups_in, discovery_counts, tpc_note = collect_groups(Path(args.out), args)
+    setup_s = time.perf_counter() - started
+    load_before = os.getloadavg()
+    groups, escalations, parse_failures = measure_groups(rewrite, groups_in, args.repeat)
     headline = groups["fleet"]["cold_vs_bare_parse"]
     print(json.dumps({
         "benchmark": "rewrite",
