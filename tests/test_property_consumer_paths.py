@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from skein.errors import SkeinError
 from skein.paths import run_folder
 from skein.rewrite.request import Escalation
-from skein.rundir import MAX_NAME_BYTES, RunDirectory, consumer_id, file_name
+from skein.paths import MAX_NAME_BYTES
+from skein.rundir import RunDirectory, consumer_id, file_name
 
 ODD = ["_", "__", "___", ".", "..", "%", "%2F", "%5F", " ", "[ab]", "*", "?", "~", "-", "\\",
        "é", "名", "\u202e", "\t", "\n", "\udce9", "%%"]

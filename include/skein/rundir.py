@@ -24,9 +24,11 @@ to share one file, and one consumer was applied with the other's patch (issue 18
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pickle
-import shutil
+import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter
@@ -41,11 +43,19 @@ from skein.rewrite.request import Escalation, Patch, Unchanged
 _RESULT = TypeAdapter(Patch | Escalation | Unchanged)
 PLAN_MARKER = ".skein-plan"  # in a `skein plan --out` folder: Skein may write there again
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    """Write ``data`` to ``path`` through a temporary file of its own in the same folder: two
+    processes writing one file (a rerun racing a run of the same id, parallel apply tasks)
+    each rename a whole file of theirs, never one the other already moved."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
 
 
 class Retry(BaseModel):
@@ -79,10 +89,7 @@ class RunDirectory:
         """Keep a copy of the spec, once: a reopened run keeps the one it started with."""
         frozen = self.path / "campaign.yaml"
         if not frozen.is_file():
-            self.path.mkdir(parents=True, exist_ok=True)
-            tmp = frozen.with_suffix(".tmp")
-            shutil.copyfile(spec_file, tmp)
-            tmp.replace(frozen)
+            write_atomic(frozen, Path(spec_file).read_bytes())
 
     # --- discover --------------------------------------------------------------------------
     def write_discovery(self, catalog: Catalog, report: DiscoveryReport) -> None:

@@ -104,8 +104,10 @@ class CampaignStore:
         moment: PostgreSQL serialises them on an advisory lock (concurrent CREATE TABLE / OR
         REPLACE FUNCTION fail with "duplicate key" / "tuple concurrently updated"); SQLite's
         DDL is not transactional here, so a process that lost the race to create a table
-        tries again and then finds it."""
-        for attempt in range(5):
+        tries again and then finds it; and a SQLite transaction that read the schema before
+        another process wrote it cannot take the write lock ("database is locked" at once,
+        whatever the busy timeout): it starts over too."""
+        for attempt in range(10):
             try:
                 with self.engine.begin() as conn:
                     if self.engine.dialect.name == "postgresql":
@@ -122,7 +124,8 @@ class CampaignStore:
                     self.rebuild_latest()
                 return
             except sa.exc.OperationalError as exc:
-                if "already exists" not in str(exc) or attempt == 4:
+                if not any(lost in str(exc) for lost in ("already exists", "database is locked")) \
+                        or attempt == 9:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from skein.rundir import write_atomic
 from skein.statuses import Status, legend, what_is_left
 from skein.store import CampaignStore
 
@@ -87,16 +86,8 @@ def refresh_summary(ctx, after: str) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomically, through a temporary file of its own: apply tasks of one wave run at once
-    and each rewrites the summary (``rundir.write_atomic``'s one temporary name would clash)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically: apply tasks of one wave run at once and each rewrites the summary."""
+    write_atomic(path, text.encode("utf-8"))
 
 
 __all__ = ["Status", "live_records", "refresh_summary", "write_live_summary"]
