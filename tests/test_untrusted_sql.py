@@ -24,26 +24,13 @@ import pytest
 
 from conftest import make_git_repo
 from skein.cli import main as skein
+from test_spec import GOOD
 
 SECRET = "TOPSECRET-7c1f-never-in-evidence"
 READER = "SELECT user_id, ms_played FROM analytics.plays\n"
-CAMPAIGN = """\
-campaign: plays-v2
-title: Move plays
-owners: [data-platform]
-warehouse: duckdb:///wh.duckdb
-source: analytics.plays
-target: analytics_v2.plays
-columns:
-  user_id: account_id
-  ms_played: duration_s * 1000
-  legacy_flag: null
-consumers:
-  - repo: repos/*
-simulation:
-  timeout_s: 20
-  memory_limit: 256MB
-"""
+# test_spec's campaign, its repositories only, under the sandbox's tighter limits
+CAMPAIGN = GOOD.replace("  - warehouse_views: true\n", "") + \
+    "simulation:\n  timeout_s: 20\n  memory_limit: 256MB\n"
 
 
 def make_warehouse(root: Path) -> None:
